@@ -1,0 +1,74 @@
+-- require "asyncio": Python's asyncio for Lua 5.4. The C core (asyncio.core)
+-- does everything per event; the Lua modules add what is paid per call.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+local logger = require "asyncio.log"
+local Loop = require "asyncio.loop"
+local runners = require "asyncio.runners"
+
+local M = {}
+
+for name, cls in pairs(errors) do
+  if type(cls) == "table" then M[name] = cls end
+end
+M.isinstance = errors.isinstance
+M.logger = logger
+
+core.set_hooks {
+  new_error = errors.new_by_name,
+  CancelledError = errors.CancelledError,
+  log = logger.log,
+  call_exception_handler = function(loop, context)
+    loop:call_exception_handler(context)
+  end,
+  unretrieved = function(sentinel)
+    local exc, loop, kind = sentinel[1], sentinel[2], sentinel[3]
+    local context = { message = kind .. " exception was never retrieved", exception = exc }
+    if loop and not loop:is_closed() then
+      loop:call_exception_handler(context)
+    else
+      Loop.default_exception_handler(nil, context)
+    end
+  end,
+}
+
+M.Loop = Loop
+M.Handle = core.Handle
+M.TimerHandle = core.TimerHandle
+M.new_event_loop = core.new_event_loop
+M.set_event_loop = core.set_event_loop
+M.sleep = core.sleep
+M.create_task = core.create_task
+M.current_task = core.current_task
+M.all_tasks = core.all_tasks
+M.isfuture = core.isfuture
+M.eager_task_factory = core.eager_task_factory
+M.run = runners.run
+
+function M.get_running_loop()
+  local loop = core.get_running_loop()
+  if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
+  return loop
+end
+
+function M.get_event_loop()
+  local loop = core.get_running_loop() or core._get_event_loop()
+  if loop == nil then
+    loop = core.new_event_loop()
+    core.set_event_loop(loop)
+  end
+  return loop
+end
+
+-- asyncio.Future([loop]) builds a future; the table also holds the methods.
+M.Future = setmetatable(core.Future, {
+  __call = function(_, loop) return core.Future_new(loop or M.get_event_loop()) end,
+})
+
+-- asyncio.Task(loop, fn, ...) builds a task without the loop's task factory
+-- (which is what a factory itself calls).
+M.Task = setmetatable(core.Task, {
+  __call = function(_, loop, fn, ...) return core.Task_new(loop, fn, ...) end,
+})
+
+return M

@@ -1,0 +1,51 @@
+-- The Lua half of the event loop: exception handling, whose cost is per
+-- error, not per event. Installed into the C Loop's method table.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+local logger = require "asyncio.log"
+
+local Loop = core.Loop
+
+local function describe(v)
+  local ok, s = pcall(tostring, v)
+  return ok and s or "<unprintable>"
+end
+
+function Loop:default_exception_handler(context)
+  if type(context) ~= "table" then
+    error("bad argument #1 to 'default_exception_handler' (table expected, got " .. type(context) .. ")", 2)
+  end
+  local lines = { context.message or "Unhandled exception in event loop" }
+  local keys = {}
+  for k in pairs(context) do
+    if k ~= "message" and k ~= "exception" and k ~= "traceback" then keys[#keys + 1] = tostring(k) end
+  end
+  table.sort(keys)
+  for _, k in ipairs(keys) do lines[#lines + 1] = k .. ": " .. describe(context[k]) end
+  local exc = context.exception
+  if exc ~= nil then
+    lines[#lines + 1] = "exception: " .. describe(exc)
+    local tb = errors.is_error(exc) and exc.traceback or context.traceback
+    if tb then lines[#lines + 1] = tostring(tb) end
+  end
+  logger.error(table.concat(lines, "\n"))
+end
+
+function Loop:call_exception_handler(context)
+  local handler = self:get_exception_handler()
+  if handler == nil then
+    local ok, err = pcall(self.default_exception_handler, self, context)
+    if not ok then io.stderr:write("asyncio: exception in default exception handler: ", describe(err), "\n") end
+    return
+  end
+  local ok, err = pcall(handler, self, context)
+  if not ok then
+    pcall(self.default_exception_handler, self, {
+      message = "Unhandled error in exception event handler",
+      exception = err,
+      context = context,
+    })
+  end
+end
+
+return Loop

@@ -1,0 +1,163 @@
+/* Handle and TimerHandle: a scheduled Lua callback. The callback and its
+ * arguments live in the userdata's own uservalues, so scheduling one costs a
+ * single allocation. */
+#include "internal.h"
+
+aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer) {
+  aio_handle *h;
+  int i;
+  fn_idx = lua_absindex(L, fn_idx);
+  h = lua_newuserdatauv(L, sizeof *h, 1 + nargs);
+  h->loop = lp;
+  h->timer.index = -1;
+  h->timer.kind = AIO_TIMER_HANDLE;
+  h->timer.when = 0;
+  h->ref = LUA_NOREF;
+  h->cancelled = h->scheduled = 0;
+  h->is_timer = (uint8_t)is_timer;
+  h->nargs = (uint8_t)nargs;
+  luaL_setmetatable(L, is_timer ? AIO_TIMER_MT : AIO_HANDLE_MT);
+  for (i = 0; i <= nargs; i++) {
+    lua_pushvalue(L, fn_idx + i);
+    lua_setiuservalue(L, -2, i + 1);
+  }
+  return h;
+}
+
+void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx) {
+  lua_pushvalue(L, idx);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->scheduled = 1;
+  aio_loop_push(lp, AIO_RUN_HANDLE, h, h->ref, LUA_NOREF);
+}
+
+static aio_handle *check_handle(lua_State *L, int idx) {
+  aio_handle *h = luaL_testudata(L, idx, AIO_HANDLE_MT);
+  return h ? h : luaL_checkudata(L, idx, AIO_TIMER_MT);
+}
+
+/* Error handler for callbacks: keeps the error value and adds where it was
+ * raised, for the exception handler's context. */
+static int callback_msgh(lua_State *L) {
+  lua_createtable(L, 2, 0);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, -2, 1);
+  luaL_traceback(L, L, NULL, 1);
+  lua_rawseti(L, -2, 2);
+  return 1;
+}
+
+/* Calls the function at `base` with the values above it under the callback
+ * error handler; on error, reports {message, exception, traceback, <key> =
+ * the value at key_idx} to the loop's exception handler. */
+void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
+                        int key_idx) {
+  int nargs = lua_gettop(L) - base;
+  double t0 = lp->debug ? aio_loop_time(lp) : 0;
+  lua_pushcfunction(L, callback_msgh);
+  lua_insert(L, base);
+  if (lua_pcall(L, nargs, 0, base) != LUA_OK) {
+    int err = lua_gettop(L);
+    lua_createtable(L, 0, 4);
+    lua_pushfstring(L, "Exception in %s", what);
+    lua_setfield(L, -2, "message");
+    if (lua_istable(L, err)) {
+      lua_rawgeti(L, err, 1);
+      lua_setfield(L, -2, "exception");
+      lua_rawgeti(L, err, 2);
+      lua_setfield(L, -2, "traceback");
+    } else {
+      lua_pushvalue(L, err);
+      lua_setfield(L, -2, "exception");
+    }
+    if (key) {
+      lua_pushvalue(L, key_idx);
+      lua_setfield(L, -2, key);
+    }
+    aio_loop_call_exception_handler(L, lp, -1);
+  } else if (lp->debug) {
+    double dt = aio_loop_time(lp) - t0;
+    if (dt >= lp->slow_callback_duration) {
+      aio_push_hook(L, lp->S, "log");
+      lua_pushliteral(L, "warning");
+      lua_pushfstring(L, "Executing %s took %f seconds", what, dt);
+      lua_pcall(L, 2, 0, 0);
+    }
+  }
+  lua_settop(L, base - 1);
+}
+
+void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int ref) {
+  int base = lua_gettop(L), i;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (h->ref == ref) h->ref = LUA_NOREF;
+  h->scheduled = 0;
+  if (h->cancelled) {
+    lua_settop(L, base);
+    return;
+  }
+  for (i = 1; i <= h->nargs + 1; i++) lua_getiuservalue(L, base + 1, i);
+  aio_call_reporting(L, lp, base + 2, h->is_timer ? "timer callback" : "callback", "handle",
+                     base + 1);
+  lua_settop(L, base);
+}
+
+static int l_cancel(lua_State *L) {
+  aio_handle *h = check_handle(L, 1);
+  int i;
+  if (h->cancelled) return 0;
+  h->cancelled = 1;
+  if (h->timer.index >= 0) {
+    aio_loop_remove_timer(h->loop, &h->timer);
+    luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+    h->ref = LUA_NOREF;
+    h->scheduled = 0;
+  }
+  /* drop the callback and its arguments so they can be collected now */
+  for (i = 1; i <= h->nargs + 1; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, 1, i);
+  }
+  return 0;
+}
+
+static int l_cancelled(lua_State *L) {
+  lua_pushboolean(L, check_handle(L, 1)->cancelled);
+  return 1;
+}
+
+static int l_when(lua_State *L) {
+  aio_handle *h = luaL_checkudata(L, 1, AIO_TIMER_MT);
+  lua_pushnumber(L, h->timer.when);
+  return 1;
+}
+
+static int l_get_loop(lua_State *L) {
+  aio_loop_push_self(L, check_handle(L, 1)->loop);
+  return 1;
+}
+
+static int l_tostring(lua_State *L) {
+  aio_handle *h = check_handle(L, 1);
+  if (h->is_timer)
+    lua_pushfstring(L, "<TimerHandle%s when=%f>", h->cancelled ? " cancelled" : "", h->timer.when);
+  else
+    lua_pushfstring(L, "<Handle%s>", h->cancelled ? " cancelled" : "");
+  return 1;
+}
+
+void aio_handle_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"cancel", l_cancel},
+                                     {"cancelled", l_cancelled},
+                                     {"get_loop", l_get_loop},
+                                     {"when", l_when},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
+  aio_newclass(L, S, AIO_HANDLE_MT, methods, meta);
+  lua_pushnil(L);
+  lua_setfield(L, -2, "when"); /* plain Handles have no deadline */
+  lua_setfield(L, -2, "Handle");
+  aio_newclass(L, S, AIO_TIMER_MT, methods, meta);
+  lua_setfield(L, -2, "TimerHandle");
+}

@@ -1,0 +1,196 @@
+/* Declarations shared by the C files of the core; nothing here is public.
+ * Internal names carry the aio_ prefix; public ones (include/asyncio.h) asyncio_. */
+#ifndef AIO_INTERNAL_H
+#define AIO_INTERNAL_H
+
+#include <stdint.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <uv.h>
+#include <lualib.h>
+int luaopen_asyncio_core(lua_State *L);
+
+#include "asyncio.h"
+#include "core/heap.h"
+#include "core/ring.h"
+
+#define AIO_LOOP_MT "asyncio.Loop"
+#define AIO_FUTURE_MT "asyncio.Future"
+#define AIO_TASK_MT "asyncio.Task"
+#define AIO_HANDLE_MT "asyncio.Handle"
+#define AIO_TIMER_MT "asyncio.TimerHandle"
+
+typedef struct aio_state aio_state;
+typedef struct asyncio_loop aio_loop;
+typedef struct aio_future aio_future;
+typedef struct aio_task aio_task;
+typedef struct aio_handle aio_handle;
+typedef struct aio_sigwatch aio_sigwatch;
+
+/* Per-lua_State data, one userdata in the registry. Every C function of the
+ * module gets it as upvalue 1, so no lookup is needed on hot paths. */
+struct aio_state {
+  aio_loop *running; /* loop running in this state, or NULL */
+  int hooks;         /* registry ref: table of Lua functions the C side calls */
+  int extras;        /* registry ref: weak-keyed table of rarely used fields */
+  int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
+  int cancelled_cls; /* registry ref: the CancelledError class table */
+  uint32_t task_counter;
+};
+
+#define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
+
+/* A ready-queue entry: what the loop runs on its next turn. */
+enum { AIO_RUN_HANDLE, AIO_RUN_STEP, AIO_RUN_DONECB, AIO_RUN_CFUNC };
+
+enum { AIO_PENDING, AIO_FINISHED, AIO_CANCELLED };
+
+/* aio_timer.kind */
+enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK };
+
+/* Future flags */
+#define AIO_F_EXC 0x01      /* uv1 holds an exception */
+#define AIO_F_MULTI 0x02    /* uv1 holds a table {n=, ...} of results */
+#define AIO_F_CBLIST 0x04   /* uv2 holds a list of callbacks, not a single one */
+#define AIO_F_SENTINEL 0x08 /* uv1 holds an unretrieved-exception sentinel */
+#define AIO_F_TASK 0x10
+
+/* Uservalues of a Future: 1 = result, exception or cancel message (a Task
+ * keeps its coroutine there while pending); 2 = done callbacks: nil, one
+ * callback (function, or light userdata for a waiting task) or a list. */
+struct aio_future {
+  aio_loop *loop;
+  uint8_t state;
+  uint8_t flags;
+  uint8_t nres; /* result count when not AIO_F_MULTI */
+};
+
+/* How a suspended task waits: what cancel() has to undo. */
+enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON };
+
+struct aio_task {
+  aio_future f;
+  uint8_t wait;        /* AIO_WAIT_* */
+  uint8_t must_cancel; /* deliver CancelledError at the next step */
+  uint8_t started;
+  uint8_t eager_step;
+  uint16_t cancels; /* cancel() requests not yet uncancel()ed */
+  int slot;         /* index in the loop's anchor table while pending */
+  uint32_t id;
+  lua_State *co;
+  aio_future *waiting; /* the future awaited; it sits on co's stack */
+  aio_timer timer;     /* sleep() deadline, in the loop's heap */
+};
+
+struct aio_handle {
+  aio_loop *loop;
+  aio_timer timer; /* TimerHandle only */
+  int ref;         /* registry ref anchoring the handle while scheduled */
+  uint8_t cancelled;
+  uint8_t scheduled;
+  uint8_t is_timer;
+  uint8_t nargs;
+};
+
+typedef struct aio_post aio_post;
+
+struct asyncio_loop {
+  uv_loop_t *uv;
+  uv_loop_t own_uv;
+  uv_check_t check;
+  uv_idle_t idle;
+  uv_timer_t timer;
+  uv_timer_t deadline; /* bounds run_once(timeout) */
+  uv_async_t async;
+  uv_mutex_t post_mutex;
+  aio_post *posted; /* callbacks posted from other threads */
+  aio_sigwatch *signals;
+  aio_state *S;
+  lua_State *L;      /* thread running callbacks during a run */
+  lua_State *mainL;  /* main thread of the owning state */
+  int self_ref;      /* registry ref to the Loop userdata while open */
+  int anchors;       /* registry ref: table of pending tasks (array) */
+  int ntasks;        /* entries used in anchors */
+  int exc_handler;   /* registry ref or LUA_NOREF */
+  int task_factory;  /* registry ref or LUA_NOREF */
+  aio_ring ready;
+  aio_heap timers;
+  uint64_t timer_seq;
+  double armed_when; /* deadline the uv timer is armed for, or -1 */
+  double slow_callback_duration;
+  aio_task *current;
+  aio_future *until; /* run_until_complete's future */
+  int turn_budget; /* ready-queue turns per I/O poll */
+  int nhandles_open;
+  uint8_t owns_uv;
+  uint8_t running;
+  uint8_t stopping;
+  uint8_t closed;
+  uint8_t debug;
+  uint8_t eager;
+  uint8_t ticking;
+};
+
+/* module.c */
+aio_state *aio_get_state(lua_State *L);
+void aio_push_hook(lua_State *L, aio_state *S, const char *name);
+int aio_error(lua_State *L, const char *cls, const char *fmt, ...);
+void aio_push_error(lua_State *L, const char *cls, int msg_idx);
+int aio_is_cancelled_error(lua_State *L, aio_state *S, int idx);
+void aio_push_extras(lua_State *L, aio_state *S, int obj_idx, int create);
+void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l);
+void aio_newclass(lua_State *L, aio_state *S, const char *mt, const luaL_Reg *methods,
+                  const luaL_Reg *meta);
+
+/* loop.c */
+void aio_loop_open(lua_State *L, aio_state *S);
+aio_loop *aio_check_loop(lua_State *L, int idx);
+aio_loop *aio_loop_of(lua_State *L, aio_state *S); /* running or error */
+double aio_loop_time(aio_loop *lp);
+void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2);
+void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when);
+void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
+void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
+void aio_loop_check_open(lua_State *L, aio_loop *lp);
+void aio_loop_push_self(lua_State *L, aio_loop *lp);
+int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx);
+
+/* handle.c */
+void aio_handle_open(lua_State *L, aio_state *S);
+aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer);
+void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int ref);
+void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx);
+void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
+                        int key_idx);
+
+/* future.c */
+void aio_future_open(lua_State *L, aio_state *S);
+aio_future *aio_future_new(lua_State *L, aio_loop *lp);
+aio_future *aio_check_future(lua_State *L, int idx);
+aio_future *aio_test_future(lua_State *L, int idx);
+void aio_future_finish(lua_State *L, int idx, uint8_t state);
+int aio_future_set_results(lua_State *L, int idx, int first, int n);
+void aio_future_set_exc(lua_State *L, int idx, int err_idx);
+int aio_future_cancel(lua_State *L, int idx, int msg_idx);
+int aio_future_push_results(lua_State *L, int idx);
+void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);
+void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref);
+int aio_future_tostring(lua_State *L);
+void aio_future_methods(lua_State *L, aio_state *S);
+
+/* task.c */
+void aio_task_open(lua_State *L, aio_state *S);
+int aio_await(lua_State *L);
+aio_task *aio_test_task(lua_State *L, int idx);
+void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t);
+int aio_task_cancel(lua_State *L, int idx, int msg_idx);
+int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);
+void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t);
+aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api);
+
+/* signal.c */
+void aio_signal_open(lua_State *L, aio_state *S);
+void aio_signal_close_all(aio_loop *lp);
+
+#endif

@@ -1,0 +1,755 @@
+/* The event loop: a ready queue and a timer heap in C, driven by one libuv
+ * check handle (plus an idle handle while work is queued), so the same loop
+ * runs under our own run_forever or inside a host's uv_run or poller. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+/* Ready-queue turns run per I/O poll under run_forever. Python polls once per
+ * turn; like Tokio's event_interval we poll every few turns instead, which
+ * keeps the order of callbacks but saves an epoll_wait per task switch. */
+#define AIO_TURN_BUDGET 64
+
+struct aio_post {
+  aio_post *next;
+  asyncio_callback fn;
+  void *data;
+  int ref; /* Lua-side call_soon_threadsafe: the Handle to schedule */
+};
+
+typedef struct {
+  aio_loop *lp;
+} loop_box;
+
+double aio_loop_time(aio_loop *lp) {
+  (void)lp;
+  return (double)uv_hrtime() / 1e9;
+}
+
+static void noop_timer(uv_timer_t *h) { (void)h; }
+
+/* ---- queue and timers ------------------------------------------------ */
+
+void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
+  aio_ready *e = aio_ring_push(&lp->ready);
+  if (!e) {
+    luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
+    return;
+  }
+  e->kind = kind;
+  e->p = p;
+  e->q = NULL;
+  e->ref = ref;
+  e->ref2 = ref2;
+}
+
+void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when) {
+  tm->when = when;
+  tm->seq = lp->timer_seq++;
+  if (aio_heap_push(&lp->timers, tm) != 0) luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
+}
+
+void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
+  if (tm->index >= 0) aio_heap_remove(&lp->timers, tm);
+}
+
+/* Keeps libuv's view in step with ours: never block while work is queued,
+ * wake up for the earliest timer. */
+static void loop_arm(aio_loop *lp) {
+  aio_timer *top = aio_heap_top(&lp->timers);
+  if (lp->ready.len > 0 || lp->stopping) {
+    if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, (uv_idle_cb)noop_timer);
+  } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
+    uv_idle_stop(&lp->idle);
+  }
+  if (!top) {
+    if (lp->armed_when >= 0) uv_timer_stop(&lp->timer);
+    lp->armed_when = -1;
+  } else if (top->when != lp->armed_when) {
+    /* libuv counts whole milliseconds from a truncated clock: round up and
+     * add one so the timer never fires before `when`. */
+    double delay = top->when - aio_loop_time(lp);
+    uint64_t ms = delay > 0 ? (uint64_t)ceil(delay * 1e3) + 1 : 0;
+    uv_update_time(lp->uv);
+    uv_timer_start(&lp->timer, noop_timer, ms, 0);
+    lp->armed_when = top->when;
+  }
+}
+
+static void run_due_timers(aio_loop *lp) {
+  aio_timer *top = aio_heap_top(&lp->timers);
+  double now;
+  if (!top) return;
+  now = aio_loop_time(lp);
+  while ((top = aio_heap_top(&lp->timers)) && top->when <= now) {
+    aio_heap_remove(&lp->timers, top);
+    if (top->kind == AIO_TIMER_HANDLE) {
+      aio_handle *h = (aio_handle *)((char *)top - offsetof(aio_handle, timer));
+      aio_loop_push(lp, AIO_RUN_HANDLE, h, h->ref, LUA_NOREF);
+    } else {
+      aio_task *t = (aio_task *)((char *)top - offsetof(aio_task, timer));
+      t->wait = AIO_WAIT_SOON;
+      aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+    }
+  }
+}
+
+static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
+  switch (e->kind) {
+  case AIO_RUN_STEP:
+    aio_task_step(L, lp, e->p);
+    break;
+  case AIO_RUN_HANDLE:
+    aio_handle_run(L, lp, e->p, e->ref);
+    break;
+  case AIO_RUN_DONECB:
+    aio_future_run_donecb(L, lp, e->ref, e->ref2);
+    break;
+  default:
+    ((asyncio_callback)e->q)(L, e->p);
+    lua_settop(L, 0);
+    break;
+  }
+}
+
+/* One tick: up to turn_budget turns of (due timers, then the callbacks that
+ * were ready when the turn began). Runs under lua_pcall so that a memory
+ * error cannot unwind through libuv's frames. */
+static int tick(lua_State *L) {
+  aio_loop *lp = lua_touserdata(L, 1);
+  aio_future *until = lua_touserdata(L, 2);
+  int budget = lp->turn_budget;
+  lua_settop(L, 0);
+  do {
+    size_t n;
+    run_due_timers(lp);
+    for (n = lp->ready.len; n > 0 && !lp->closed; n--) {
+      aio_ready e = *aio_ring_shift(&lp->ready);
+      run_entry(L, lp, &e);
+    }
+    if (lp->stopping || lp->closed || (until && until->state != AIO_PENDING)) break;
+  } while (--budget > 0 && lp->ready.len > 0);
+  return 0;
+}
+
+static void on_check(uv_check_t *h) {
+  aio_loop *lp = h->data;
+  lua_State *L = lp->L ? lp->L : lp->mainL;
+  int top = lua_gettop(L);
+  if (lp->ticking) return;
+  lp->ticking = 1;
+  lua_pushcfunction(L, tick);
+  lua_pushlightuserdata(L, lp);
+  lua_pushlightuserdata(L, lp->until);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_writestringerror("asyncio: error in the event loop: %s\n", luaL_tolstring(L, -1, NULL));
+    lp->stopping = 1;
+  }
+  lua_settop(L, top);
+  lp->ticking = 0;
+  if (!lp->closed) loop_arm(lp);
+}
+
+static void on_async(uv_async_t *h) {
+  aio_loop *lp = h->data;
+  aio_post *p, *next, *rev = NULL;
+  uv_mutex_lock(&lp->post_mutex);
+  p = lp->posted;
+  lp->posted = NULL;
+  uv_mutex_unlock(&lp->post_mutex);
+  for (; p; p = next) { /* posts are stacked newest first: restore FIFO */
+    next = p->next;
+    p->next = rev;
+    rev = p;
+  }
+  for (p = rev; p; p = next) {
+    next = p->next;
+    if (p->fn) {
+      aio_ready *e = aio_ring_push(&lp->ready);
+      if (e) {
+        e->kind = AIO_RUN_CFUNC;
+        e->p = p->data;
+        e->q = (void *)p->fn;
+        e->ref = e->ref2 = LUA_NOREF;
+      }
+    } else {
+      aio_loop_push(lp, AIO_RUN_HANDLE, p->data, p->ref, LUA_NOREF);
+    }
+    free(p);
+  }
+  loop_arm(lp);
+}
+
+/* ---- life cycle ------------------------------------------------------ */
+
+static void on_close(uv_handle_t *h) {
+  aio_loop *lp = h->data;
+  if (--lp->nhandles_open == 0 && !lp->self_ref) free(lp);
+}
+
+static void release_queued(lua_State *L, aio_loop *lp) {
+  while (lp->ready.len > 0) {
+    aio_ready e = *aio_ring_shift(&lp->ready);
+    if (e.kind == AIO_RUN_HANDLE) ((aio_handle *)e.p)->scheduled = 0;
+    luaL_unref(L, LUA_REGISTRYINDEX, e.ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, e.ref2);
+  }
+  while (lp->timers.len > 0) {
+    aio_timer *tm = aio_heap_top(&lp->timers);
+    aio_heap_remove(&lp->timers, tm);
+    if (tm->kind == AIO_TIMER_HANDLE) {
+      aio_handle *h = (aio_handle *)((char *)tm - offsetof(aio_handle, timer));
+      h->scheduled = 0;
+      luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
+      h->ref = LUA_NOREF;
+    }
+  }
+  aio_ring_free(&lp->ready);
+  aio_heap_free(&lp->timers);
+}
+
+/* Releases everything the loop holds. Pending tasks stay pending and become
+ * garbage once nothing else refers to them (as in Python). */
+static void loop_close(lua_State *L, aio_loop *lp) {
+  aio_post *p, *next;
+  if (lp->closed) return;
+  lp->closed = 1;
+  release_queued(L, lp);
+  uv_mutex_lock(&lp->post_mutex);
+  p = lp->posted;
+  lp->posted = NULL;
+  uv_mutex_unlock(&lp->post_mutex);
+  for (; p; p = next) {
+    next = p->next;
+    if (!p->fn) luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
+    free(p);
+  }
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->anchors);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
+  lp->anchors = lp->exc_handler = lp->task_factory = LUA_NOREF;
+  aio_signal_close_all(lp);
+  lp->nhandles_open += 5;
+  uv_close((uv_handle_t *)&lp->check, on_close);
+  uv_close((uv_handle_t *)&lp->idle, on_close);
+  uv_close((uv_handle_t *)&lp->timer, on_close);
+  uv_close((uv_handle_t *)&lp->deadline, on_close);
+  uv_close((uv_handle_t *)&lp->async, on_close);
+  if (lp->owns_uv) {
+    /* closes complete in the next iteration; ours are the only handles */
+    while (lp->nhandles_open > 0) uv_run(lp->uv, UV_RUN_NOWAIT);
+    uv_loop_close(lp->uv);
+  }
+  uv_mutex_destroy(&lp->post_mutex);
+}
+
+static void handle_init(aio_loop *lp, uv_handle_t *h) {
+  h->data = lp;
+}
+
+aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
+  aio_state *S = aio_get_state(L);
+  loop_box *box;
+  aio_loop *lp;
+  int err;
+  luaL_argcheck(L, S != NULL, 1, "asyncio.core is not loaded in this state");
+  box = lua_newuserdatauv(L, sizeof *box, 0);
+  box->lp = NULL;
+  lp = calloc(1, sizeof *lp);
+  if (!lp) {
+    luaL_error(L, "not enough memory");
+    return NULL;
+  }
+  lp->S = S;
+  lp->owns_uv = uv == NULL;
+  lp->uv = uv ? uv : &lp->own_uv;
+  if (lp->owns_uv && (err = uv_loop_init(lp->uv)) != 0) {
+    free(lp);
+    luaL_error(L, "uv_loop_init: %s", uv_strerror(err));
+    return NULL;
+  }
+  uv_check_init(lp->uv, &lp->check);
+  uv_idle_init(lp->uv, &lp->idle);
+  uv_timer_init(lp->uv, &lp->timer);
+  uv_timer_init(lp->uv, &lp->deadline);
+  uv_async_init(lp->uv, &lp->async, on_async);
+  uv_mutex_init(&lp->post_mutex);
+  handle_init(lp, (uv_handle_t *)&lp->check);
+  handle_init(lp, (uv_handle_t *)&lp->idle);
+  handle_init(lp, (uv_handle_t *)&lp->timer);
+  handle_init(lp, (uv_handle_t *)&lp->deadline);
+  handle_init(lp, (uv_handle_t *)&lp->async);
+  uv_check_start(&lp->check, on_check);
+  /* only our own run loop needs these to keep uv_run alive */
+  uv_unref((uv_handle_t *)&lp->check);
+  uv_unref((uv_handle_t *)&lp->async);
+  uv_unref((uv_handle_t *)&lp->timer);
+  aio_ring_init(&lp->ready);
+  aio_heap_init(&lp->timers);
+  lp->armed_when = -1;
+  lp->slow_callback_duration = 0.1;
+  lp->turn_budget = AIO_TURN_BUDGET;
+  lp->exc_handler = lp->task_factory = LUA_NOREF;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
+  lp->mainL = lua_tothread(L, -1);
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lp->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  box->lp = lp;
+  luaL_setmetatable(L, AIO_LOOP_MT);
+  lua_pushvalue(L, -1);
+  lp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  {
+    const char *dbg = getenv("LUA_ASYNCIO_DEBUG");
+    lp->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
+  }
+  return lp;
+}
+
+aio_loop *aio_check_loop(lua_State *L, int idx) {
+  loop_box *box = luaL_checkudata(L, idx, AIO_LOOP_MT);
+  if (!box->lp) luaL_argerror(L, idx, "loop is released");
+  return box->lp;
+}
+
+void aio_loop_check_open(lua_State *L, aio_loop *lp) {
+  if (lp->closed) aio_error(L, "RuntimeError", "Event loop is closed");
+}
+
+void aio_loop_push_self(lua_State *L, aio_loop *lp) {
+  if (lp->self_ref > 0)
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->self_ref);
+  else
+    lua_pushnil(L);
+}
+
+aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
+  if (!S->running) aio_error(L, "RuntimeError", "no running event loop");
+  return S->running;
+}
+
+/* Calls the Lua-level loop:call_exception_handler(ctx); never raises. */
+void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx) {
+  ctx_idx = lua_absindex(L, ctx_idx);
+  aio_push_hook(L, lp->S, "call_exception_handler");
+  aio_loop_push_self(L, lp);
+  lua_pushvalue(L, ctx_idx);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    lua_writestringerror("asyncio: exception handler failed: %s\n", luaL_tolstring(L, -1, NULL));
+    lua_pop(L, 2);
+  }
+}
+
+/* ---- running --------------------------------------------------------- */
+
+static void run_enter(lua_State *L, aio_loop *lp) {
+  aio_loop_check_open(L, lp);
+  if (lp->running) aio_error(L, "RuntimeError", "This event loop is already running");
+  if (lp->S->running)
+    aio_error(L, "RuntimeError", "Cannot run the event loop while another loop is running");
+  lp->running = 1;
+  lp->L = L;
+  lp->S->running = lp;
+}
+
+static void run_leave(aio_loop *lp) {
+  lp->running = 0;
+  lp->stopping = 0;
+  lp->L = NULL;
+  lp->until = NULL;
+  lp->S->running = NULL;
+}
+
+static void run_loop(lua_State *L, aio_loop *lp, aio_future *until) {
+  run_enter(L, lp);
+  lp->until = until;
+  uv_ref((uv_handle_t *)&lp->async);
+  uv_ref((uv_handle_t *)&lp->timer);
+  while (!lp->stopping && !lp->closed && !(until && until->state != AIO_PENDING)) {
+    loop_arm(lp);
+    uv_run(lp->uv, UV_RUN_ONCE);
+  }
+  if (!lp->closed) {
+    uv_unref((uv_handle_t *)&lp->async);
+    uv_unref((uv_handle_t *)&lp->timer);
+  }
+  run_leave(lp);
+}
+
+int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx) {
+  aio_future *f = aio_check_future(L, fut_idx);
+  if (f->loop != lp) luaL_argerror(L, fut_idx, "future belongs to another loop");
+  run_loop(L, lp, f);
+  if (f->state == AIO_PENDING)
+    aio_error(L, "RuntimeError", "Event loop stopped before Future completed.");
+  return aio_future_push_results(L, fut_idx);
+}
+
+static int l_run_until_complete(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_loop_check_open(L, lp);
+  if (!aio_test_future(L, 2)) {
+    luaL_checktype(L, 2, LUA_TFUNCTION);
+    lua_settop(L, 2);
+    aio_task_create(L, lp, 2, 0);
+    lua_replace(L, 2);
+  }
+  lua_settop(L, 2);
+  return aio_loop_run_until(L, lp, 2);
+}
+
+static int l_run_forever(lua_State *L) {
+  run_loop(L, aio_check_loop(L, 1), NULL);
+  return 0;
+}
+
+int asyncio_loop_run_once(lua_State *L, aio_loop *lp, double timeout) {
+  int budget = lp->turn_budget;
+  run_enter(L, lp);
+  lp->turn_budget = 1;
+  loop_arm(lp);
+  if (timeout > 0) {
+    uv_timer_start(&lp->deadline, noop_timer, (uint64_t)ceil(timeout * 1e3), 0);
+    uv_run(lp->uv, UV_RUN_ONCE);
+    uv_timer_stop(&lp->deadline);
+  } else {
+    uv_run(lp->uv, UV_RUN_NOWAIT);
+  }
+  lp->turn_budget = budget;
+  run_leave(lp);
+  return lp->ready.len > 0 || lp->timers.len > 0;
+}
+
+static int l_run_once(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  double timeout = luaL_optnumber(L, 2, 0);
+  luaL_argcheck(L, timeout >= 0, 2, "timeout must be >= 0");
+  asyncio_loop_run_once(L, lp, timeout);
+  return 0;
+}
+
+static int l_stop(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  lp->stopping = 1;
+  if (!lp->closed) loop_arm(lp);
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  if (lp->running) aio_error(L, "RuntimeError", "Cannot close a running event loop");
+  loop_close(L, lp);
+  return 0;
+}
+
+static int l_gc(lua_State *L) {
+  loop_box *box = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  aio_loop *lp = box->lp;
+  if (!lp) return 0;
+  box->lp = NULL;
+  if (lp->S->running == lp) lp->S->running = NULL;
+  loop_close(L, lp);
+  lp->self_ref = 0;
+  if (lp->nhandles_open == 0) free(lp);
+  return 0;
+}
+
+static int l_is_running(lua_State *L) {
+  lua_pushboolean(L, aio_check_loop(L, 1)->running);
+  return 1;
+}
+
+static int l_is_closed(lua_State *L) {
+  lua_pushboolean(L, aio_check_loop(L, 1)->closed);
+  return 1;
+}
+
+static int l_time(lua_State *L) {
+  lua_pushnumber(L, aio_loop_time(aio_check_loop(L, 1)));
+  return 1;
+}
+
+/* ---- callbacks ------------------------------------------------------- */
+
+static void check_callable(lua_State *L, int idx) {
+  if (lua_isfunction(L, idx)) return;
+  if (luaL_getmetafield(L, idx, "__call") != LUA_TNIL) {
+    lua_pop(L, 1);
+    return;
+  }
+  luaL_typeerror(L, idx, "callable");
+}
+
+static int l_call_soon(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_handle *h;
+  check_callable(L, 2);
+  aio_loop_check_open(L, lp);
+  h = aio_handle_new(L, lp, 2, lua_gettop(L) - 2, 0);
+  aio_handle_schedule(L, lp, h, -1);
+  return 1;
+}
+
+static int call_at(lua_State *L, aio_loop *lp, double when) {
+  aio_handle *h;
+  check_callable(L, 3);
+  aio_loop_check_open(L, lp);
+  h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 1);
+  aio_loop_add_timer(lp, &h->timer, when);
+  lua_pushvalue(L, -1);
+  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->scheduled = 1;
+  if (!lp->ticking) loop_arm(lp);
+  return 1;
+}
+
+static int l_call_later(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  double delay = luaL_checknumber(L, 2);
+  luaL_argcheck(L, delay == delay, 2, "delay is NaN");
+  return call_at(L, lp, aio_loop_time(lp) + delay);
+}
+
+static int l_call_at(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  double when = luaL_checknumber(L, 2);
+  luaL_argcheck(L, when == when, 2, "when is NaN");
+  return call_at(L, lp, when);
+}
+
+static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
+  aio_post *p = malloc(sizeof *p);
+  int closed;
+  if (!p) return UV_ENOMEM;
+  p->fn = fn;
+  p->data = data;
+  p->ref = ref;
+  uv_mutex_lock(&lp->post_mutex);
+  closed = lp->closed;
+  if (!closed) {
+    p->next = lp->posted;
+    lp->posted = p;
+  }
+  uv_mutex_unlock(&lp->post_mutex);
+  if (closed) {
+    free(p);
+    return UV_ECANCELED;
+  }
+  return uv_async_send(&lp->async);
+}
+
+int asyncio_call_threadsafe(aio_loop *lp, asyncio_callback fn, void *data) {
+  if (!fn) return UV_EINVAL;
+  return post(lp, fn, data, LUA_NOREF);
+}
+
+static int l_call_soon_threadsafe(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_handle *h;
+  int ref;
+  check_callable(L, 2);
+  aio_loop_check_open(L, lp);
+  h = aio_handle_new(L, lp, 2, lua_gettop(L) - 2, 0);
+  lua_pushvalue(L, -1);
+  ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->ref = ref;
+  h->scheduled = 1;
+  if (post(lp, NULL, h, ref) != 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+    aio_error(L, "RuntimeError", "cannot post to the event loop");
+  }
+  return 1;
+}
+
+static int l_create_future(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_future_new(L, lp);
+  return 1;
+}
+
+static int l_create_task(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  aio_loop_check_open(L, lp);
+  return aio_task_create(L, lp, 2, lua_gettop(L) - 2);
+}
+
+/* ---- settings -------------------------------------------------------- */
+
+static void set_ref(lua_State *L, int *ref, int idx) {
+  luaL_unref(L, LUA_REGISTRYINDEX, *ref);
+  *ref = LUA_NOREF;
+  if (!lua_isnil(L, idx)) {
+    lua_pushvalue(L, idx);
+    *ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+}
+
+static int l_set_exception_handler(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  if (!lua_isnoneornil(L, 2)) check_callable(L, 2);
+  lua_settop(L, 2);
+  set_ref(L, &lp->exc_handler, 2);
+  return 0;
+}
+
+static int l_get_exception_handler(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->exc_handler);
+  return 1;
+}
+
+static int l_set_task_factory(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  if (!lua_isnoneornil(L, 2)) check_callable(L, 2);
+  lua_settop(L, 2);
+  set_ref(L, &lp->task_factory, 2);
+  lp->eager = lua_tocfunction(L, 2) == asyncio_eager_task_factory;
+  return 0;
+}
+
+static int l_get_task_factory(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->task_factory);
+  return 1;
+}
+
+static int l_set_debug(lua_State *L) {
+  aio_check_loop(L, 1)->debug = lua_toboolean(L, 2);
+  return 0;
+}
+
+static int l_get_debug(lua_State *L) {
+  lua_pushboolean(L, aio_check_loop(L, 1)->debug);
+  return 1;
+}
+
+static int l_backend_fd(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_loop_check_open(L, lp);
+  lua_pushinteger(L, uv_backend_fd(lp->uv));
+  return 1;
+}
+
+int asyncio_loop_backend_timeout(aio_loop *lp) {
+  if (lp->closed) return -1;
+  loop_arm(lp);
+  return uv_backend_timeout(lp->uv);
+}
+
+static int l_backend_timeout(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  int ms;
+  aio_loop_check_open(L, lp);
+  ms = asyncio_loop_backend_timeout(lp);
+  if (ms < 0)
+    lua_pushnil(L);
+  else
+    lua_pushnumber(L, ms / 1e3);
+  return 1;
+}
+
+/* Properties live in __index/__newindex so that `loop.slow_callback_duration
+ * = 0.5` works as in Python; everything else is a method. */
+static int l_index(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  const char *k = lua_tostring(L, 2);
+  if (k && strcmp(k, "slow_callback_duration") == 0) {
+    lua_pushnumber(L, lp->slow_callback_duration);
+    return 1;
+  }
+  lua_pushvalue(L, 2);
+  lua_rawget(L, lua_upvalueindex(2));
+  return 1;
+}
+
+static int l_newindex(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  const char *k = luaL_checkstring(L, 2);
+  if (strcmp(k, "slow_callback_duration") != 0) return luaL_error(L, "cannot set loop field '%s'", k);
+  lp->slow_callback_duration = luaL_checknumber(L, 3);
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  lua_pushfstring(L, "<Loop running=%s closed=%s debug=%s>", lp->running ? "true" : "false",
+                  lp->closed ? "true" : "false", lp->debug ? "true" : "false");
+  return 1;
+}
+
+static int l_new_loop(lua_State *L) {
+  asyncio_loop_new(L, NULL);
+  return 1;
+}
+
+static int l_get_running_loop(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  if (S->running)
+    aio_loop_push_self(L, S->running);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int l_get_event_loop_ref(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->event_loop);
+  return 1;
+}
+
+static int l_set_event_loop(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  if (!lua_isnoneornil(L, 1)) aio_check_loop(L, 1);
+  lua_settop(L, 1);
+  set_ref(L, &S->event_loop, 1);
+  return 0;
+}
+
+void aio_loop_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"run_until_complete", l_run_until_complete},
+                                     {"run_forever", l_run_forever},
+                                     {"run_once", l_run_once},
+                                     {"stop", l_stop},
+                                     {"close", l_close},
+                                     {"is_running", l_is_running},
+                                     {"is_closed", l_is_closed},
+                                     {"time", l_time},
+                                     {"call_soon", l_call_soon},
+                                     {"call_later", l_call_later},
+                                     {"call_at", l_call_at},
+                                     {"call_soon_threadsafe", l_call_soon_threadsafe},
+                                     {"create_future", l_create_future},
+                                     {"create_task", l_create_task},
+                                     {"set_exception_handler", l_set_exception_handler},
+                                     {"get_exception_handler", l_get_exception_handler},
+                                     {"set_task_factory", l_set_task_factory},
+                                     {"get_task_factory", l_get_task_factory},
+                                     {"set_debug", l_set_debug},
+                                     {"get_debug", l_get_debug},
+                                     {"backend_fd", l_backend_fd},
+                                     {"backend_timeout", l_backend_timeout},
+                                     {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"new_event_loop", l_new_loop},
+                                   {"get_running_loop", l_get_running_loop},
+                                   {"_get_event_loop", l_get_event_loop_ref},
+                                   {"set_event_loop", l_set_event_loop},
+                                   {NULL, NULL}};
+  luaL_newmetatable(L, AIO_LOOP_MT);
+  lua_newtable(L);
+  aio_setfuncs(L, S, methods);
+  lua_pushlightuserdata(L, S);
+  lua_pushvalue(L, -2);
+  lua_pushcclosure(L, l_index, 2);
+  lua_setfield(L, -3, "__index");
+  lua_setfield(L, -3, "Loop");
+  {
+    static const luaL_Reg meta[] = {
+        {"__newindex", l_newindex}, {"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+    aio_setfuncs(L, S, meta);
+  }
+  lua_pop(L, 1);
+  aio_setfuncs(L, S, funcs);
+}

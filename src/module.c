@@ -1,0 +1,136 @@
+/* Entry point of asyncio.core: the per-state record, the bridge to the Lua
+ * side (error classes, exception handler) and the registration of each type. */
+#include <stdarg.h>
+#include <string.h>
+
+#include "internal.h"
+
+static const char state_key = 0; /* its address keys the registry slot */
+
+aio_state *aio_get_state(lua_State *L) {
+  aio_state *S;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &state_key);
+  S = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return S;
+}
+
+void aio_push_hook(lua_State *L, aio_state *S, const char *name) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->hooks);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+}
+
+/* Pushes a new error object of class `cls` whose message is at msg_idx. Falls
+ * back to a "Class: message" string until the Lua side installed its hooks. */
+void aio_push_error(lua_State *L, const char *cls, int msg_idx) {
+  aio_state *S = aio_get_state(L);
+  msg_idx = lua_absindex(L, msg_idx);
+  aio_push_hook(L, S, "new_error");
+  if (lua_isfunction(L, -1)) {
+    lua_pushstring(L, cls);
+    lua_pushvalue(L, msg_idx);
+    lua_call(L, 2, 1);
+  } else {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "%s: %s", cls, luaL_optstring(L, msg_idx, ""));
+  }
+}
+
+int aio_error(lua_State *L, const char *cls, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  lua_pushvfstring(L, fmt, ap);
+  va_end(ap);
+  aio_push_error(L, cls, -1);
+  return lua_error(L);
+}
+
+int aio_is_cancelled_error(lua_State *L, aio_state *S, int idx) {
+  int yes;
+  if (!lua_istable(L, idx) || !lua_getmetatable(L, idx)) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->cancelled_cls);
+  yes = lua_rawequal(L, -1, -2);
+  lua_pop(L, 2);
+  return yes;
+}
+
+/* extras[obj]: fields few objects need (a task's name, a pending cancel
+ * message), kept out of every object's own memory. */
+void aio_push_extras(lua_State *L, aio_state *S, int obj_idx, int create) {
+  obj_idx = lua_absindex(L, obj_idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->extras);
+  lua_pushvalue(L, obj_idx);
+  if (lua_rawget(L, -2) == LUA_TNIL && create) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, obj_idx);
+    lua_pushvalue(L, -2);
+    lua_rawset(L, -4);
+  }
+  lua_remove(L, -2);
+}
+
+void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l) {
+  for (; l->name; l++) {
+    lua_pushlightuserdata(L, S);
+    lua_pushcclosure(L, l->func, 1);
+    lua_setfield(L, -2, l->name);
+  }
+}
+
+/* Creates metatable `mt` with __index = a methods table; leaves the methods
+ * table on the stack so callers can extend or export it. */
+void aio_newclass(lua_State *L, aio_state *S, const char *mt, const luaL_Reg *methods,
+                  const luaL_Reg *meta) {
+  luaL_newmetatable(L, mt);
+  if (meta) aio_setfuncs(L, S, meta);
+  lua_newtable(L);
+  if (methods) aio_setfuncs(L, S, methods);
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, "__index");
+  lua_remove(L, -2);
+}
+
+static int set_hooks(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  luaL_checktype(L, 1, LUA_TTABLE);
+  lua_pushvalue(L, 1);
+  lua_rawseti(L, LUA_REGISTRYINDEX, S->hooks);
+  lua_getfield(L, 1, "CancelledError");
+  luaL_argcheck(L, lua_istable(L, -1), 1, "CancelledError class expected");
+  lua_rawseti(L, LUA_REGISTRYINDEX, S->cancelled_cls);
+  return 0;
+}
+
+static aio_state *state_new(lua_State *L) {
+  aio_state *S = lua_newuserdatauv(L, sizeof *S, 0);
+  memset(S, 0, sizeof *S);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
+  lua_newtable(L);
+  S->hooks = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  S->cancelled_cls = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushliteral(L, "k");
+  lua_setfield(L, -2, "__mode");
+  lua_setmetatable(L, -2);
+  S->extras = luaL_ref(L, LUA_REGISTRYINDEX);
+  S->event_loop = LUA_NOREF;
+  return S;
+}
+
+int luaopen_asyncio_core(lua_State *L) {
+  static const luaL_Reg funcs[] = {{"set_hooks", set_hooks}, {NULL, NULL}};
+  aio_state *S = aio_get_state(L);
+  if (!S) S = state_new(L);
+  lua_newtable(L);
+  aio_setfuncs(L, S, funcs);
+  aio_loop_open(L, S);
+  aio_handle_open(L, S);
+  aio_future_open(L, S);
+  aio_task_open(L, S);
+  aio_signal_open(L, S);
+  return 1;
+}

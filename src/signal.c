@@ -1,0 +1,129 @@
+/* Unix signal handlers on the loop: one uv_signal_t per signal number, which
+ * queues the registered Handle on the ready queue each time it fires. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+struct aio_sigwatch {
+  uv_signal_t h;
+  aio_loop *lp;
+  aio_handle *handle;
+  int ref; /* the Handle to run */
+  aio_sigwatch *next;
+};
+
+static const struct {
+  const char *name;
+  int num;
+} signames[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},     {"SIGQUIT", SIGQUIT},
+                {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},   {"SIGPIPE", SIGPIPE},
+                {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM},   {"SIGCHLD", SIGCHLD},
+                {"SIGCONT", SIGCONT}, {"SIGTSTP", SIGTSTP},   {"SIGTTIN", SIGTTIN},
+                {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
+
+static int check_signal(lua_State *L, int idx) {
+  int i, num;
+  if (lua_type(L, idx) == LUA_TSTRING) {
+    const char *name = lua_tostring(L, idx);
+    for (i = 0; signames[i].name; i++)
+      if (strcmp(signames[i].name, name) == 0) return signames[i].num;
+    return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
+  }
+  num = (int)luaL_checkinteger(L, idx);
+  if (num <= 0 || num >= 65 || num == SIGKILL || num == SIGSTOP)
+    aio_error(L, "ValueError", "invalid signal number %d", num);
+  return num;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  aio_sigwatch *w = h->data;
+  lua_State *L = w->lp->L ? w->lp->L : w->lp->mainL;
+  (void)signum;
+  if (w->lp->closed) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
+  aio_handle_schedule(L, w->lp, w->handle, -1);
+  lua_pop(L, 1);
+}
+
+static void on_close(uv_handle_t *h) {
+  aio_sigwatch *w = h->data;
+  aio_loop *lp = w->lp;
+  free(w);
+  if (--lp->nhandles_open == 0 && !lp->self_ref) free(lp);
+}
+
+static void release(lua_State *L, aio_sigwatch *w) {
+  if (L) luaL_unref(L, LUA_REGISTRYINDEX, w->ref);
+  w->lp->nhandles_open++;
+  uv_close((uv_handle_t *)&w->h, on_close);
+}
+
+void aio_signal_close_all(aio_loop *lp) {
+  aio_sigwatch *w = lp->signals, *next;
+  lua_State *L = lp->L ? lp->L : lp->mainL;
+  lp->signals = NULL;
+  for (; w; w = next) {
+    next = w->next;
+    release(L, w);
+  }
+}
+
+static int remove_handler(lua_State *L, aio_loop *lp, int num) {
+  aio_sigwatch **pw = &lp->signals;
+  for (; *pw; pw = &(*pw)->next) {
+    if ((*pw)->h.signum == num) {
+      aio_sigwatch *w = *pw;
+      *pw = w->next;
+      uv_signal_stop(&w->h);
+      release(L, w);
+      return 1;
+    }
+  }
+  return 0;
+}
+
+static int l_add_signal_handler(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  int num = check_signal(L, 2), err;
+  aio_sigwatch *w;
+  aio_handle *h;
+  if (!lua_isfunction(L, 3) && luaL_getmetafield(L, 3, "__call") == LUA_TNIL)
+    luaL_typeerror(L, 3, "callable");
+  aio_loop_check_open(L, lp);
+  h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 0);
+  w = malloc(sizeof *w);
+  if (!w) return luaL_error(L, "not enough memory");
+  uv_signal_init(lp->uv, &w->h);
+  w->h.data = w;
+  w->lp = lp;
+  w->handle = h;
+  if ((err = uv_signal_start(&w->h, on_signal, num)) != 0) {
+    w->ref = LUA_NOREF;
+    release(NULL, w);
+    return aio_error(L, "RuntimeError", "sig %d cannot be caught: %s", num, uv_strerror(err));
+  }
+  uv_unref((uv_handle_t *)&w->h);
+  remove_handler(L, lp, num);
+  w->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->next = lp->signals;
+  lp->signals = w;
+  return 0;
+}
+
+static int l_remove_signal_handler(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  int num = check_signal(L, 2);
+  lua_pushboolean(L, !lp->closed && remove_handler(L, lp, num));
+  return 1;
+}
+
+void aio_signal_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"add_signal_handler", l_add_signal_handler},
+                                     {"remove_signal_handler", l_remove_signal_handler},
+                                     {NULL, NULL}};
+  lua_getfield(L, -1, "Loop");
+  aio_setfuncs(L, S, methods);
+  lua_pop(L, 1);
+}

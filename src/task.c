@@ -1,0 +1,486 @@
+/* Task: a Future driven by a Lua coroutine. The body runs under a pcall with
+ * continuation inside the coroutine, so to-be-closed variables are closed (and
+ * may await) while the coroutine is still alive when the body fails. */
+#include <string.h>
+
+#include "internal.h"
+
+/* ---- the anchor table ------------------------------------------------ */
+/* A pending task is kept alive by its loop (in an array, so all_tasks() is a
+ * scan): a running task never disappears because nobody held a reference. */
+
+static void anchor(lua_State *L, aio_loop *lp, int idx) {
+  aio_task *t = lua_touserdata(L, idx);
+  idx = lua_absindex(L, idx);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
+  lua_pushvalue(L, idx);
+  t->slot = ++lp->ntasks;
+  lua_rawseti(L, -2, t->slot);
+  lua_pop(L, 1);
+}
+
+static void unanchor(lua_State *L, aio_loop *lp, aio_task *t) {
+  int last = lp->ntasks--;
+  if (lp->closed || t->slot == 0) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
+  if (t->slot != last) {
+    aio_task *moved;
+    lua_rawgeti(L, -1, last);
+    moved = lua_touserdata(L, -1);
+    moved->slot = t->slot;
+    lua_rawseti(L, -2, t->slot);
+  }
+  lua_pushnil(L);
+  lua_rawseti(L, -2, last);
+  lua_pop(L, 1);
+  t->slot = 0;
+}
+
+void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
+  lua_rawgeti(L, -1, t->slot);
+  lua_remove(L, -2);
+}
+
+aio_task *aio_test_task(lua_State *L, int idx) { return luaL_testudata(L, idx, AIO_TASK_MT); }
+
+static aio_task *check_task(lua_State *L, int idx) { return luaL_checkudata(L, idx, AIO_TASK_MT); }
+
+aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api) {
+  aio_task *t = S->running ? S->running->current : NULL;
+  if (!t) aio_error(L, "RuntimeError", "%s called outside a task", api);
+  if (t->co != L)
+    aio_error(L, "RuntimeError", "%s called from a coroutine that is not a task (use asyncio.coroutine)",
+              api);
+  if (!lua_isyieldable(L))
+    aio_error(L, "RuntimeError",
+              "%s cannot suspend the task here: a C function without continuation (such as "
+              "table.sort or string.gsub) is on the call stack",
+              api);
+  return t;
+}
+
+/* ---- the coroutine body ---------------------------------------------- */
+
+/* Keeps where a plain (non-object) error was raised, for reports about the
+ * task; error objects carry their own traceback. */
+static int task_msgh(lua_State *co) {
+  aio_state *S = aio_get_state(co);
+  aio_task *t = S && S->running ? S->running->current : NULL;
+  if (t && t->co == co && !lua_istable(co, 1)) {
+    aio_task_push(co, t->f.loop, t);
+    aio_push_extras(co, S, -1, 1);
+    luaL_traceback(co, co, NULL, 1);
+    lua_setfield(co, -2, "traceback");
+    lua_pop(co, 2);
+  }
+  return 1;
+}
+
+static int task_main_k(lua_State *co, int status, lua_KContext ctx) {
+  (void)ctx;
+  lua_pushboolean(co, status == LUA_OK || status == LUA_YIELD);
+  lua_replace(co, 1);
+  return lua_gettop(co);
+}
+
+/* stack: fn, args... -> ok, results... | false, error */
+static int task_main(lua_State *co) {
+  int nargs = lua_gettop(co) - 1;
+  lua_pushcfunction(co, task_msgh);
+  lua_insert(co, 1);
+  return task_main_k(co, lua_pcallk(co, nargs, LUA_MULTRET, 1, 0, task_main_k), 0);
+}
+
+/* ---- stepping -------------------------------------------------------- */
+
+static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
+  aio_push_extras(L, S, task_idx, 0);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "cancel_message");
+    lua_remove(L, -2);
+  }
+}
+
+/* The body ended: the coroutine's stack holds `nres` values, either
+ * (true, results...) or (false, error), or one error if task_main failed. */
+static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres) {
+  lua_State *co = t->co;
+  int tidx, ok = status == LUA_OK && lua_toboolean(co, -nres);
+  luaL_checkstack(L, nres + 4, "too many results");
+  aio_task_push(L, lp, t);
+  tidx = lua_gettop(L);
+  if (ok) {
+    lua_xmove(co, L, nres - 1);
+    lua_pop(co, 1);
+    aio_future_set_results(L, tidx, tidx + 1, nres - 1);
+  } else {
+    lua_xmove(co, L, 1);
+    if (aio_is_cancelled_error(L, lp->S, -1)) {
+      lua_getfield(L, -1, "message");
+      lua_setiuservalue(L, tidx, 1);
+      aio_future_finish(L, tidx, AIO_CANCELLED);
+    } else {
+      aio_future_set_exc(L, tidx, -1);
+    }
+  }
+  lua_settop(co, 0);
+  t->co = NULL;
+  unanchor(L, lp, t);
+  lua_settop(L, tidx - 1);
+}
+
+/* A task cancelled before its first step never runs its body. */
+static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
+  int tidx;
+  aio_task_push(L, lp, t);
+  tidx = lua_gettop(L);
+  push_cancel_message(L, lp->S, tidx);
+  lua_setiuservalue(L, tidx, 1);
+  aio_future_finish(L, tidx, AIO_CANCELLED);
+  t->co = NULL;
+  unanchor(L, lp, t);
+  lua_settop(L, tidx - 1);
+}
+
+void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
+  aio_task *prev = lp->current;
+  lua_State *co = t->co;
+  int nargs = 0, nres, status;
+  if (t->f.state != AIO_PENDING) return;
+  t->wait = AIO_WAIT_NONE;
+  if (!t->started) {
+    if (t->must_cancel) {
+      finish_unstarted(L, lp, t);
+      return;
+    }
+    t->started = 1;
+    nargs = lua_gettop(co) - 1;
+  }
+  lp->current = t;
+  status = lua_resume(co, L, nargs, &nres);
+  lp->current = prev;
+  if (status == LUA_YIELD) {
+    lua_pop(co, nres);
+    if (t->wait == AIO_WAIT_SOON) {
+      aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+    } else if (t->wait == AIO_WAIT_NONE) {
+      /* coroutine.yield straight from the body: nothing will wake it */
+      lua_resetthread(co);
+      lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
+                          "generators inside tasks)");
+      aio_push_error(co, "RuntimeError", -1);
+      task_finish(L, lp, t, LUA_ERRRUN, 1);
+    }
+    return;
+  }
+  task_finish(L, lp, t, status, nres);
+}
+
+/* ---- awaiting -------------------------------------------------------- */
+
+static int raise_cancelled(lua_State *L, aio_task *t) {
+  aio_state *S = t->f.loop->S;
+  t->must_cancel = 0;
+  aio_task_push(L, t->f.loop, t);
+  push_cancel_message(L, S, -1);
+  aio_push_error(L, "CancelledError", -1);
+  return lua_error(L);
+}
+
+static int await_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  (void)status;
+  lua_settop(L, 1);
+  t->waiting = NULL;
+  if (t->must_cancel) return raise_cancelled(L, t);
+  return aio_future_push_results(L, 1);
+}
+
+int aio_await(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  aio_future *f = aio_check_future(L, 1);
+  aio_task *t;
+  if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
+  t = aio_current_task(L, S, "await");
+  if (f->loop != t->f.loop) return aio_error(L, "RuntimeError", "future belongs to another loop");
+  if (&t->f == f) return aio_error(L, "RuntimeError", "Task cannot await on itself");
+  lua_settop(L, 1);
+  aio_future_add_waiter(L, 1, t);
+  t->wait = AIO_WAIT_FUTURE;
+  t->waiting = f;
+  if (t->must_cancel) {
+    /* cancelled while running: as in Python, the awaited future is cancelled */
+    aio_task_push(L, t->f.loop, t);
+    push_cancel_message(L, S, -1);
+    if (aio_future_cancel(L, 1, -1)) t->must_cancel = 0;
+    lua_settop(L, 1);
+  }
+  return lua_yieldk(L, 0, (lua_KContext)t, await_k);
+}
+
+static int sleep_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  (void)status;
+  if (t->must_cancel) return raise_cancelled(L, t);
+  return lua_gettop(L) - 1;
+}
+
+static int l_sleep(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  double delay = luaL_checknumber(L, 1);
+  aio_task *t;
+  luaL_argcheck(L, delay == delay, 1, "delay is NaN");
+  t = aio_current_task(L, S, "asyncio.sleep");
+  if (delay > 0 && !t->must_cancel) {
+    aio_loop_add_timer(t->f.loop, &t->timer, aio_loop_time(t->f.loop) + delay);
+    t->wait = AIO_WAIT_TIMER;
+  } else {
+    t->wait = AIO_WAIT_SOON; /* sleep(0): one trip through the ready queue */
+  }
+  return lua_yieldk(L, 0, (lua_KContext)t, sleep_k);
+}
+
+/* ---- cancellation ---------------------------------------------------- */
+
+/* Pushes the future a suspended task awaits: the first argument of the
+ * await frame on top of the coroutine's stack. */
+static void push_waiting(lua_State *L, aio_task *t) {
+  lua_Debug ar;
+  if (lua_getstack(t->co, 0, &ar) && lua_getlocal(t->co, &ar, 1))
+    lua_xmove(t->co, L, 1);
+  else
+    lua_pushnil(L);
+}
+
+int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
+  aio_task *t = lua_touserdata(L, idx);
+  aio_loop *lp = t->f.loop;
+  idx = lua_absindex(L, idx);
+  msg_idx = lua_absindex(L, msg_idx);
+  if (t->f.state != AIO_PENDING) return 0;
+  t->cancels++;
+  if (t->wait == AIO_WAIT_FUTURE) {
+    int done;
+    push_waiting(L, t);
+    done = aio_test_future(L, -1) && aio_future_cancel(L, -1, msg_idx);
+    lua_pop(L, 1);
+    if (done) return 1;
+  } else if (t->wait == AIO_WAIT_TIMER) {
+    aio_loop_remove_timer(lp, &t->timer);
+    t->wait = AIO_WAIT_SOON;
+    aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+  }
+  t->must_cancel = 1;
+  if (!lua_isnil(L, msg_idx)) {
+    aio_push_extras(L, lp->S, idx, 1);
+    lua_pushvalue(L, msg_idx);
+    lua_setfield(L, -2, "cancel_message");
+    lua_pop(L, 1);
+  }
+  return 1;
+}
+
+/* ---- creation -------------------------------------------------------- */
+
+static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eager) {
+  aio_task *t;
+  lua_State *co;
+  int tidx;
+  fn_idx = lua_absindex(L, fn_idx);
+  aio_loop_check_open(L, lp);
+  t = lua_newuserdatauv(L, sizeof *t, 2);
+  memset(t, 0, sizeof *t);
+  tidx = lua_gettop(L);
+  t->f.loop = lp;
+  t->f.flags = AIO_F_TASK;
+  t->timer.index = -1;
+  t->timer.kind = AIO_TIMER_TASK;
+  t->id = ++lp->S->task_counter;
+  luaL_setmetatable(L, AIO_TASK_MT);
+  co = lua_newthread(L);
+  t->co = co;
+  lua_setiuservalue(L, tidx, 1);
+  luaL_checkstack(co, nargs + 2, "too many arguments");
+  lua_pushcfunction(co, task_main);
+  lua_pushvalue(L, fn_idx);
+  lua_xmove(L, co, 1);
+  if (nargs > 0) {
+    int i;
+    for (i = 1; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
+    lua_xmove(L, co, nargs);
+  }
+  anchor(L, lp, tidx);
+  if (eager && lp->running) {
+    aio_task_step(L, lp, t);
+  } else {
+    t->wait = AIO_WAIT_SOON;
+    aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+  }
+}
+
+/* loop:create_task / asyncio.create_task: honours the loop's task factory. */
+int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
+  int i;
+  fn_idx = lua_absindex(L, fn_idx);
+  if (lp->task_factory == LUA_NOREF || lp->eager) {
+    task_new(L, lp, fn_idx, nargs, lp->eager);
+    return 1;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->task_factory);
+  aio_loop_push_self(L, lp);
+  for (i = 0; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
+  lua_call(L, nargs + 2, 1);
+  if (!aio_test_future(L, -1)) aio_error(L, "RuntimeError", "task factory did not return a Task");
+  return 1;
+}
+
+int asyncio_eager_task_factory(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  task_new(L, lp, 2, lua_gettop(L) - 2, 1);
+  return 1;
+}
+
+/* asyncio.Task(loop, fn, ...): a task that bypasses the factory (what a
+ * factory itself calls). */
+static int l_task_new(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  luaL_checktype(L, 2, LUA_TFUNCTION);
+  task_new(L, lp, 2, lua_gettop(L) - 2, 0);
+  return 1;
+}
+
+static int l_create_task(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  return aio_task_create(L, aio_loop_of(L, S), 1, lua_gettop(L) - 1);
+}
+
+static int l_current_task(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  aio_loop *lp = lua_isnoneornil(L, 1) ? aio_loop_of(L, S) : aio_check_loop(L, 1);
+  if (lp->current && lp->current->slot)
+    aio_task_push(L, lp, lp->current);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static int l_all_tasks(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  aio_loop *lp = lua_isnoneornil(L, 1) ? aio_loop_of(L, S) : aio_check_loop(L, 1);
+  int i;
+  lua_createtable(L, lp->ntasks, 0);
+  if (lp->closed) return 1;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
+  for (i = 1; i <= lp->ntasks; i++) {
+    lua_rawgeti(L, -1, i);
+    lua_rawseti(L, -3, i);
+  }
+  lua_pop(L, 1);
+  return 1;
+}
+
+/* ---- Task methods ---------------------------------------------------- */
+
+static int l_cancel(lua_State *L) {
+  check_task(L, 1);
+  if (!lua_isnoneornil(L, 2)) luaL_checkstring(L, 2);
+  lua_settop(L, 2);
+  lua_pushboolean(L, aio_task_cancel(L, 1, 2));
+  return 1;
+}
+
+static int l_cancelling(lua_State *L) {
+  lua_pushinteger(L, check_task(L, 1)->cancels);
+  return 1;
+}
+
+static int l_uncancel(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  if (t->cancels > 0 && --t->cancels == 0) t->must_cancel = 0;
+  lua_pushinteger(L, t->cancels);
+  return 1;
+}
+
+static int l_get_name(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  aio_push_extras(L, aio_state_of(L), 1, 0);
+  if (lua_istable(L, -1) && lua_getfield(L, -1, "name") != LUA_TNIL) return 1;
+  lua_pushfstring(L, "Task-%d", (int)t->id);
+  return 1;
+}
+
+static int l_set_name(lua_State *L) {
+  check_task(L, 1);
+  luaL_checkany(L, 2);
+  luaL_tolstring(L, 2, NULL);
+  aio_push_extras(L, aio_state_of(L), 1, 1);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, "name");
+  return 0;
+}
+
+static int l_get_coro(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  if (t->co)
+    lua_getiuservalue(L, 1, 1);
+  else
+    lua_pushnil(L);
+  return 1;
+}
+
+static void push_stack(lua_State *L, aio_task *t) {
+  if (t->co && t->started)
+    luaL_traceback(L, t->co, NULL, 0);
+  else
+    lua_pushliteral(L, "");
+}
+
+static int l_get_stack(lua_State *L) {
+  push_stack(L, check_task(L, 1));
+  return 1;
+}
+
+static int l_print_stack(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  l_get_name(L);
+  push_stack(L, t);
+  lua_writestringerror("Stack for task %s:\n", lua_tostring(L, -2));
+  lua_writestringerror("%s\n", lua_tostring(L, -1));
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  static const char *const states[] = {"pending", "finished", "cancelled"};
+  l_get_name(L);
+  lua_pushfstring(L, "<Task %s name='%s'>", states[t->f.state], lua_tostring(L, -1));
+  return 1;
+}
+
+void aio_task_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"cancel", l_cancel},
+                                     {"cancelling", l_cancelling},
+                                     {"uncancel", l_uncancel},
+                                     {"get_name", l_get_name},
+                                     {"set_name", l_set_name},
+                                     {"get_coro", l_get_coro},
+                                     {"get_stack", l_get_stack},
+                                     {"print_stack", l_print_stack},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"sleep", l_sleep},
+                                   {"create_task", l_create_task},
+                                   {"current_task", l_current_task},
+                                   {"all_tasks", l_all_tasks},
+                                   {"Task_new", l_task_new},
+                                   {"eager_task_factory", asyncio_eager_task_factory},
+                                   {NULL, NULL}};
+  aio_newclass(L, S, AIO_TASK_MT, NULL, meta);
+  aio_future_methods(L, S);
+  aio_setfuncs(L, S, methods);
+  lua_setfield(L, -2, "Task");
+  aio_setfuncs(L, S, funcs);
+}
