@@ -8,8 +8,6 @@
 #include <lauxlib.h>
 #include <lua.h>
 #include <uv.h>
-#include <lualib.h>
-int luaopen_asyncio_core(lua_State *L);
 
 #include "asyncio.h"
 #include "core/heap.h"

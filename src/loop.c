@@ -29,6 +29,7 @@ double aio_loop_time(aio_loop *lp) {
 }
 
 static void noop_timer(uv_timer_t *h) { (void)h; }
+static void loop_arm_cb(uv_timer_t *h);
 
 /* ---- queue and timers ------------------------------------------------ */
 
@@ -55,28 +56,30 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
   if (tm->index >= 0) aio_heap_remove(&lp->timers, tm);
 }
 
-/* Keeps libuv's view in step with ours: never block while work is queued,
- * wake up for the earliest timer. */
+/* Keeps libuv's view in step with ours: never block while work is queued or
+ * a timer is due, else wake up for the earliest timer. Also the uv timer's
+ * callback: libuv's clock is coarse and may fire it a little early, and in
+ * its timers phase, before our check handle has run. */
 static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
-  if (lp->ready.len > 0 || lp->stopping) {
+  double delay = top ? top->when - aio_loop_time(lp) : 0;
+  if (lp->ready.len > 0 || lp->stopping || (top && delay <= 0)) {
     if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, (uv_idle_cb)noop_timer);
   } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
     uv_idle_stop(&lp->idle);
   }
-  if (!top) {
-    if (lp->armed_when >= 0) uv_timer_stop(&lp->timer);
+  if (!top || delay <= 0) {
+    if (uv_is_active((uv_handle_t *)&lp->timer)) uv_timer_stop(&lp->timer);
     lp->armed_when = -1;
-  } else if (top->when != lp->armed_when) {
-    /* libuv counts whole milliseconds from a truncated clock: round up and
-     * add one so the timer never fires before `when`. */
-    double delay = top->when - aio_loop_time(lp);
-    uint64_t ms = delay > 0 ? (uint64_t)ceil(delay * 1e3) + 1 : 0;
+  } else if (top->when != lp->armed_when || !uv_is_active((uv_handle_t *)&lp->timer)) {
+    /* whole milliseconds, rounded up, plus one for libuv's truncated clock */
     uv_update_time(lp->uv);
-    uv_timer_start(&lp->timer, noop_timer, ms, 0);
+    uv_timer_start(&lp->timer, (uv_timer_cb)loop_arm_cb, (uint64_t)ceil(delay * 1e3) + 1, 0);
     lp->armed_when = top->when;
   }
 }
+
+static void loop_arm_cb(uv_timer_t *h) { loop_arm(h->data); }
 
 static void run_due_timers(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);

@@ -1,0 +1,99 @@
+# lua-asyncio developer entry points.
+#
+#   make demo    install missing packages, build, run examples/hello.lua
+#   make test    install missing packages, build, run every test pass;
+#                the last line is "N passed, M failed"
+#   make build   luarocks make into the local tree .build/tree
+#   make deps    install the missing Debian packages (apt-get)
+#   make bench   micro benchmarks against the peers in ../shared/bench
+#   make clean
+#
+# make test PASSES="busted ctest" BUSTED_ARGS=spec/smoke_spec.lua  runs a part
+# (see spec/support/run-tests.sh). Lua programs can use the built tree with
+#   eval $$(luarocks --lua-version 5.4 --tree .build/tree path)
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := build
+
+LUA       ?= lua5.4
+LUAROCKS  ?= luarocks --lua-version 5.4
+ROCKSPEC  := rockspec/asyncio-scm-1.rockspec
+BUILD     := $(CURDIR)/.build
+TREE      := $(BUILD)/tree
+SHARED    ?= $(CURDIR)/../shared
+# ON: `make build` builds the rock with ASan + UBSan (lua5.4 then needs the
+# sanitizer runtimes in LD_PRELOAD). demo and test always use OFF; `make test`
+# builds its own sanitizer variant in .build/asan.
+ASYNCIO_SANITIZE ?= OFF
+
+DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
+              lua-busted luarocks
+BENCH_DEPS := python3-uvloop lua-luv lua-cqueues nodejs util-linux time
+
+# sudo only when not root
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+# the environment that makes Lua 5.4 load asyncio from $(TREE)
+TREE_LPATH := $(TREE)/share/lua/5.4/?.lua;$(TREE)/share/lua/5.4/?/init.lua;;
+TREE_CPATH := $(TREE)/lib/lua/5.4/?.so;;
+TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
+              LUA_CPATH='$(TREE_CPATH)' LUA_CPATH_5_4='$(TREE_CPATH)'
+
+export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: build deps deps-bench demo test bench clean
+
+# Install only what is missing; apt-get update only when something is.
+define apt_install_missing
+@if ! command -v dpkg-query >/dev/null; then \
+  echo "deps: no dpkg-query (not Debian?); make sure these are installed: $(1)"; \
+else \
+  missing=; \
+  for p in $(1); do \
+    dpkg-query -W -f='$${db:Status-Abbrev}' "$$p" 2>/dev/null | grep -q '^ii' || missing="$$missing $$p"; \
+  done; \
+  if [ -n "$$missing" ]; then \
+    echo "deps: installing$$missing"; \
+    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+    $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+  fi; \
+fi
+endef
+
+deps:
+	$(call apt_install_missing,$(DEPS))
+
+deps-bench: deps
+	$(call apt_install_missing,$(BENCH_DEPS))
+
+# luarocks make in the repository root: CMake builds in build.luarocks/, which
+# is thrown away when its cache belongs to another checkout (copied tree).
+build: deps
+	@if [ -f build.luarocks/CMakeCache.txt ] && \
+	   ! grep -qxF 'CMAKE_HOME_DIRECTORY:INTERNAL=$(CURDIR)' build.luarocks/CMakeCache.txt; then \
+	  rm -rf build.luarocks; \
+	fi
+	env -u MAKEFLAGS -u MAKELEVEL $(LUAROCKS) --tree '$(TREE)' make $(ROCKSPEC) \
+	  ASYNCIO_SANITIZE=$(ASYNCIO_SANITIZE)
+
+demo test: override ASYNCIO_SANITIZE = OFF
+
+demo: deps build
+	@if [ ! -f examples/hello.lua ]; then \
+	  echo "make demo: examples/hello.lua does not exist yet" >&2; exit 1; \
+	fi
+	@echo "$(LUA) examples/hello.lua"
+	@$(TREE_ENV) $(LUA) examples/hello.lua
+
+test: deps build
+	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \
+	  bash spec/support/run-tests.sh
+
+bench: deps-bench build
+	@if [ ! -f bench/micro.lua ]; then echo "bench: bench/micro.lua does not exist yet" >&2; fi
+	@echo "$(SHARED)/bench/run_micro.sh  (EXTRA peer lasync: $(LUA) bench/micro.lua)"
+	@$(TREE_ENV) EXTRA='lasync=$(LUA) $(CURDIR)/bench/micro.lua {bench}' \
+	  bash $(SHARED)/bench/run_micro.sh
+
+clean:
+	rm -rf .build build.luarocks
