@@ -11,7 +11,7 @@ int asyncio_open(lua_State *L) {
 }
 
 asyncio_loop *asyncio_loop_test(lua_State *L, int idx) {
-  aio_loop **box = luaL_testudata(L, idx, AIO_LOOP_MT);
+  aio_loop **box = aio_testudata(L, idx, AIO_T_LOOP, AIO_T_LOOP);
   return box ? *box : NULL;
 }
 

@@ -8,21 +8,18 @@
 #define AIO_UNRETRIEVED_MT "asyncio.Unretrieved"
 
 aio_future *aio_test_future(lua_State *L, int idx) {
-  aio_future *f = luaL_testudata(L, idx, AIO_FUTURE_MT);
-  return f ? f : luaL_testudata(L, idx, AIO_TASK_MT);
+  return aio_testudata(L, idx, AIO_T_FUTURE, AIO_T_TASK);
 }
 
 aio_future *aio_check_future(lua_State *L, int idx) {
-  aio_future *f = aio_test_future(L, idx);
-  if (!f) luaL_typeerror(L, idx, "Future");
-  return f;
+  return aio_checkudata(L, idx, AIO_T_FUTURE, AIO_T_TASK, "Future");
 }
 
 aio_future *aio_future_new(lua_State *L, aio_loop *lp) {
   aio_future *f = lua_newuserdatauv(L, sizeof *f, 2);
   memset(f, 0, sizeof *f);
   f->loop = lp;
-  luaL_setmetatable(L, AIO_FUTURE_MT);
+  aio_setmetatable(L, lp->S, AIO_T_FUTURE);
   return f;
 }
 
@@ -30,6 +27,7 @@ aio_future *aio_future_new(lua_State *L, aio_loop *lp) {
 static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   aio_loop *lp = f->loop;
   int n = 1, i;
+  if (!(f->flags & AIO_F_HASCB)) return;
   lua_getiuservalue(L, idx, 2);
   if (lua_isnil(L, -1)) {
     lua_pop(L, 1);
@@ -59,7 +57,7 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, idx, 2);
-  f->flags &= (uint8_t)~AIO_F_CBLIST;
+  f->flags &= (uint8_t)~(AIO_F_CBLIST | AIO_F_HASCB);
 }
 
 void aio_future_finish(lua_State *L, int idx, uint8_t state) {
@@ -108,7 +106,7 @@ void aio_future_set_exc(lua_State *L, int idx, int err_idx) {
   lua_rawseti(L, -2, 2);
   lua_pushstring(L, (f->flags & AIO_F_TASK) ? "Task" : "Future");
   lua_rawseti(L, -2, 3);
-  luaL_setmetatable(L, AIO_UNRETRIEVED_MT);
+  aio_setmetatable(L, f->loop->S, AIO_T_UNRETRIEVED);
   lua_setiuservalue(L, idx, 1);
   f->flags |= AIO_F_EXC | AIO_F_SENTINEL;
   aio_future_finish(L, idx, AIO_FINISHED);
@@ -169,6 +167,7 @@ int aio_future_push_results(lua_State *L, int idx) {
 /* Appends the callback on top of the stack (popped) to the future at idx. */
 static void add_callback(lua_State *L, int idx, aio_future *f) {
   idx = lua_absindex(L, idx);
+  f->flags |= AIO_F_HASCB;
   if (lua_getiuservalue(L, idx, 2) == LUA_TNIL) {
     lua_pop(L, 1);
     lua_setiuservalue(L, idx, 2);
@@ -409,10 +408,9 @@ void aio_future_open(lua_State *L, aio_state *S) {
   static const luaL_Reg ugc[] = {{"__gc", l_unretrieved_gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"Future_new", l_new_future}, {"isfuture", l_isfuture}, {NULL, NULL}};
-  aio_newclass(L, S, AIO_FUTURE_MT, future_methods, meta);
+  aio_newclass(L, S, AIO_T_FUTURE, AIO_FUTURE_MT, future_methods, meta);
   lua_setfield(L, -2, "Future");
-  luaL_newmetatable(L, AIO_UNRETRIEVED_MT);
-  aio_setfuncs(L, S, ugc);
+  aio_newclass(L, S, AIO_T_UNRETRIEVED, AIO_UNRETRIEVED_MT, NULL, ugc);
   lua_pop(L, 1);
   aio_setfuncs(L, S, funcs);
 }

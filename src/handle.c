@@ -16,7 +16,7 @@ aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, in
   h->cancelled = h->scheduled = 0;
   h->is_timer = (uint8_t)is_timer;
   h->nargs = (uint8_t)nargs;
-  luaL_setmetatable(L, is_timer ? AIO_TIMER_MT : AIO_HANDLE_MT);
+  aio_setmetatable(L, lp->S, is_timer ? AIO_T_TIMER : AIO_T_HANDLE);
   for (i = 0; i <= nargs; i++) {
     lua_pushvalue(L, fn_idx + i);
     lua_setiuservalue(L, -2, i + 1);
@@ -32,8 +32,7 @@ void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx) {
 }
 
 static aio_handle *check_handle(lua_State *L, int idx) {
-  aio_handle *h = luaL_testudata(L, idx, AIO_HANDLE_MT);
-  return h ? h : luaL_checkudata(L, idx, AIO_TIMER_MT);
+  return aio_checkudata(L, idx, AIO_T_HANDLE, AIO_T_TIMER, "Handle");
 }
 
 /* Error handler for callbacks: keeps the error value and adds where it was
@@ -128,7 +127,7 @@ static int l_cancelled(lua_State *L) {
 }
 
 static int l_when(lua_State *L) {
-  aio_handle *h = luaL_checkudata(L, 1, AIO_TIMER_MT);
+  aio_handle *h = aio_checkudata(L, 1, AIO_T_TIMER, AIO_T_TIMER, "TimerHandle");
   lua_pushnumber(L, h->timer.when);
   return 1;
 }
@@ -154,10 +153,10 @@ void aio_handle_open(lua_State *L, aio_state *S) {
                                      {"when", l_when},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
-  aio_newclass(L, S, AIO_HANDLE_MT, methods, meta);
+  aio_newclass(L, S, AIO_T_HANDLE, AIO_HANDLE_MT, methods, meta);
   lua_pushnil(L);
   lua_setfield(L, -2, "when"); /* plain Handles have no deadline */
   lua_setfield(L, -2, "Handle");
-  aio_newclass(L, S, AIO_TIMER_MT, methods, meta);
+  aio_newclass(L, S, AIO_T_TIMER, AIO_TIMER_MT, methods, meta);
   lua_setfield(L, -2, "TimerHandle");
 }

@@ -19,6 +19,12 @@
 #define AIO_HANDLE_MT "asyncio.Handle"
 #define AIO_TIMER_MT "asyncio.TimerHandle"
 
+/* Types of our userdata. Each metatable holds its type's tag at [1]: the
+ * address of aio_tags[type], which Lua code cannot forge, so a type check is
+ * one array read instead of a registry lookup by name. */
+enum { AIO_T_LOOP, AIO_T_FUTURE, AIO_T_TASK, AIO_T_HANDLE, AIO_T_TIMER, AIO_T_UNRETRIEVED, AIO_T_N };
+extern const char aio_tags[AIO_T_N];
+
 typedef struct aio_state aio_state;
 typedef struct asyncio_loop aio_loop;
 typedef struct aio_future aio_future;
@@ -35,6 +41,7 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
+  int mt[AIO_T_N]; /* registry refs of the metatables */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -53,6 +60,7 @@ enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK };
 #define AIO_F_CBLIST 0x04   /* uv2 holds a list of callbacks, not a single one */
 #define AIO_F_SENTINEL 0x08 /* uv1 holds an unretrieved-exception sentinel */
 #define AIO_F_TASK 0x10
+#define AIO_F_HASCB 0x20    /* uv2 may hold callbacks */
 
 /* Uservalues of a Future: 1 = result, exception or cancel message (a Task
  * keeps its coroutine there while pending); 2 = done callbacks: nil, one
@@ -72,7 +80,8 @@ struct aio_task {
   uint8_t wait;        /* AIO_WAIT_* */
   uint8_t must_cancel; /* deliver CancelledError at the next step */
   uint8_t started;
-  uint8_t eager_step;
+  uint8_t co_exposed; /* get_coro() handed it out */
+  uint8_t packed;     /* uv1 is {fn, args..., n=} until the first step */
   uint16_t cancels; /* cancel() requests not yet uncancel()ed */
   int slot;         /* index in the loop's anchor table while pending */
   uint32_t id;
@@ -109,6 +118,8 @@ struct asyncio_loop {
   lua_State *mainL;  /* main thread of the owning state */
   int self_ref;      /* registry ref to the Loop userdata while open */
   int anchors;       /* registry ref: table of pending tasks (array) */
+  int pool;          /* registry ref: coroutines ready for reuse (array) */
+  int npool;
   int ntasks;        /* entries used in anchors */
   int exc_handler;   /* registry ref or LUA_NOREF */
   int task_factory;  /* registry ref or LUA_NOREF */
@@ -138,8 +149,11 @@ void aio_push_error(lua_State *L, const char *cls, int msg_idx);
 int aio_is_cancelled_error(lua_State *L, aio_state *S, int idx);
 void aio_push_extras(lua_State *L, aio_state *S, int obj_idx, int create);
 void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l);
-void aio_newclass(lua_State *L, aio_state *S, const char *mt, const luaL_Reg *methods,
+void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta);
+void *aio_testudata(lua_State *L, int idx, int type1, int type2);
+void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name);
+void aio_setmetatable(lua_State *L, aio_state *S, int type);
 
 /* loop.c */
 void aio_loop_open(lua_State *L, aio_state *S);

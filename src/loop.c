@@ -74,7 +74,7 @@ static void loop_arm(aio_loop *lp) {
   } else if (top->when != lp->armed_when || !uv_is_active((uv_handle_t *)&lp->timer)) {
     /* whole milliseconds, rounded up, plus one for libuv's truncated clock */
     uv_update_time(lp->uv);
-    uv_timer_start(&lp->timer, (uv_timer_cb)loop_arm_cb, (uint64_t)ceil(delay * 1e3) + 1, 0);
+    uv_timer_start(&lp->timer, loop_arm_cb, (uint64_t)ceil(delay * 1e3) + 1, 0);
     lp->armed_when = top->when;
   }
 }
@@ -230,6 +230,8 @@ static void loop_close(lua_State *L, aio_loop *lp) {
     free(p);
   }
   luaL_unref(L, LUA_REGISTRYINDEX, lp->anchors);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
+  lp->npool = 0;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
   lp->anchors = lp->exc_handler = lp->task_factory = LUA_NOREF;
@@ -300,8 +302,10 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lua_pop(L, 1);
   lua_newtable(L);
   lp->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_newtable(L);
+  lp->pool = luaL_ref(L, LUA_REGISTRYINDEX);
   box->lp = lp;
-  luaL_setmetatable(L, AIO_LOOP_MT);
+  aio_setmetatable(L, S, AIO_T_LOOP);
   lua_pushvalue(L, -1);
   lp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   {
@@ -312,7 +316,7 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
 }
 
 aio_loop *aio_check_loop(lua_State *L, int idx) {
-  loop_box *box = luaL_checkudata(L, idx, AIO_LOOP_MT);
+  loop_box *box = aio_checkudata(L, idx, AIO_T_LOOP, AIO_T_LOOP, "Loop");
   if (!box->lp) luaL_argerror(L, idx, "loop is released");
   return box->lp;
 }
@@ -448,7 +452,7 @@ static int l_close(lua_State *L) {
 }
 
 static int l_gc(lua_State *L) {
-  loop_box *box = luaL_checkudata(L, 1, AIO_LOOP_MT);
+  loop_box *box = aio_checkudata(L, 1, AIO_T_LOOP, AIO_T_LOOP, "Loop");
   aio_loop *lp = box->lp;
   if (!lp) return 0;
   box->lp = NULL;
@@ -741,6 +745,10 @@ void aio_loop_open(lua_State *L, aio_state *S) {
                                    {"set_event_loop", l_set_event_loop},
                                    {NULL, NULL}};
   luaL_newmetatable(L, AIO_LOOP_MT);
+  lua_pushlightuserdata(L, (void *)&aio_tags[AIO_T_LOOP]);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -1);
+  S->mt[AIO_T_LOOP] = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   aio_setfuncs(L, S, methods);
   lua_pushlightuserdata(L, S);

@@ -6,6 +6,7 @@
 #include "internal.h"
 
 static const char state_key = 0; /* its address keys the registry slot */
+const char aio_tags[AIO_T_N];
 
 aio_state *aio_get_state(lua_State *L) {
   aio_state *S;
@@ -79,11 +80,36 @@ void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l) {
   }
 }
 
-/* Creates metatable `mt` with __index = a methods table; leaves the methods
- * table on the stack so callers can extend or export it. */
-void aio_newclass(lua_State *L, aio_state *S, const char *mt, const luaL_Reg *methods,
+void *aio_testudata(lua_State *L, int idx, int type1, int type2) {
+  void *p = lua_touserdata(L, idx);
+  const void *tag;
+  if (!p || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  lua_rawgeti(L, -1, 1);
+  tag = lua_touserdata(L, -1);
+  lua_pop(L, 2);
+  return tag == &aio_tags[type1] || tag == &aio_tags[type2] ? p : NULL;
+}
+
+void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name) {
+  void *p = aio_testudata(L, idx, type1, type2);
+  if (!p) luaL_typeerror(L, idx, name);
+  return p;
+}
+
+void aio_setmetatable(lua_State *L, aio_state *S, int type) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt[type]);
+  lua_setmetatable(L, -2);
+}
+
+/* Creates the metatable of `type` with __index = a methods table; leaves the
+ * methods table on the stack so callers can extend or export it. */
+void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta) {
-  luaL_newmetatable(L, mt);
+  luaL_newmetatable(L, name);
+  lua_pushlightuserdata(L, (void *)&aio_tags[type]);
+  lua_rawseti(L, -2, 1);
+  lua_pushvalue(L, -1);
+  S->mt[type] = luaL_ref(L, LUA_REGISTRYINDEX);
   if (meta) aio_setfuncs(L, S, meta);
   lua_newtable(L);
   if (methods) aio_setfuncs(L, S, methods);

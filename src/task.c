@@ -42,9 +42,13 @@ void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t) {
   lua_remove(L, -2);
 }
 
-aio_task *aio_test_task(lua_State *L, int idx) { return luaL_testudata(L, idx, AIO_TASK_MT); }
+aio_task *aio_test_task(lua_State *L, int idx) {
+  return aio_testudata(L, idx, AIO_T_TASK, AIO_T_TASK);
+}
 
-static aio_task *check_task(lua_State *L, int idx) { return luaL_checkudata(L, idx, AIO_TASK_MT); }
+static aio_task *check_task(lua_State *L, int idx) {
+  return aio_checkudata(L, idx, AIO_T_TASK, AIO_T_TASK, "Task");
+}
 
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api) {
   aio_task *t = S->running ? S->running->current : NULL;
@@ -84,12 +88,10 @@ static int task_main_k(lua_State *co, int status, lua_KContext ctx) {
   return lua_gettop(co);
 }
 
-/* stack: fn, args... -> ok, results... | false, error */
+
+/* stack: msgh, fn, args... -> ok, results... | false, error */
 static int task_main(lua_State *co) {
-  int nargs = lua_gettop(co) - 1;
-  lua_pushcfunction(co, task_msgh);
-  lua_insert(co, 1);
-  return task_main_k(co, lua_pcallk(co, nargs, LUA_MULTRET, 1, 0, task_main_k), 0);
+  return task_main_k(co, lua_pcallk(co, lua_gettop(co) - 2, LUA_MULTRET, 1, 0, task_main_k), 0);
 }
 
 /* ---- stepping -------------------------------------------------------- */
@@ -102,17 +104,79 @@ static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
   }
 }
 
+/* ---- coroutines -------------------------------------------------------- */
+/* A task gets its coroutine at its first step, from a per-loop pool of
+ * coroutines whose body returned: spawning many short tasks then reuses a few
+ * threads (stack and CallInfo list included) instead of allocating one each. */
+
+#define AIO_POOL_MAX 256
+
+static void pool_give(lua_State *L, aio_loop *lp, aio_task *t, lua_State *co) {
+  if (t->co_exposed || lp->npool >= AIO_POOL_MAX || lua_gethook(co) || lp->closed) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
+  lua_rawseti(L, -2, ++lp->npool);
+  lua_pop(L, 1);
+}
+
+static lua_State *pool_take(lua_State *L, aio_loop *lp) {
+  lua_State *co;
+  if (lp->npool == 0) return lua_newthread(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
+  lua_rawgeti(L, -1, lp->npool);
+  lua_pushnil(L);
+  lua_rawseti(L, -3, lp->npool--);
+  lua_remove(L, -2);
+  co = lua_tothread(L, -1);
+  return co;
+}
+
+/* Gives the task at tidx its coroutine, loaded with task_main, the function
+ * and its arguments (kept in uservalue 1 until now). */
+static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
+  lua_State *co;
+  int n = 1, i;
+  lua_getiuservalue(L, tidx, 1);
+  if (t->packed) {
+    lua_getfield(L, -1, "n");
+    n = (int)lua_tointeger(L, -1);
+    lua_pop(L, 1);
+  }
+  co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
+  luaL_checkstack(co, n + 2, "too many arguments");
+  luaL_checkstack(L, n + 2, "too many arguments");
+  lua_pushcfunction(co, task_main);
+  lua_pushcfunction(co, task_msgh);
+  if (t->packed)
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - (i - 1) - 1, i);
+  else
+    lua_pushvalue(L, -2);
+  lua_xmove(L, co, n);
+  lua_setiuservalue(L, tidx, 1);
+  lua_pop(L, 1);
+  t->co = co;
+  t->packed = 0;
+  return co;
+}
+
 /* The body ended: the coroutine's stack holds `nres` values, either
  * (true, results...) or (false, error), or one error if task_main failed. */
-static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres) {
+static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int tidx, int status, int nres) {
   lua_State *co = t->co;
-  int tidx, ok = status == LUA_OK && lua_toboolean(co, -nres);
+  int ok = status == LUA_OK && lua_toboolean(co, -nres);
   luaL_checkstack(L, nres + 4, "too many results");
-  aio_task_push(L, lp, t);
-  tidx = lua_gettop(L);
-  if (ok) {
+  if (!tidx) {
+    aio_task_push(L, lp, t);
+    tidx = lua_gettop(L);
+  }
+  if (ok && nres == 2) { /* one result: the common case, stored as is */
+    lua_xmove(co, L, 1);
+    lua_setiuservalue(L, tidx, 1);
+    t->f.nres = 1;
+    aio_future_finish(L, tidx, AIO_FINISHED);
+  } else if (ok) {
     lua_xmove(co, L, nres - 1);
-    lua_pop(co, 1);
     aio_future_set_results(L, tidx, tidx + 1, nres - 1);
   } else {
     lua_xmove(co, L, 1);
@@ -125,6 +189,7 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
     }
   }
   lua_settop(co, 0);
+  if (status == LUA_OK) pool_give(L, lp, t, co);
   t->co = NULL;
   unanchor(L, lp, t);
   lua_settop(L, tidx - 1);
@@ -146,7 +211,7 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
 void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status;
+  int nargs = 0, nres, status, tidx = 0;
   if (t->f.state != AIO_PENDING) return;
   t->wait = AIO_WAIT_NONE;
   if (!t->started) {
@@ -155,6 +220,11 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
       return;
     }
     t->started = 1;
+    if (!co) {
+      aio_task_push(L, lp, t);
+      tidx = lua_gettop(L);
+      co = attach_coroutine(L, lp, t, tidx);
+    }
     nargs = lua_gettop(co) - 1;
   }
   lp->current = t;
@@ -170,11 +240,12 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      task_finish(L, lp, t, LUA_ERRRUN, 1);
+      task_finish(L, lp, t, tidx, LUA_ERRRUN, 1);
     }
+    if (tidx) lua_settop(L, tidx - 1);
     return;
   }
-  task_finish(L, lp, t, status, nres);
+  task_finish(L, lp, t, tidx, status, nres);
 }
 
 /* ---- awaiting -------------------------------------------------------- */
@@ -285,7 +356,6 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
 
 static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eager) {
   aio_task *t;
-  lua_State *co;
   int tidx;
   fn_idx = lua_absindex(L, fn_idx);
   aio_loop_check_open(L, lp);
@@ -297,19 +367,21 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   t->timer.index = -1;
   t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
-  luaL_setmetatable(L, AIO_TASK_MT);
-  co = lua_newthread(L);
-  t->co = co;
-  lua_setiuservalue(L, tidx, 1);
-  luaL_checkstack(co, nargs + 2, "too many arguments");
-  lua_pushcfunction(co, task_main);
-  lua_pushvalue(L, fn_idx);
-  lua_xmove(L, co, 1);
+  aio_setmetatable(L, lp->S, AIO_T_TASK);
   if (nargs > 0) {
     int i;
-    for (i = 1; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
-    lua_xmove(L, co, nargs);
+    lua_createtable(L, nargs + 1, 1);
+    for (i = 0; i <= nargs; i++) {
+      lua_pushvalue(L, fn_idx + i);
+      lua_rawseti(L, -2, i + 1);
+    }
+    lua_pushinteger(L, nargs + 1);
+    lua_setfield(L, -2, "n");
+    t->packed = 1;
+  } else {
+    lua_pushvalue(L, fn_idx);
   }
+  lua_setiuservalue(L, tidx, 1);
   anchor(L, lp, tidx);
   if (eager && lp->running) {
     aio_task_step(L, lp, t);
@@ -424,6 +496,10 @@ static int l_set_name(lua_State *L) {
 
 static int l_get_coro(lua_State *L) {
   aio_task *t = check_task(L, 1);
+  if (t->f.state == AIO_PENDING && !t->co_exposed) {
+    t->co_exposed = 1; /* the user holds it now: never recycle it */
+    if (!t->co) attach_coroutine(L, t->f.loop, t, 1);
+  }
   if (t->co)
     lua_getiuservalue(L, 1, 1);
   else
@@ -478,7 +554,7 @@ void aio_task_open(lua_State *L, aio_state *S) {
                                    {"Task_new", l_task_new},
                                    {"eager_task_factory", asyncio_eager_task_factory},
                                    {NULL, NULL}};
-  aio_newclass(L, S, AIO_TASK_MT, NULL, meta);
+  aio_newclass(L, S, AIO_T_TASK, AIO_TASK_MT, NULL, meta);
   aio_future_methods(L, S);
   aio_setfuncs(L, S, methods);
   lua_setfield(L, -2, "Task");
