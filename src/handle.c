@@ -9,7 +9,7 @@ aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, in
   fn_idx = lua_absindex(L, fn_idx);
   h = lua_newuserdatauv(L, sizeof *h, 1 + nargs);
   h->loop = lp;
-  h->timer.index = -1;
+  h->timer.index = 0;
   h->timer.kind = AIO_TIMER_HANDLE;
   h->timer.when = 0;
   h->ref = LUA_NOREF;
@@ -107,7 +107,7 @@ static int l_cancel(lua_State *L) {
   int i;
   if (h->cancelled) return 0;
   h->cancelled = 1;
-  if (h->timer.index >= 0) {
+  if (h->timer.index) {
     aio_loop_remove_timer(h->loop, &h->timer);
     luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
     h->ref = LUA_NOREF;

@@ -125,7 +125,6 @@ struct asyncio_loop {
   int task_factory;  /* registry ref or LUA_NOREF */
   aio_ring ready;
   aio_heap timers;
-  uint64_t timer_seq;
   double armed_when; /* deadline the uv timer is armed for, or -1 */
   double slow_callback_duration;
   aio_task *current;

@@ -48,12 +48,11 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
 
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when) {
   tm->when = when;
-  tm->seq = lp->timer_seq++;
   if (aio_heap_push(&lp->timers, tm) != 0) luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
 }
 
 void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
-  if (tm->index >= 0) aio_heap_remove(&lp->timers, tm);
+  if (tm->index) aio_heap_remove(&lp->timers, tm);
 }
 
 /* Keeps libuv's view in step with ours: never block while work is queued or
@@ -254,6 +253,25 @@ static void handle_init(aio_loop *lp, uv_handle_t *h) {
   h->data = lp;
 }
 
+/* Pushes a new metatable for one loop, copied from the shared template. */
+static void push_loop_metatable(lua_State *L, aio_state *S) {
+  lua_newtable(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt[AIO_T_LOOP]);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -5);
+  }
+  lua_createtable(L, 0, 1);
+  lua_pushnumber(L, 0.1);
+  lua_setfield(L, -2, "slow_callback_duration");
+  lua_getfield(L, -2, "__fieldsmt");
+  lua_setmetatable(L, -2);
+  lua_setfield(L, -3, "__index");
+  lua_pop(L, 1);
+}
+
 aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   aio_state *S = aio_get_state(L);
   loop_box *box;
@@ -305,7 +323,8 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lua_newtable(L);
   lp->pool = luaL_ref(L, LUA_REGISTRYINDEX);
   box->lp = lp;
-  aio_setmetatable(L, S, AIO_T_LOOP);
+  push_loop_metatable(L, S);
+  lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   {
@@ -658,25 +677,20 @@ static int l_backend_timeout(lua_State *L) {
   return 1;
 }
 
-/* Properties live in __index/__newindex so that `loop.slow_callback_duration
- * = 0.5` works as in Python; everything else is a method. */
-static int l_index(lua_State *L) {
-  aio_loop *lp = aio_check_loop(L, 1);
-  const char *k = lua_tostring(L, 2);
-  if (k && strcmp(k, "slow_callback_duration") == 0) {
-    lua_pushnumber(L, lp->slow_callback_duration);
-    return 1;
-  }
-  lua_pushvalue(L, 2);
-  lua_rawget(L, lua_upvalueindex(2));
-  return 1;
-}
-
+/* Each loop has its own metatable whose __index is a small per-loop table
+ * (chained to the shared methods) holding `slow_callback_duration`, so that
+ * reading it is a plain field access as in Python and method lookups never
+ * call into C. Writes go through __newindex to keep the C copy in step. */
 static int l_newindex(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   const char *k = luaL_checkstring(L, 2);
   if (strcmp(k, "slow_callback_duration") != 0) return luaL_error(L, "cannot set loop field '%s'", k);
   lp->slow_callback_duration = luaL_checknumber(L, 3);
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__index");
+  lua_pushvalue(L, 2);
+  lua_pushvalue(L, 3);
+  lua_rawset(L, -3);
   return 0;
 }
 
@@ -751,10 +765,10 @@ void aio_loop_open(lua_State *L, aio_state *S) {
   S->mt[AIO_T_LOOP] = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   aio_setfuncs(L, S, methods);
-  lua_pushlightuserdata(L, S);
+  lua_createtable(L, 0, 1);
   lua_pushvalue(L, -2);
-  lua_pushcclosure(L, l_index, 2);
-  lua_setfield(L, -3, "__index");
+  lua_setfield(L, -2, "__index");
+  lua_setfield(L, -3, "__fieldsmt");
   lua_setfield(L, -3, "Loop");
   {
     static const luaL_Reg meta[] = {

@@ -83,11 +83,14 @@ void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l) {
 void *aio_testudata(lua_State *L, int idx, int type1, int type2) {
   void *p = lua_touserdata(L, idx);
   const void *tag;
-  if (!p || lua_type(L, idx) != LUA_TUSERDATA || !lua_getmetatable(L, idx)) return NULL;
+  if (!p || !lua_getmetatable(L, idx)) return NULL;
   lua_rawgeti(L, -1, 1);
   tag = lua_touserdata(L, -1);
   lua_pop(L, 2);
-  return tag == &aio_tags[type1] || tag == &aio_tags[type2] ? p : NULL;
+  /* a light userdata has no metatable of its own: rule it out last */
+  return (tag == &aio_tags[type1] || tag == &aio_tags[type2]) && lua_type(L, idx) == LUA_TUSERDATA
+             ? p
+             : NULL;
 }
 
 void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name) {

@@ -364,7 +364,6 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   tidx = lua_gettop(L);
   t->f.loop = lp;
   t->f.flags = AIO_F_TASK;
-  t->timer.index = -1;
   t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
   aio_setmetatable(L, lp->S, AIO_T_TASK);

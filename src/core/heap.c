@@ -1,43 +1,49 @@
-/* Binary min-heap of timer nodes; each node knows its index so cancelling is
- * O(log n) instead of leaving tombstones. */
+/* 4-ary min-heap of timer entries; each timer knows its slot, so cancelling
+ * is O(log n) instead of leaving tombstones. */
 #include "heap.h"
 
 #include <stdlib.h>
 
-static int less(const aio_timer *a, const aio_timer *b) {
+#define ARITY 4
+
+static int less(const aio_heap_entry *a, const aio_heap_entry *b) {
   return a->when < b->when || (a->when == b->when && a->seq < b->seq);
 }
 
-static void place(aio_heap *h, size_t i, aio_timer *t) {
-  h->nodes[i] = t;
-  t->index = (int32_t)i;
+static void place(aio_heap *h, size_t i, const aio_heap_entry *e) {
+  h->nodes[i] = *e;
+  e->timer->index = (uint32_t)i + 1;
 }
 
-static void sift_up(aio_heap *h, size_t i, aio_timer *t) {
+static void sift_up(aio_heap *h, size_t i, const aio_heap_entry *e) {
   while (i > 0) {
-    size_t parent = (i - 1) / 2;
-    if (!less(t, h->nodes[parent])) break;
-    place(h, i, h->nodes[parent]);
+    size_t parent = (i - 1) / ARITY;
+    if (!less(e, &h->nodes[parent])) break;
+    place(h, i, &h->nodes[parent]);
     i = parent;
   }
-  place(h, i, t);
+  place(h, i, e);
 }
 
-static void sift_down(aio_heap *h, size_t i, aio_timer *t) {
+static void sift_down(aio_heap *h, size_t i, const aio_heap_entry *e) {
   for (;;) {
-    size_t child = 2 * i + 1;
-    if (child >= h->len) break;
-    if (child + 1 < h->len && less(h->nodes[child + 1], h->nodes[child])) child++;
-    if (!less(h->nodes[child], t)) break;
-    place(h, i, h->nodes[child]);
-    i = child;
+    size_t first = i * ARITY + 1, best, c, end;
+    if (first >= h->len) break;
+    end = first + ARITY < h->len ? first + ARITY : h->len;
+    best = first;
+    for (c = first + 1; c < end; c++)
+      if (less(&h->nodes[c], &h->nodes[best])) best = c;
+    if (!less(&h->nodes[best], e)) break;
+    place(h, i, &h->nodes[best]);
+    i = best;
   }
-  place(h, i, t);
+  place(h, i, e);
 }
 
 void aio_heap_init(aio_heap *h) {
   h->nodes = NULL;
   h->len = h->cap = 0;
+  h->seq = 0;
 }
 
 void aio_heap_free(aio_heap *h) {
@@ -46,24 +52,28 @@ void aio_heap_free(aio_heap *h) {
 }
 
 int aio_heap_push(aio_heap *h, aio_timer *t) {
+  aio_heap_entry e;
   if (h->len == h->cap) {
     size_t cap = h->cap ? h->cap * 2 : 64;
-    aio_timer **nodes = realloc(h->nodes, cap * sizeof *nodes);
+    aio_heap_entry *nodes = realloc(h->nodes, cap * sizeof *nodes);
     if (!nodes) return -1;
     h->nodes = nodes;
     h->cap = cap;
   }
-  sift_up(h, h->len++, t);
+  e.when = t->when;
+  e.seq = h->seq++;
+  e.timer = t;
+  sift_up(h, h->len++, &e);
   return 0;
 }
 
 void aio_heap_remove(aio_heap *h, aio_timer *t) {
-  size_t i = (size_t)t->index;
-  aio_timer *last = h->nodes[--h->len];
-  t->index = -1;
-  if (last == t) return;
-  if (i > 0 && less(last, h->nodes[(i - 1) / 2]))
-    sift_up(h, i, last);
+  size_t i = t->index - 1;
+  aio_heap_entry last = h->nodes[--h->len];
+  t->index = 0;
+  if (last.timer == t) return;
+  if (i > 0 && less(&last, &h->nodes[(i - 1) / ARITY]))
+    sift_up(h, i, &last);
   else
-    sift_down(h, i, last);
+    sift_down(h, i, &last);
 }
