@@ -16,6 +16,14 @@
 extern "C" {
 #endif
 
+/* The module is built with hidden visibility: only these names are exported,
+ * so the core's internal symbols can never collide with a host's. */
+#if defined(__GNUC__)
+#define ASYNCIO_API __attribute__((visibility("default")))
+#else
+#define ASYNCIO_API
+#endif
+
 typedef struct asyncio_loop asyncio_loop;
 
 /* Called on the loop's thread with the state running the loop; the stack
@@ -23,52 +31,52 @@ typedef struct asyncio_loop asyncio_loop;
 typedef void (*asyncio_callback)(lua_State *L, void *data);
 
 /* The `asyncio.core` module (what require "asyncio.core" loads). */
-int luaopen_asyncio_core(lua_State *L);
+ASYNCIO_API int luaopen_asyncio_core(lua_State *L);
 
 /* require "asyncio" (the full module, which needs the Lua files on
  * package.path); pushes the module table. Returns 0, or a Lua status with the
  * error message pushed. */
-int asyncio_open(lua_State *L);
+ASYNCIO_API int asyncio_open(lua_State *L);
 
 /* Creates a loop and pushes its Lua object. uv == NULL: the loop owns a new
  * uv_loop_t; otherwise it attaches to the host's, which must outlive it.
  * The loop is released by loop:close() or when the object is collected. */
-asyncio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv);
+ASYNCIO_API asyncio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv);
 
 /* The loop object at stack index idx, or NULL. */
-asyncio_loop *asyncio_loop_test(lua_State *L, int idx);
+ASYNCIO_API asyncio_loop *asyncio_loop_test(lua_State *L, int idx);
 
 /* Pushes the loop's Lua object (nil once it is closed). */
-void asyncio_loop_push(lua_State *L, asyncio_loop *loop);
+ASYNCIO_API void asyncio_loop_push(lua_State *L, asyncio_loop *loop);
 
-uv_loop_t *asyncio_loop_uv(asyncio_loop *loop);
+ASYNCIO_API uv_loop_t *asyncio_loop_uv(asyncio_loop *loop);
 
 /* One iteration: poll I/O for at most `timeout` seconds (0: do not block),
  * then run the callbacks that are ready. Runs on L (the state's main thread
  * when called from outside Lua). Returns nonzero while callbacks or timers are
  * pending. Raises a Lua error if the loop is closed or already running. */
-int asyncio_loop_run_once(lua_State *L, asyncio_loop *loop, double timeout);
+ASYNCIO_API int asyncio_loop_run_once(lua_State *L, asyncio_loop *loop, double timeout);
 
 /* For a host poller: the fd to watch for readability, and how long it may
  * sleep in milliseconds (0 while callbacks are ready, -1: no deadline). */
-int asyncio_loop_backend_fd(asyncio_loop *loop);
-int asyncio_loop_backend_timeout(asyncio_loop *loop);
+ASYNCIO_API int asyncio_loop_backend_fd(asyncio_loop *loop);
+ASYNCIO_API int asyncio_loop_backend_timeout(asyncio_loop *loop);
 
 /* Schedules fn(L, data) on the loop's thread and wakes the loop. Safe from
  * any thread while the loop is open; returns 0 or a negative libuv error
  * (UV_ECANCELED once the loop is closed). */
-int asyncio_call_threadsafe(asyncio_loop *loop, asyncio_callback fn, void *data);
+ASYNCIO_API int asyncio_call_threadsafe(asyncio_loop *loop, asyncio_callback fn, void *data);
 
 /* Futures from C. asyncio_future_new pushes a new pending Future of `loop`.
  * set_result pops n values and resolves the future at idx with them;
  * set_exception pops one error value. Both return 0, or -1 (nothing popped
  * but the values) when the future is already done. */
-void asyncio_future_new(lua_State *L, asyncio_loop *loop);
-int asyncio_future_set_result(lua_State *L, int idx, int n);
-int asyncio_future_set_exception(lua_State *L, int idx);
+ASYNCIO_API void asyncio_future_new(lua_State *L, asyncio_loop *loop);
+ASYNCIO_API int asyncio_future_set_result(lua_State *L, int idx, int n);
+ASYNCIO_API int asyncio_future_set_exception(lua_State *L, int idx);
 
 /* The C function behind asyncio.eager_task_factory. */
-int asyncio_eager_task_factory(lua_State *L);
+ASYNCIO_API int asyncio_eager_task_factory(lua_State *L);
 
 #ifdef __cplusplus
 }

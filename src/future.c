@@ -137,7 +137,7 @@ int aio_future_push_results(lua_State *L, int idx) {
   idx = lua_absindex(L, idx);
   switch (f->state) {
   case AIO_PENDING:
-    return aio_error(L, "InvalidStateError", "Result is not ready.");
+    return aio_raise(L, "InvalidStateError", "Result is not ready.");
   case AIO_CANCELLED:
     push_cancelled_error(L, idx);
     return lua_error(L);
@@ -222,7 +222,7 @@ static int l_result(lua_State *L) {
 
 static int l_exception(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
-  if (f->state == AIO_PENDING) return aio_error(L, "InvalidStateError", "Exception is not set.");
+  if (f->state == AIO_PENDING) return aio_raise(L, "InvalidStateError", "Exception is not set.");
   if (f->state == AIO_CANCELLED) {
     push_cancelled_error(L, 1);
     return lua_error(L);
@@ -234,13 +234,13 @@ static int l_exception(lua_State *L) {
 
 static aio_future *check_plain_future(lua_State *L, const char *what) {
   aio_future *f = aio_check_future(L, 1);
-  if (f->flags & AIO_F_TASK) aio_error(L, "RuntimeError", "Task does not support %s()", what);
+  if (f->flags & AIO_F_TASK) aio_raise(L, "RuntimeError", "Task does not support %s()", what);
   return f;
 }
 
 static int l_set_result(lua_State *L) {
   aio_future *f = check_plain_future(L, "set_result");
-  if (f->state != AIO_PENDING) return aio_error(L, "InvalidStateError", "invalid state");
+  if (f->state != AIO_PENDING) return aio_raise(L, "InvalidStateError", "invalid state");
   aio_future_set_results(L, 1, 2, lua_gettop(L) - 1);
   return 0;
 }
@@ -248,7 +248,7 @@ static int l_set_result(lua_State *L) {
 static int l_set_exception(lua_State *L) {
   aio_future *f = check_plain_future(L, "set_exception");
   luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "exception expected");
-  if (f->state != AIO_PENDING) return aio_error(L, "InvalidStateError", "invalid state");
+  if (f->state != AIO_PENDING) return aio_raise(L, "InvalidStateError", "invalid state");
   aio_future_set_exc(L, 1, 2);
   return 0;
 }

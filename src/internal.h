@@ -143,7 +143,7 @@ struct asyncio_loop {
 /* module.c */
 aio_state *aio_get_state(lua_State *L);
 void aio_push_hook(lua_State *L, aio_state *S, const char *name);
-int aio_error(lua_State *L, const char *cls, const char *fmt, ...);
+int aio_raise(lua_State *L, const char *cls, const char *fmt, ...);
 void aio_push_error(lua_State *L, const char *cls, int msg_idx);
 int aio_is_cancelled_error(lua_State *L, aio_state *S, int idx);
 void aio_push_extras(lua_State *L, aio_state *S, int obj_idx, int create);

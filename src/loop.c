@@ -341,7 +341,7 @@ aio_loop *aio_check_loop(lua_State *L, int idx) {
 }
 
 void aio_loop_check_open(lua_State *L, aio_loop *lp) {
-  if (lp->closed) aio_error(L, "RuntimeError", "Event loop is closed");
+  if (lp->closed) aio_raise(L, "RuntimeError", "Event loop is closed");
 }
 
 void aio_loop_push_self(lua_State *L, aio_loop *lp) {
@@ -352,7 +352,7 @@ void aio_loop_push_self(lua_State *L, aio_loop *lp) {
 }
 
 aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
-  if (!S->running) aio_error(L, "RuntimeError", "no running event loop");
+  if (!S->running) aio_raise(L, "RuntimeError", "no running event loop");
   return S->running;
 }
 
@@ -372,9 +372,9 @@ void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx) {
 
 static void run_enter(lua_State *L, aio_loop *lp) {
   aio_loop_check_open(L, lp);
-  if (lp->running) aio_error(L, "RuntimeError", "This event loop is already running");
+  if (lp->running) aio_raise(L, "RuntimeError", "This event loop is already running");
   if (lp->S->running)
-    aio_error(L, "RuntimeError", "Cannot run the event loop while another loop is running");
+    aio_raise(L, "RuntimeError", "Cannot run the event loop while another loop is running");
   lp->running = 1;
   lp->L = L;
   lp->S->running = lp;
@@ -409,7 +409,7 @@ int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx) {
   if (f->loop != lp) luaL_argerror(L, fut_idx, "future belongs to another loop");
   run_loop(L, lp, f);
   if (f->state == AIO_PENDING)
-    aio_error(L, "RuntimeError", "Event loop stopped before Future completed.");
+    aio_raise(L, "RuntimeError", "Event loop stopped before Future completed.");
   return aio_future_push_results(L, fut_idx);
 }
 
@@ -465,7 +465,7 @@ static int l_stop(lua_State *L) {
 
 static int l_close(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
-  if (lp->running) aio_error(L, "RuntimeError", "Cannot close a running event loop");
+  if (lp->running) aio_raise(L, "RuntimeError", "Cannot close a running event loop");
   loop_close(L, lp);
   return 0;
 }
@@ -584,7 +584,7 @@ static int l_call_soon_threadsafe(lua_State *L) {
   h->scheduled = 1;
   if (post(lp, NULL, h, ref) != 0) {
     luaL_unref(L, LUA_REGISTRYINDEX, ref);
-    aio_error(L, "RuntimeError", "cannot post to the event loop");
+    aio_raise(L, "RuntimeError", "cannot post to the event loop");
   }
   return 1;
 }

@@ -38,7 +38,7 @@ void aio_push_error(lua_State *L, const char *cls, int msg_idx) {
   }
 }
 
-int aio_error(lua_State *L, const char *cls, const char *fmt, ...) {
+int aio_raise(lua_State *L, const char *cls, const char *fmt, ...) {
   va_list ap;
   va_start(ap, fmt);
   lua_pushvfstring(L, fmt, ap);

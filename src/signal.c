@@ -33,7 +33,7 @@ static int check_signal(lua_State *L, int idx) {
   }
   num = (int)luaL_checkinteger(L, idx);
   if (num <= 0 || num >= 65 || num == SIGKILL || num == SIGSTOP)
-    aio_error(L, "ValueError", "invalid signal number %d", num);
+    aio_raise(L, "ValueError", "invalid signal number %d", num);
   return num;
 }
 
@@ -102,7 +102,7 @@ static int l_add_signal_handler(lua_State *L) {
   if ((err = uv_signal_start(&w->h, on_signal, num)) != 0) {
     w->ref = LUA_NOREF;
     release(NULL, w);
-    return aio_error(L, "RuntimeError", "sig %d cannot be caught: %s", num, uv_strerror(err));
+    return aio_raise(L, "RuntimeError", "sig %d cannot be caught: %s", num, uv_strerror(err));
   }
   uv_unref((uv_handle_t *)&w->h);
   remove_handler(L, lp, num);

@@ -52,12 +52,12 @@ static aio_task *check_task(lua_State *L, int idx) {
 
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api) {
   aio_task *t = S->running ? S->running->current : NULL;
-  if (!t) aio_error(L, "RuntimeError", "%s called outside a task", api);
+  if (!t) aio_raise(L, "RuntimeError", "%s called outside a task", api);
   if (t->co != L)
-    aio_error(L, "RuntimeError", "%s called from a coroutine that is not a task (use asyncio.coroutine)",
+    aio_raise(L, "RuntimeError", "%s called from a coroutine that is not a task (use asyncio.coroutine)",
               api);
   if (!lua_isyieldable(L))
-    aio_error(L, "RuntimeError",
+    aio_raise(L, "RuntimeError",
               "%s cannot suspend the task here: a C function without continuation (such as "
               "table.sort or string.gsub) is on the call stack",
               api);
@@ -274,8 +274,8 @@ int aio_await(lua_State *L) {
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
   t = aio_current_task(L, S, "await");
-  if (f->loop != t->f.loop) return aio_error(L, "RuntimeError", "future belongs to another loop");
-  if (&t->f == f) return aio_error(L, "RuntimeError", "Task cannot await on itself");
+  if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
+  if (&t->f == f) return aio_raise(L, "RuntimeError", "Task cannot await on itself");
   lua_settop(L, 1);
   aio_future_add_waiter(L, 1, t);
   t->wait = AIO_WAIT_FUTURE;
@@ -402,7 +402,7 @@ int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
   aio_loop_push_self(L, lp);
   for (i = 0; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
   lua_call(L, nargs + 2, 1);
-  if (!aio_test_future(L, -1)) aio_error(L, "RuntimeError", "task factory did not return a Task");
+  if (!aio_test_future(L, -1)) aio_raise(L, "RuntimeError", "task factory did not return a Task");
   return 1;
 }
 
