@@ -15,8 +15,14 @@ asyncio_loop *asyncio_loop_test(lua_State *L, int idx) {
   return box ? *box : NULL;
 }
 
-void asyncio_loop_push(lua_State *L, asyncio_loop *loop) { aio_loop_push_self(L, loop); }
+void asyncio_loop_push(lua_State *L, asyncio_loop *loop) {
+  aio_loop_push_self(L, loop);
+}
 
-uv_loop_t *asyncio_loop_uv(asyncio_loop *loop) { return loop->uv; }
+uv_loop_t *asyncio_loop_uv(asyncio_loop *loop) {
+  return loop->uv;
+}
 
-int asyncio_loop_backend_fd(asyncio_loop *loop) { return uv_backend_fd(loop->uv); }
+int asyncio_loop_backend_fd(asyncio_loop *loop) {
+  return uv_backend_fd(loop->uv);
+}

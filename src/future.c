@@ -57,7 +57,7 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   lua_pop(L, 1);
   lua_pushnil(L);
   lua_setiuservalue(L, idx, 2);
-  f->flags &= (uint8_t)~(AIO_F_CBLIST | AIO_F_HASCB);
+  f->flags &= (uint8_t) ~(AIO_F_CBLIST | AIO_F_HASCB);
 }
 
 void aio_future_finish(lua_State *L, int idx, uint8_t state) {
@@ -357,7 +357,9 @@ static int l_unretrieved_gc(lua_State *L) {
 }
 
 /* C API */
-void asyncio_future_new(lua_State *L, asyncio_loop *loop) { aio_future_new(L, loop); }
+void asyncio_future_new(lua_State *L, asyncio_loop *loop) {
+  aio_future_new(L, loop);
+}
 
 int asyncio_future_set_result(lua_State *L, int idx, int n) {
   int first = lua_gettop(L) - n + 1, rc;
@@ -391,7 +393,9 @@ static const luaL_Reg future_methods[] = {{"result", l_result},
                                           {"await", aio_await},
                                           {NULL, NULL}};
 
-void aio_future_methods(lua_State *L, aio_state *S) { aio_setfuncs(L, S, future_methods); }
+void aio_future_methods(lua_State *L, aio_state *S) {
+  aio_setfuncs(L, S, future_methods);
+}
 
 static int l_new_future(lua_State *L) {
   aio_future_new(L, aio_check_loop(L, 1));

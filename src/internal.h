@@ -22,7 +22,15 @@
 /* Types of our userdata. Each metatable holds its type's tag at [1]: the
  * address of aio_tags[type], which Lua code cannot forge, so a type check is
  * one array read instead of a registry lookup by name. */
-enum { AIO_T_LOOP, AIO_T_FUTURE, AIO_T_TASK, AIO_T_HANDLE, AIO_T_TIMER, AIO_T_UNRETRIEVED, AIO_T_N };
+enum {
+  AIO_T_LOOP,
+  AIO_T_FUTURE,
+  AIO_T_TASK,
+  AIO_T_HANDLE,
+  AIO_T_TIMER,
+  AIO_T_UNRETRIEVED,
+  AIO_T_N
+};
 extern const char aio_tags[AIO_T_N];
 
 typedef struct aio_state aio_state;
@@ -60,7 +68,7 @@ enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK };
 #define AIO_F_CBLIST 0x04   /* uv2 holds a list of callbacks, not a single one */
 #define AIO_F_SENTINEL 0x08 /* uv1 holds an unretrieved-exception sentinel */
 #define AIO_F_TASK 0x10
-#define AIO_F_HASCB 0x20    /* uv2 may hold callbacks */
+#define AIO_F_HASCB 0x20 /* uv2 may hold callbacks */
 
 /* Uservalues of a Future: 1 = result, exception or cancel message (a Task
  * keeps its coroutine there while pending); 2 = done callbacks: nil, one
@@ -82,12 +90,11 @@ struct aio_task {
   uint8_t started;
   uint8_t co_exposed; /* get_coro() handed it out */
   uint8_t packed;     /* uv1 is {fn, args..., n=} until the first step */
-  uint16_t cancels; /* cancel() requests not yet uncancel()ed */
-  int slot;         /* index in the loop's anchor table while pending */
+  uint16_t cancels;   /* cancel() requests not yet uncancel()ed */
+  int slot;           /* index in the loop's anchor table while pending */
   uint32_t id;
   lua_State *co;
-  aio_future *waiting; /* the future awaited; it sits on co's stack */
-  aio_timer timer;     /* sleep() deadline, in the loop's heap */
+  aio_timer timer; /* sleep() deadline, in the loop's heap */
 };
 
 struct aio_handle {
@@ -114,22 +121,22 @@ struct asyncio_loop {
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
   aio_state *S;
-  lua_State *L;      /* thread running callbacks during a run */
-  lua_State *mainL;  /* main thread of the owning state */
-  int self_ref;      /* registry ref to the Loop userdata while open */
-  int anchors;       /* registry ref: table of pending tasks (array) */
-  int pool;          /* registry ref: coroutines ready for reuse (array) */
+  lua_State *L;     /* thread running callbacks during a run */
+  lua_State *mainL; /* main thread of the owning state */
+  int self_ref;     /* registry ref to the Loop userdata while open */
+  int anchors;      /* registry ref: table of pending tasks (array) */
+  int pool;         /* registry ref: coroutines ready for reuse (array) */
   int npool;
-  int ntasks;        /* entries used in anchors */
-  int exc_handler;   /* registry ref or LUA_NOREF */
-  int task_factory;  /* registry ref or LUA_NOREF */
+  int ntasks;       /* entries used in anchors */
+  int exc_handler;  /* registry ref or LUA_NOREF */
+  int task_factory; /* registry ref or LUA_NOREF */
   aio_ring ready;
   aio_heap timers;
   double armed_when; /* deadline the uv timer is armed for, or -1 */
   double slow_callback_duration;
   aio_task *current;
   aio_future *until; /* run_until_complete's future */
-  int turn_budget; /* ready-queue turns per I/O poll */
+  int turn_budget;   /* ready-queue turns per I/O poll */
   int nhandles_open;
   uint8_t owns_uv;
   uint8_t running;

@@ -28,7 +28,9 @@ double aio_loop_time(aio_loop *lp) {
   return (double)uv_hrtime() / 1e9;
 }
 
-static void noop_timer(uv_timer_t *h) { (void)h; }
+static void noop_timer(uv_timer_t *h) {
+  (void)h;
+}
 static void loop_arm_cb(uv_timer_t *h);
 
 /* ---- queue and timers ------------------------------------------------ */
@@ -48,7 +50,8 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
 
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when) {
   tm->when = when;
-  if (aio_heap_push(&lp->timers, tm) != 0) luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
+  if (aio_heap_push(&lp->timers, tm) != 0)
+    luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
 }
 
 void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
@@ -78,7 +81,9 @@ static void loop_arm(aio_loop *lp) {
   }
 }
 
-static void loop_arm_cb(uv_timer_t *h) { loop_arm(h->data); }
+static void loop_arm_cb(uv_timer_t *h) {
+  loop_arm(h->data);
+}
 
 static void run_due_timers(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
@@ -563,6 +568,7 @@ static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
     free(p);
     return UV_ECANCELED;
   }
+  /* cppcheck-suppress memleak ; p now belongs to lp->posted */
   return uv_async_send(&lp->async);
 }
 
@@ -684,7 +690,8 @@ static int l_backend_timeout(lua_State *L) {
 static int l_newindex(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   const char *k = luaL_checkstring(L, 2);
-  if (strcmp(k, "slow_callback_duration") != 0) return luaL_error(L, "cannot set loop field '%s'", k);
+  if (strcmp(k, "slow_callback_duration") != 0)
+    return luaL_error(L, "cannot set loop field '%s'", k);
   lp->slow_callback_duration = luaL_checknumber(L, 3);
   lua_getmetatable(L, 1);
   lua_getfield(L, -1, "__index");

@@ -24,9 +24,10 @@ static const struct {
                 {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
 
 static int check_signal(lua_State *L, int idx) {
-  int i, num;
+  int num;
   if (lua_type(L, idx) == LUA_TSTRING) {
     const char *name = lua_tostring(L, idx);
+    int i;
     for (i = 0; signames[i].name; i++)
       if (strcmp(signames[i].name, name) == 0) return signames[i].num;
     return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));

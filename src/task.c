@@ -52,10 +52,13 @@ static aio_task *check_task(lua_State *L, int idx) {
 
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api) {
   aio_task *t = S->running ? S->running->current : NULL;
-  if (!t) aio_raise(L, "RuntimeError", "%s called outside a task", api);
+  if (!t) {
+    aio_raise(L, "RuntimeError", "%s called outside a task", api);
+    return NULL;
+  }
   if (t->co != L)
-    aio_raise(L, "RuntimeError", "%s called from a coroutine that is not a task (use asyncio.coroutine)",
-              api);
+    aio_raise(L, "RuntimeError",
+              "%s called from a coroutine that is not a task (use asyncio.coroutine)", api);
   if (!lua_isyieldable(L))
     aio_raise(L, "RuntimeError",
               "%s cannot suspend the task here: a C function without continuation (such as "
@@ -87,7 +90,6 @@ static int task_main_k(lua_State *co, int status, lua_KContext ctx) {
   lua_replace(co, 1);
   return lua_gettop(co);
 }
-
 
 /* stack: msgh, fn, args... -> ok, results... | false, error */
 static int task_main(lua_State *co) {
@@ -136,7 +138,7 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
  * and its arguments (kept in uservalue 1 until now). */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co;
-  int n = 1, i;
+  int n = 1;
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
     lua_getfield(L, -1, "n");
@@ -148,10 +150,12 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
   luaL_checkstack(L, n + 2, "too many arguments");
   lua_pushcfunction(co, task_main);
   lua_pushcfunction(co, task_msgh);
-  if (t->packed)
-    for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - (i - 1) - 1, i);
-  else
+  if (t->packed) {
+    int i;
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - i, i); /* -1 - i: the table under the copies */
+  } else {
     lua_pushvalue(L, -2);
+  }
   lua_xmove(L, co, n);
   lua_setiuservalue(L, tidx, 1);
   lua_pop(L, 1);
@@ -263,7 +267,6 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   aio_task *t = (aio_task *)ctx;
   (void)status;
   lua_settop(L, 1);
-  t->waiting = NULL;
   if (t->must_cancel) return raise_cancelled(L, t);
   return aio_future_push_results(L, 1);
 }
@@ -279,7 +282,6 @@ int aio_await(lua_State *L) {
   lua_settop(L, 1);
   aio_future_add_waiter(L, 1, t);
   t->wait = AIO_WAIT_FUTURE;
-  t->waiting = f;
   if (t->must_cancel) {
     /* cancelled while running: as in Python, the awaited future is cancelled */
     aio_task_push(L, t->f.loop, t);
@@ -536,15 +538,10 @@ static int l_tostring(lua_State *L) {
 }
 
 void aio_task_open(lua_State *L, aio_state *S) {
-  static const luaL_Reg methods[] = {{"cancel", l_cancel},
-                                     {"cancelling", l_cancelling},
-                                     {"uncancel", l_uncancel},
-                                     {"get_name", l_get_name},
-                                     {"set_name", l_set_name},
-                                     {"get_coro", l_get_coro},
-                                     {"get_stack", l_get_stack},
-                                     {"print_stack", l_print_stack},
-                                     {NULL, NULL}};
+  static const luaL_Reg methods[] = {
+      {"cancel", l_cancel},       {"cancelling", l_cancelling},   {"uncancel", l_uncancel},
+      {"get_name", l_get_name},   {"set_name", l_set_name},       {"get_coro", l_get_coro},
+      {"get_stack", l_get_stack}, {"print_stack", l_print_stack}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"create_task", l_create_task},

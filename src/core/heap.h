@@ -32,6 +32,8 @@ void aio_heap_free(aio_heap *h);
 int aio_heap_push(aio_heap *h, aio_timer *t);
 void aio_heap_remove(aio_heap *h, aio_timer *t);
 
-static inline aio_timer *aio_heap_top(const aio_heap *h) { return h->len ? h->nodes[0].timer : NULL; }
+static inline aio_timer *aio_heap_top(const aio_heap *h) {
+  return h->len ? h->nodes[0].timer : NULL;
+}
 
 #endif

@@ -7,9 +7,9 @@
 #include <stdint.h>
 
 typedef struct aio_ready {
-  void *p;   /* task, handle or C data */
-  void *q;   /* C function for AIO_RUN_CFUNC */
-  int ref;   /* registry refs anchoring Lua values, LUA_NOREF when none */
+  void *p; /* task, handle or C data */
+  void *q; /* C function for AIO_RUN_CFUNC */
+  int ref; /* registry refs anchoring Lua values, LUA_NOREF when none */
   int ref2;
   uint8_t kind;
 } aio_ready;
