@@ -20,7 +20,17 @@ aio_future *aio_future_new(lua_State *L, aio_loop *lp) {
   memset(f, 0, sizeof *f);
   f->loop = lp;
   aio_setmetatable(L, lp->S, AIO_T_FUTURE);
+  if (lp->debug) aio_future_note_source(L, lp->S, -1);
   return f;
+}
+
+/* Debug mode: remember where a future or task was created, for reports
+ * about it (an exception never retrieved, a task destroyed while pending). */
+void aio_future_note_source(lua_State *L, aio_state *S, int idx) {
+  aio_push_extras(L, S, idx, 1);
+  luaL_traceback(L, L, "created at:", 1);
+  lua_setfield(L, -2, "source_traceback");
+  lua_pop(L, 1);
 }
 
 /* Queues every done callback of the future at idx, then forgets them. */
@@ -106,6 +116,12 @@ void aio_future_set_exc(lua_State *L, int idx, int err_idx) {
   lua_rawseti(L, -2, 2);
   lua_pushstring(L, (f->flags & AIO_F_TASK) ? "Task" : "Future");
   lua_rawseti(L, -2, 3);
+  if (f->loop->debug) {
+    aio_push_extras(L, f->loop->S, idx, 0);
+    if (lua_istable(L, -1)) lua_getfield(L, -1, "source_traceback");
+    lua_rawseti(L, -3, 4);
+    lua_settop(L, lua_absindex(L, -2));
+  }
   aio_setmetatable(L, f->loop->S, AIO_T_UNRETRIEVED);
   lua_setiuservalue(L, idx, 1);
   f->flags |= AIO_F_EXC | AIO_F_SENTINEL;

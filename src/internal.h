@@ -49,7 +49,8 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
-  int mt[AIO_T_N]; /* registry refs of the metatables */
+  int mt[AIO_T_N];   /* registry refs of the metatables */
+  int mt_debug_task; /* the Task metatable plus a __gc that reports pending tasks */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -160,6 +161,7 @@ void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const 
 void *aio_testudata(lua_State *L, int idx, int type1, int type2);
 void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name);
 void aio_setmetatable(lua_State *L, aio_state *S, int type);
+void aio_copy_metatable(lua_State *L, aio_state *S, int type);
 
 /* loop.c */
 void aio_loop_open(lua_State *L, aio_state *S);
@@ -196,6 +198,7 @@ void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);
 void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref);
 int aio_future_tostring(lua_State *L);
 void aio_future_methods(lua_State *L, aio_state *S);
+void aio_future_note_source(lua_State *L, aio_state *S, int idx);
 
 /* task.c */
 void aio_task_open(lua_State *L, aio_state *S);

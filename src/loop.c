@@ -260,14 +260,8 @@ static void handle_init(aio_loop *lp, uv_handle_t *h) {
 
 /* Pushes a new metatable for one loop, copied from the shared template. */
 static void push_loop_metatable(lua_State *L, aio_state *S) {
-  lua_newtable(L);
+  aio_copy_metatable(L, S, AIO_T_LOOP);
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt[AIO_T_LOOP]);
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_rawset(L, -5);
-  }
   lua_createtable(L, 0, 1);
   lua_pushnumber(L, 0.1);
   lua_setfield(L, -2, "slow_callback_duration");

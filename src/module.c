@@ -99,6 +99,19 @@ void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *na
   return p;
 }
 
+/* Pushes a shallow copy of the metatable of `type` (tag included). */
+void aio_copy_metatable(lua_State *L, aio_state *S, int type) {
+  lua_newtable(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt[type]);
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_rawset(L, -5);
+  }
+  lua_pop(L, 1);
+}
+
 void aio_setmetatable(lua_State *L, aio_state *S, int type) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, S->mt[type]);
   lua_setmetatable(L, -2);

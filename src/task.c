@@ -368,7 +368,13 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   t->f.flags = AIO_F_TASK;
   t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
-  aio_setmetatable(L, lp->S, AIO_T_TASK);
+  if (lp->debug) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->S->mt_debug_task);
+    lua_setmetatable(L, -2);
+    aio_future_note_source(L, lp->S, -1);
+  } else {
+    aio_setmetatable(L, lp->S, AIO_T_TASK);
+  }
   if (nargs > 0) {
     int i;
     lua_createtable(L, nargs + 1, 1);
@@ -529,6 +535,29 @@ static int l_print_stack(lua_State *L) {
   return 0;
 }
 
+/* Debug mode only: a task can be collected while pending once its loop was
+ * closed with the task still waiting. */
+static int l_debug_gc(lua_State *L) {
+  aio_task *t = lua_touserdata(L, 1);
+  aio_state *S = aio_state_of(L);
+  if (t->f.state != AIO_PENDING) return 0;
+  aio_push_hook(L, S, "log");
+  lua_pushliteral(L, "error");
+  lua_pushfstring(L, "Task was destroyed but it is pending! (Task-%d)", (int)t->id);
+  aio_push_extras(L, S, 1, 0);
+  if (lua_istable(L, -1)) {
+    lua_getfield(L, -1, "source_traceback");
+    lua_remove(L, -2);
+    lua_pushliteral(L, "\n");
+    lua_insert(L, -2);
+    lua_concat(L, 3);
+  } else {
+    lua_pop(L, 1);
+  }
+  lua_pcall(L, 2, 0, 0);
+  return 0;
+}
+
 static int l_tostring(lua_State *L) {
   aio_task *t = check_task(L, 1);
   static const char *const states[] = {"pending", "finished", "cancelled"};
@@ -553,6 +582,11 @@ void aio_task_open(lua_State *L, aio_state *S) {
   aio_newclass(L, S, AIO_T_TASK, AIO_TASK_MT, NULL, meta);
   aio_future_methods(L, S);
   aio_setfuncs(L, S, methods);
+  aio_copy_metatable(L, S, AIO_T_TASK); /* the debug variant: plus a __gc */
+  lua_pushlightuserdata(L, S);
+  lua_pushcclosure(L, l_debug_gc, 1);
+  lua_setfield(L, -2, "__gc");
+  S->mt_debug_task = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "Task");
   aio_setfuncs(L, S, funcs);
 }

@@ -23,7 +23,8 @@ core.set_hooks {
   end,
   unretrieved = function(sentinel)
     local exc, loop, kind = sentinel[1], sentinel[2], sentinel[3]
-    local context = { message = kind .. " exception was never retrieved", exception = exc }
+    local context = { message = kind .. " exception was never retrieved", exception = exc,
+                      source_traceback = sentinel[4] }
     if loop and not loop:is_closed() then
       loop:call_exception_handler(context)
     else
