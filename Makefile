@@ -27,7 +27,7 @@ SHARED    ?= $(CURDIR)/../shared
 ASYNCIO_SANITIZE ?= OFF
 
 DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
-              lua-busted luarocks
+              lua-busted luarocks clang-format cppcheck
 BENCH_DEPS := python3-uvloop lua-luv lua-cqueues nodejs util-linux time
 
 # sudo only when not root
@@ -41,7 +41,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test bench clean
+.PHONY: build deps deps-bench demo test lint bench clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -85,7 +85,15 @@ demo: deps build
 	@echo "$(LUA) examples/hello.lua"
 	@$(TREE_ENV) $(LUA) examples/hello.lua
 
-test: deps build
+C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h)
+
+# formatting drift and cppcheck findings fail the build like a test does
+lint: deps
+	clang-format --dry-run --Werror $(C_FILES)
+	cppcheck --quiet --error-exitcode=1 --inline-suppr --enable=warning,style,performance,portability \
+	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test
+
+test: deps lint build
 	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \
 	  bash spec/support/run-tests.sh
 

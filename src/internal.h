@@ -49,6 +49,7 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
+  aio_loop *loops;   /* every loop of the state, freed when the state closes */
   int mt[AIO_T_N];   /* registry refs of the metatables */
   int mt_debug_task; /* the Task metatable plus a __gc that reports pending tasks */
 };
@@ -125,6 +126,7 @@ struct asyncio_loop {
   lua_State *L;     /* thread running callbacks during a run */
   lua_State *mainL; /* main thread of the owning state */
   int self_ref;     /* registry ref to the Loop userdata while open */
+  aio_loop *next;   /* in S->loops */
   int anchors;      /* registry ref: table of pending tasks (array) */
   int pool;         /* registry ref: coroutines ready for reuse (array) */
   int npool;
@@ -140,6 +142,7 @@ struct asyncio_loop {
   int turn_budget;   /* ready-queue turns per I/O poll */
   int nhandles_open;
   uint8_t owns_uv;
+  uint8_t orphan; /* the state is gone: the last close callback frees the loop */
   uint8_t running;
   uint8_t stopping;
   uint8_t closed;
@@ -164,6 +167,8 @@ void aio_setmetatable(lua_State *L, aio_state *S, int type);
 void aio_copy_metatable(lua_State *L, aio_state *S, int type);
 
 /* loop.c */
+void aio_loop_free_all(aio_state *S);
+void aio_loop_handle_closed(aio_loop *lp);
 void aio_loop_open(lua_State *L, aio_state *S);
 aio_loop *aio_check_loop(lua_State *L, int idx);
 aio_loop *aio_loop_of(lua_State *L, aio_state *S); /* running or error */

@@ -36,7 +36,9 @@ static void loop_arm_cb(uv_timer_t *h);
 /* ---- queue and timers ------------------------------------------------ */
 
 void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
-  aio_ready *e = aio_ring_push(&lp->ready);
+  aio_ready *e;
+  if (lp->closed) return; /* nothing runs any more: a cancelled task's wake-up */
+  e = aio_ring_push(&lp->ready);
   if (!e) {
     luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
     return;
@@ -191,9 +193,41 @@ static void on_async(uv_async_t *h) {
 
 /* ---- life cycle ------------------------------------------------------ */
 
+/* A loop's C record outlives close() and its Lua object: futures and tasks
+ * keep a pointer to it, so it is freed only with the state (or, for a host's
+ * uv loop still closing our handles then, by the last close callback). */
+static void loop_free(aio_loop *lp) {
+  uv_mutex_destroy(&lp->post_mutex);
+  free(lp);
+}
+
+void aio_loop_handle_closed(aio_loop *lp) {
+  if (--lp->nhandles_open == 0 && lp->orphan) loop_free(lp);
+}
+
 static void on_close(uv_handle_t *h) {
-  aio_loop *lp = h->data;
-  if (--lp->nhandles_open == 0 && !lp->self_ref) free(lp);
+  aio_loop_handle_closed(h->data);
+}
+
+static void loop_close(lua_State *L, aio_loop *lp);
+
+/* Lua calls finalizers in the reverse order objects were marked for
+ * finalization: the state record is marked before any loop object, so
+ * every Loop's __gc has run (and let go of its record) before this. */
+void aio_loop_free_all(aio_state *S) {
+  aio_loop *lp = S->loops, *next;
+  S->loops = NULL;
+  for (; lp; lp = next) {
+    next = lp->next;
+    if (!lp->closed) {
+      lua_State *L = lp->mainL;
+      loop_close(L, lp);
+    }
+    if (lp->nhandles_open == 0)
+      loop_free(lp);
+    else
+      lp->orphan = 1;
+  }
 }
 
 static void release_queued(lua_State *L, aio_loop *lp) {
@@ -251,7 +285,8 @@ static void loop_close(lua_State *L, aio_loop *lp) {
     while (lp->nhandles_open > 0) uv_run(lp->uv, UV_RUN_NOWAIT);
     uv_loop_close(lp->uv);
   }
-  uv_mutex_destroy(&lp->post_mutex);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->self_ref);
+  lp->self_ref = LUA_NOREF;
 }
 
 static void handle_init(aio_loop *lp, uv_handle_t *h) {
@@ -326,6 +361,8 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lp->next = S->loops;
+  S->loops = lp;
   {
     const char *dbg = getenv("LUA_ASYNCIO_DEBUG");
     lp->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
@@ -476,8 +513,6 @@ static int l_gc(lua_State *L) {
   box->lp = NULL;
   if (lp->S->running == lp) lp->S->running = NULL;
   loop_close(L, lp);
-  lp->self_ref = 0;
-  if (lp->nhandles_open == 0) free(lp);
   return 0;
 }
 

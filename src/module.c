@@ -145,9 +145,19 @@ static int set_hooks(lua_State *L) {
   return 0;
 }
 
+/* lua_close: every loop's C record goes with the state. */
+static int state_gc(lua_State *L) {
+  aio_loop_free_all(lua_touserdata(L, 1));
+  return 0;
+}
+
 static aio_state *state_new(lua_State *L) {
   aio_state *S = lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, state_gc);
+  lua_setfield(L, -2, "__gc");
+  lua_setmetatable(L, -2);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &state_key);
   lua_newtable(L);
   S->hooks = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -52,7 +52,7 @@ static void on_close(uv_handle_t *h) {
   aio_sigwatch *w = h->data;
   aio_loop *lp = w->lp;
   free(w);
-  if (--lp->nhandles_open == 0 && !lp->self_ref) free(lp);
+  aio_loop_handle_closed(lp);
 }
 
 static void release(lua_State *L, aio_sigwatch *w) {
