@@ -130,7 +130,12 @@ struct asyncio_loop {
   int anchors;      /* registry ref: table of pending tasks (array) */
   int pool;         /* registry ref: coroutines ready for reuse (array) */
   int npool;
-  int ntasks;       /* entries used in anchors */
+  int spare_ref;    /* registry slot of the spare coroutine */
+  lua_State *spare; /* the coroutine given back last, or NULL */
+  int ntasks;       /* pending tasks in anchors */
+  int nslots;       /* slots of anchors ever used */
+  int *freeslots;   /* stack of free slots below nslots */
+  int nfree, capfree;
   int exc_handler;  /* registry ref or LUA_NOREF */
   int task_factory; /* registry ref or LUA_NOREF */
   aio_ring ready;

@@ -198,6 +198,7 @@ static void on_async(uv_async_t *h) {
  * uv loop still closing our handles then, by the last close callback). */
 static void loop_free(aio_loop *lp) {
   uv_mutex_destroy(&lp->post_mutex);
+  free(lp->freeslots);
   free(lp);
 }
 
@@ -269,7 +270,9 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   }
   luaL_unref(L, LUA_REGISTRYINDEX, lp->anchors);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
+  luaL_unref(L, LUA_REGISTRYINDEX, lp->spare_ref);
   lp->npool = 0;
+  lp->spare = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
   lp->anchors = lp->exc_handler = lp->task_factory = LUA_NOREF;
@@ -356,6 +359,8 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lp->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_newtable(L);
   lp->pool = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushboolean(L, 0);
+  lp->spare_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   box->lp = lp;
   push_loop_metatable(L, S);
   lua_setmetatable(L, -2);

@@ -1,6 +1,7 @@
 /* Task: a Future driven by a Lua coroutine. The body runs under a pcall with
  * continuation inside the coroutine, so to-be-closed variables are closed (and
  * may await) while the coroutine is still alive when the body fails. */
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
@@ -9,30 +10,34 @@
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
  * scan): a running task never disappears because nobody held a reference. */
 
+/* Freed slots are reused from a stack kept in C, so anchoring and releasing
+ * a task each cost one table store. */
 static void anchor(lua_State *L, aio_loop *lp, int idx) {
   aio_task *t = lua_touserdata(L, idx);
   idx = lua_absindex(L, idx);
+  if (lp->nfree == 0 && lp->nslots == lp->capfree) {
+    int cap = lp->capfree ? lp->capfree * 2 : 64;
+    int *slots = realloc(lp->freeslots, (size_t)cap * sizeof *slots);
+    if (!slots) luaL_error(L, "not enough memory");
+    lp->freeslots = slots;
+    lp->capfree = cap;
+  }
+  t->slot = lp->nfree > 0 ? lp->freeslots[--lp->nfree] : ++lp->nslots;
+  lp->ntasks++;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
   lua_pushvalue(L, idx);
-  t->slot = ++lp->ntasks;
   lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
 }
 
 static void unanchor(lua_State *L, aio_loop *lp, aio_task *t) {
-  int last = lp->ntasks--;
   if (lp->closed || t->slot == 0) return;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  if (t->slot != last) {
-    aio_task *moved;
-    lua_rawgeti(L, -1, last);
-    moved = lua_touserdata(L, -1);
-    moved->slot = t->slot;
-    lua_rawseti(L, -2, t->slot);
-  }
   lua_pushnil(L);
-  lua_rawseti(L, -2, last);
+  lua_rawseti(L, -2, t->slot);
   lua_pop(L, 1);
+  lp->freeslots[lp->nfree++] = t->slot; /* room: capfree >= nslots */
+  lp->ntasks--;
   t->slot = 0;
 }
 
@@ -113,25 +118,38 @@ static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
 
 #define AIO_POOL_MAX 256
 
+/* The last coroutine given back sits in its own registry slot (one lookup to
+ * take it back, the common case of short tasks run one after the other); the
+ * others in a table. A slot above the top keeps a stale reference until it is
+ * overwritten: harmless, and cheaper than clearing it each time. */
 static void pool_give(lua_State *L, aio_loop *lp, aio_task *t, lua_State *co) {
   if (t->co_exposed || lp->npool >= AIO_POOL_MAX || lua_gethook(co) || lp->closed) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
   lua_pushthread(co);
   lua_xmove(co, L, 1);
+  if (!lp->spare) {
+    lp->spare = co;
+    lua_rawseti(L, LUA_REGISTRYINDEX, lp->spare_ref);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
+  lua_insert(L, -2);
   lua_rawseti(L, -2, ++lp->npool);
   lua_pop(L, 1);
 }
 
+/* Pushes a coroutine for a new task and returns it. */
 static lua_State *pool_take(lua_State *L, aio_loop *lp) {
-  lua_State *co;
+  if (lp->spare) {
+    lua_State *co = lp->spare;
+    lp->spare = NULL;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, lp->spare_ref);
+    return co;
+  }
   if (lp->npool == 0) return lua_newthread(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
-  lua_rawgeti(L, -1, lp->npool);
-  lua_pushnil(L);
-  lua_rawseti(L, -3, lp->npool--);
+  lua_rawgeti(L, -1, lp->npool--);
   lua_remove(L, -2);
-  co = lua_tothread(L, -1);
-  return co;
+  return lua_tothread(L, -1);
 }
 
 /* Gives the task at tidx its coroutine, loaded with task_main, the function
@@ -146,8 +164,10 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
     lua_pop(L, 1);
   }
   co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
-  luaL_checkstack(co, n + 2, "too many arguments");
-  luaL_checkstack(L, n + 2, "too many arguments");
+  if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
+    luaL_checkstack(co, n + 2, "too many arguments");
+    luaL_checkstack(L, n + 2, "too many arguments");
+  }
   lua_pushcfunction(co, task_main);
   lua_pushcfunction(co, task_msgh);
   if (t->packed) {
@@ -169,7 +189,7 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
 static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int tidx, int status, int nres) {
   lua_State *co = t->co;
   int ok = status == LUA_OK && lua_toboolean(co, -nres);
-  luaL_checkstack(L, nres + 4, "too many results");
+  if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
   if (!tidx) {
     aio_task_push(L, lp, t);
     tidx = lua_gettop(L);
@@ -449,13 +469,15 @@ static int l_current_task(lua_State *L) {
 static int l_all_tasks(lua_State *L) {
   aio_state *S = aio_state_of(L);
   aio_loop *lp = lua_isnoneornil(L, 1) ? aio_loop_of(L, S) : aio_check_loop(L, 1);
-  int i;
+  int i, n = 0;
   lua_createtable(L, lp->ntasks, 0);
   if (lp->closed) return 1;
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  for (i = 1; i <= lp->ntasks; i++) {
-    lua_rawgeti(L, -1, i);
-    lua_rawseti(L, -3, i);
+  for (i = 1; i <= lp->nslots; i++) {
+    if (lua_rawgeti(L, -1, i) == LUA_TNIL)
+      lua_pop(L, 1);
+    else
+      lua_rawseti(L, -3, ++n);
   }
   lua_pop(L, 1);
   return 1;
