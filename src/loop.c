@@ -145,9 +145,19 @@ static int tick(lua_State *L) {
 
 static void on_check(uv_check_t *h) {
   aio_loop *lp = h->data;
-  lua_State *L = lp->L ? lp->L : lp->mainL;
-  int top = lua_gettop(L);
+  int hosted = !lp->running, top;
+  lua_State *L;
   if (lp->ticking) return;
+  if (hosted) {
+    /* the host runs the uv loop itself: the loop counts as running for the
+     * tick, unless another loop of this state is running right now */
+    if (lp->S->running) return;
+    lp->running = 1;
+    lp->L = lp->mainL;
+    lp->S->running = lp;
+  }
+  L = lp->L;
+  top = lua_gettop(L);
   lp->ticking = 1;
   lua_pushcfunction(L, tick);
   lua_pushlightuserdata(L, lp);
@@ -158,6 +168,12 @@ static void on_check(uv_check_t *h) {
   }
   lua_settop(L, top);
   lp->ticking = 0;
+  if (hosted) {
+    lp->running = 0;
+    lp->L = NULL;
+    lp->S->running = NULL;
+    lp->stopping = 0;
+  }
   if (!lp->closed) loop_arm(lp);
 }
 
