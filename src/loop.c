@@ -28,6 +28,9 @@ double aio_loop_time(aio_loop *lp) {
   return (double)uv_hrtime() / 1e9;
 }
 
+static void noop_idle(uv_idle_t *h) {
+  (void)h;
+}
 static void noop_timer(uv_timer_t *h) {
   (void)h;
 }
@@ -48,6 +51,9 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
   e->q = NULL;
   e->ref = ref;
   e->ref2 = ref2;
+  /* queued from outside a tick (before a run, or while a host's uv_run
+   * waits): make sure the next poll does not block */
+  if (!lp->ticking && !uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
 }
 
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when) {
@@ -68,7 +74,7 @@ static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double delay = top ? top->when - aio_loop_time(lp) : 0;
   if (lp->ready.len > 0 || lp->stopping || (top && delay <= 0)) {
-    if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, (uv_idle_cb)noop_timer);
+    if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
   } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
     uv_idle_stop(&lp->idle);
   }
