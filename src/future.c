@@ -377,16 +377,25 @@ void asyncio_future_new(lua_State *L, asyncio_loop *loop) {
   aio_future_new(L, loop);
 }
 
+/* A Task's result comes from its function: both setters refuse Tasks, as
+ * Future:set_result does from Lua. */
+static aio_future *check_settable(lua_State *L, int idx) {
+  aio_future *f = aio_check_future(L, idx);
+  if (f->flags & AIO_F_TASK) luaL_argerror(L, idx, "a Task's result cannot be set");
+  return f;
+}
+
 int asyncio_future_set_result(lua_State *L, int idx, int n) {
   int first = lua_gettop(L) - n + 1, rc;
   idx = lua_absindex(L, idx);
+  check_settable(L, idx);
   rc = aio_future_set_results(L, idx, first, n);
   lua_pop(L, n);
   return rc;
 }
 
 int asyncio_future_set_exception(lua_State *L, int idx) {
-  aio_future *f = aio_check_future(L, idx);
+  aio_future *f = check_settable(L, idx);
   if (f->state != AIO_PENDING) {
     lua_pop(L, 1);
     return -1;

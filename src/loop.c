@@ -279,7 +279,9 @@ static void release_queued(lua_State *L, aio_loop *lp) {
 static void loop_close(lua_State *L, aio_loop *lp) {
   aio_post *p, *next;
   if (lp->closed) return;
+  uv_mutex_lock(&lp->post_mutex);
   lp->closed = 1;
+  uv_mutex_unlock(&lp->post_mutex);
   release_queued(L, lp);
   uv_mutex_lock(&lp->post_mutex);
   p = lp->posted;
@@ -499,12 +501,18 @@ int asyncio_loop_run_once(lua_State *L, aio_loop *lp, double timeout) {
   run_enter(L, lp);
   lp->turn_budget = 1;
   loop_arm(lp);
+  uv_ref((uv_handle_t *)&lp->async);
+  uv_ref((uv_handle_t *)&lp->timer);
   if (timeout > 0) {
     uv_timer_start(&lp->deadline, noop_timer, (uint64_t)ceil(timeout * 1e3), 0);
     uv_run(lp->uv, UV_RUN_ONCE);
     uv_timer_stop(&lp->deadline);
   } else {
     uv_run(lp->uv, UV_RUN_NOWAIT);
+  }
+  if (!lp->closed) {
+    uv_unref((uv_handle_t *)&lp->async);
+    uv_unref((uv_handle_t *)&lp->timer);
   }
   lp->turn_budget = budget;
   run_leave(lp);
@@ -608,7 +616,7 @@ static int l_call_at(lua_State *L) {
 
 static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
   aio_post *p = malloc(sizeof *p);
-  int closed;
+  int closed, rc = 0;
   if (!p) return UV_ENOMEM;
   p->fn = fn;
   p->data = data;
@@ -618,6 +626,8 @@ static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
   if (!closed) {
     p->next = lp->posted;
     lp->posted = p;
+    /* under the mutex: loop_close cannot close the handle in between */
+    rc = uv_async_send(&lp->async);
   }
   uv_mutex_unlock(&lp->post_mutex);
   if (closed) {
@@ -625,7 +635,7 @@ static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
     return UV_ECANCELED;
   }
   /* cppcheck-suppress memleak ; p now belongs to lp->posted */
-  return uv_async_send(&lp->async);
+  return rc;
 }
 
 int asyncio_call_threadsafe(aio_loop *lp, asyncio_callback fn, void *data) {
@@ -722,9 +732,21 @@ static int l_backend_fd(lua_State *L) {
 }
 
 int asyncio_loop_backend_timeout(aio_loop *lp) {
+  aio_timer *top;
+  int ms = -1;
   if (lp->closed) return -1;
   loop_arm(lp);
-  return uv_backend_timeout(lp->uv);
+  if (lp->ready.len > 0 || lp->stopping) return 0;
+  top = aio_heap_top(&lp->timers);
+  if (top) {
+    double delay = top->when - aio_loop_time(lp);
+    ms = delay <= 0 ? 0 : (int)ceil(delay * 1e3);
+  }
+  if (uv_loop_alive(lp->uv)) {
+    int host = uv_backend_timeout(lp->uv);
+    if (host >= 0 && (ms < 0 || host < ms)) ms = host;
+  }
+  return ms;
 }
 
 static int l_backend_timeout(lua_State *L) {
