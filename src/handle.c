@@ -75,13 +75,7 @@ void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, 
     }
     aio_loop_call_exception_handler(L, lp, -1);
   } else if (lp->debug) {
-    double dt = aio_loop_time(lp) - t0;
-    if (dt >= lp->slow_callback_duration) {
-      aio_push_hook(L, lp->S, "log");
-      lua_pushliteral(L, "warning");
-      lua_pushfstring(L, "Executing %s took %f seconds", what, dt);
-      lua_pcall(L, 2, 0, 0);
-    }
+    aio_loop_log_slow(L, lp, what, t0);
   }
   lua_settop(L, base - 1);
 }

@@ -182,6 +182,7 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2);
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when);
 void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
 void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
+void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
 int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx);

@@ -1,6 +1,7 @@
 /* The event loop: a ready queue and a timer heap in C, driven by one libuv
  * check handle (plus an idle handle while work is queued), so the same loop
  * runs under our own run_forever or inside a host's uv_run or poller. */
+#include <limits.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,13 @@ typedef struct {
 double aio_loop_time(aio_loop *lp) {
   (void)lp;
   return (double)uv_hrtime() / 1e9;
+}
+
+/* Seconds to whole milliseconds, rounded up and capped (at about 31 years)
+ * so that huge or infinite delays never overflow the conversion. */
+static uint64_t to_ms(double seconds) {
+  double ms = ceil(seconds * 1e3);
+  return ms <= 0 ? 0 : ms >= 1e12 ? (uint64_t)1e12 : (uint64_t)ms;
 }
 
 static void noop_idle(uv_idle_t *h) {
@@ -73,7 +81,8 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
 static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double delay = top ? top->when - aio_loop_time(lp) : 0;
-  if (lp->ready.len > 0 || lp->stopping || (top && delay <= 0)) {
+  if (lp->ready.len > 0 || lp->stopping || (top && delay <= 0) ||
+      (lp->until && lp->until->state != AIO_PENDING)) {
     if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
   } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
     uv_idle_stop(&lp->idle);
@@ -84,7 +93,7 @@ static void loop_arm(aio_loop *lp) {
   } else if (top->when != lp->armed_when || !uv_is_active((uv_handle_t *)&lp->timer)) {
     /* whole milliseconds, rounded up, plus one for libuv's truncated clock */
     uv_update_time(lp->uv);
-    uv_timer_start(&lp->timer, loop_arm_cb, (uint64_t)ceil(delay * 1e3) + 1, 0);
+    uv_timer_start(&lp->timer, loop_arm_cb, to_ms(delay) + 1, 0);
     lp->armed_when = top->when;
   }
 }
@@ -421,6 +430,17 @@ aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
   return S->running;
 }
 
+/* Debug mode: warns when a callback or task step that started at t0 ran
+ * longer than slow_callback_duration. */
+void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0) {
+  double dt = aio_loop_time(lp) - t0;
+  if (dt < lp->slow_callback_duration) return;
+  aio_push_hook(L, lp->S, "log");
+  lua_pushliteral(L, "warning");
+  lua_pushfstring(L, "Executing %s took %f seconds", what, dt);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+}
+
 /* Calls the Lua-level loop:call_exception_handler(ctx); never raises. */
 void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx) {
   ctx_idx = lua_absindex(L, ctx_idx);
@@ -458,10 +478,11 @@ static void run_loop(lua_State *L, aio_loop *lp, aio_future *until) {
   lp->until = until;
   uv_ref((uv_handle_t *)&lp->async);
   uv_ref((uv_handle_t *)&lp->timer);
-  while (!lp->stopping && !lp->closed && !(until && until->state != AIO_PENDING)) {
+  /* at least one iteration, even after stop(), as Python documents */
+  do {
     loop_arm(lp);
     uv_run(lp->uv, UV_RUN_ONCE);
-  }
+  } while (!lp->stopping && !lp->closed && !(until && until->state != AIO_PENDING));
   if (!lp->closed) {
     uv_unref((uv_handle_t *)&lp->async);
     uv_unref((uv_handle_t *)&lp->timer);
@@ -504,7 +525,7 @@ int asyncio_loop_run_once(lua_State *L, aio_loop *lp, double timeout) {
   uv_ref((uv_handle_t *)&lp->async);
   uv_ref((uv_handle_t *)&lp->timer);
   if (timeout > 0) {
-    uv_timer_start(&lp->deadline, noop_timer, (uint64_t)ceil(timeout * 1e3), 0);
+    uv_timer_start(&lp->deadline, noop_timer, to_ms(timeout), 0);
     uv_run(lp->uv, UV_RUN_ONCE);
     uv_timer_stop(&lp->deadline);
   } else {
@@ -740,7 +761,8 @@ int asyncio_loop_backend_timeout(aio_loop *lp) {
   top = aio_heap_top(&lp->timers);
   if (top) {
     double delay = top->when - aio_loop_time(lp);
-    ms = delay <= 0 ? 0 : (int)ceil(delay * 1e3);
+    uint64_t t = to_ms(delay);
+    ms = t > INT_MAX ? INT_MAX : (int)t;
   }
   if (uv_loop_alive(lp->uv)) {
     int host = uv_backend_timeout(lp->uv);

@@ -1,6 +1,7 @@
 /* Task: a Future driven by a Lua coroutine. The body runs under a pcall with
  * continuation inside the coroutine, so to-be-closed variables are closed (and
  * may await) while the coroutine is still alive when the body fails. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -194,7 +195,12 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int tidx, int s
     aio_task_push(L, lp, t);
     tidx = lua_gettop(L);
   }
-  if (ok && nres == 2) { /* one result: the common case, stored as is */
+  if (ok && t->must_cancel) { /* cancelled right before the body returned */
+    t->must_cancel = 0;
+    push_cancel_message(L, lp->S, tidx);
+    lua_setiuservalue(L, tidx, 1);
+    aio_future_finish(L, tidx, AIO_CANCELLED);
+  } else if (ok && nres == 2) { /* one result: the common case, stored as is */
     lua_xmove(co, L, 1);
     lua_setiuservalue(L, tidx, 1);
     t->f.nres = 1;
@@ -236,6 +242,7 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
   int nargs = 0, nres, status, tidx = 0;
+  double t0 = 0;
   if (t->f.state != AIO_PENDING) return;
   t->wait = AIO_WAIT_NONE;
   if (!t->started) {
@@ -252,8 +259,14 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
     nargs = lua_gettop(co) - 1;
   }
   lp->current = t;
+  if (lp->debug) t0 = aio_loop_time(lp);
   status = lua_resume(co, L, nargs, &nres);
   lp->current = prev;
+  if (lp->debug) {
+    char what[32];
+    snprintf(what, sizeof what, "<Task Task-%u>", (unsigned)t->id);
+    aio_loop_log_slow(L, lp, what, t0);
+  }
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (t->wait == AIO_WAIT_SOON) {

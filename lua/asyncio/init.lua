@@ -62,14 +62,34 @@ function M.get_event_loop()
 end
 
 -- asyncio.Future([loop]) builds a future; the table also holds the methods.
+-- Argument errors name the public constructor, not the core function.
+local loop_is_closed = core.Loop.is_closed
+local function check_loop(v, fname)
+  if not pcall(loop_is_closed, v) then
+    local mt = getmetatable(v)
+    local got = type(mt) == "table" and type(rawget(mt, "__name")) == "string" and mt.__name or type(v)
+    error(("bad argument #1 to '%s' (Loop expected, got %s)"):format(fname, got), 3)
+  end
+end
+
 M.Future = setmetatable(core.Future, {
-  __call = function(_, loop) return core.Future_new(loop or M.get_event_loop()) end,
+  __call = function(_, loop)
+    if loop == nil then return core.Future_new(M.get_event_loop()) end
+    check_loop(loop, "Future")
+    return core.Future_new(loop)
+  end,
 })
 
 -- asyncio.Task(loop, fn, ...) builds a task without the loop's task factory
 -- (which is what a factory itself calls).
 M.Task = setmetatable(core.Task, {
-  __call = function(_, loop, fn, ...) return core.Task_new(loop, fn, ...) end,
+  __call = function(_, loop, fn, ...)
+    check_loop(loop, "Task")
+    if type(fn) ~= "function" then
+      error(("bad argument #2 to 'Task' (function expected, got %s)"):format(type(fn)), 2)
+    end
+    return core.Task_new(loop, fn, ...)
+  end,
 })
 
 return M

@@ -32,6 +32,9 @@ function Loop:default_exception_handler(context)
 end
 
 function Loop:call_exception_handler(context)
+  if type(context) ~= "table" then
+    error("bad argument #1 to 'call_exception_handler' (table expected, got " .. type(context) .. ")", 2)
+  end
   local handler = self:get_exception_handler()
   if handler == nil then
     local ok, err = pcall(self.default_exception_handler, self, context)
