@@ -56,15 +56,49 @@ static aio_task *check_task(lua_State *L, int idx) {
   return aio_checkudata(L, idx, AIO_T_TASK, AIO_T_TASK, "Task");
 }
 
+/* ---- nested coroutines ---------------------------------------------- */
+/* A yielding API called in a coroutine that is not the task's own yields
+ * (NESTED, the API function, its arguments) to whoever resumes it. The
+ * asyncio.coroutine resume makes that same call one level up (so it
+ * suspends the task, or climbs further) and resumes the coroutine with
+ * (NESTED, ok, results... | error). */
+static const char nested_key = 0;
+#define NESTED ((void *)&nested_key)
+
+static int nested_k(lua_State *L, int status, lua_KContext nargs) {
+  int base = (int)nargs;
+  (void)status;
+  if (lua_touserdata(L, base + 1) != NESTED || lua_gettop(L) < base + 2)
+    return aio_raise(L, "RuntimeError",
+                     "a coroutine that awaits inside a task must be resumed by "
+                     "asyncio.coroutine (resume or wrap), not the plain coroutine table");
+  if (!lua_toboolean(L, base + 2)) {
+    lua_settop(L, base + 3);
+    return lua_error(L);
+  }
+  return lua_gettop(L) - base - 2;
+}
+
+/* Yields the running C function's own call up one level; see above. */
+static int nested_yield(lua_State *L) {
+  int n = lua_gettop(L), i;
+  lua_Debug ar;
+  luaL_checkstack(L, n + 2, "too many arguments");
+  lua_pushlightuserdata(L, NESTED);
+  if (!lua_getstack(L, 0, &ar) || !lua_getinfo(L, "f", &ar)) lua_pushnil(L);
+  for (i = 1; i <= n; i++) lua_pushvalue(L, i);
+  return lua_yieldk(L, n + 2, (lua_KContext)n, nested_k);
+}
+
+/* The task a yielding API suspends, or NULL when L is a coroutine of the
+ * user's (the call then goes through nested_yield). */
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api) {
   aio_task *t = S->running ? S->running->current : NULL;
+  if (t && t->co != L && lua_isyieldable(L)) return NULL;
   if (!t) {
     aio_raise(L, "RuntimeError", "%s called outside a task", api);
     return NULL;
   }
-  if (t->co != L)
-    aio_raise(L, "RuntimeError",
-              "%s called from a coroutine that is not a task (use asyncio.coroutine)", api);
   if (!lua_isyieldable(L))
     aio_raise(L, "RuntimeError",
               "%s cannot suspend the task here: a C function without continuation (such as "
@@ -310,6 +344,7 @@ int aio_await(lua_State *L) {
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
   t = aio_current_task(L, S, "await");
+  if (!t) return nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
   if (&t->f == f) return aio_raise(L, "RuntimeError", "Task cannot await on itself");
   lua_settop(L, 1);
@@ -338,6 +373,7 @@ static int l_sleep(lua_State *L) {
   aio_task *t;
   luaL_argcheck(L, delay == delay, 1, "delay is NaN");
   t = aio_current_task(L, S, "asyncio.sleep");
+  if (!t) return nested_yield(L);
   if (delay > 0 && !t->must_cancel) {
     aio_loop_add_timer(t->f.loop, &t->timer, aio_loop_time(t->f.loop) + delay);
     t->wait = AIO_WAIT_TIMER;
@@ -624,4 +660,6 @@ void aio_task_open(lua_State *L, aio_state *S) {
   S->mt_debug_task = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_setfield(L, -2, "Task");
   aio_setfuncs(L, S, funcs);
+  lua_pushlightuserdata(L, NESTED);
+  lua_setfield(L, -2, "NESTED");
 }

@@ -45,6 +45,7 @@ M.all_tasks = core.all_tasks
 M.isfuture = core.isfuture
 M.eager_task_factory = core.eager_task_factory
 M.run = runners.run
+M.coroutine = require "asyncio.coroutine"
 
 function M.get_running_loop()
   local loop = core.get_running_loop()
