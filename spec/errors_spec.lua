@@ -232,11 +232,12 @@ describe("yielding APIs outside a task", function()
     end)
   end)
 
-  it("from a plain coroutine inside a task", function()
+  it("from a plain coroutine inside a task, when it is resumed after the request", function()
     run(function()
       local co = coroutine.wrap(function()
         asyncio.sleep(0)
       end)
+      co() -- the request for asyncio.coroutine comes back as a yielded value
       local ok, e = pcall(co)
       assert.is_false(ok)
       runtime_error(e)
