@@ -348,14 +348,18 @@ int aio_await(lua_State *L) {
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
   if (&t->f == f) return aio_raise(L, "RuntimeError", "Task cannot await on itself");
   lua_settop(L, 1);
-  aio_future_add_waiter(L, 1, t);
-  t->wait = AIO_WAIT_FUTURE;
   if (t->must_cancel) {
     /* cancelled while running: as in Python, the awaited future is cancelled */
     aio_task_push(L, t->f.loop, t);
     push_cancel_message(L, S, -1);
     if (aio_future_cancel(L, 1, -1)) t->must_cancel = 0;
     lua_settop(L, 1);
+  }
+  if (f->state != AIO_PENDING) {
+    t->wait = AIO_WAIT_SOON; /* done by that cancel: one turn, then raise */
+  } else {
+    aio_future_add_waiter(L, 1, t);
+    t->wait = AIO_WAIT_FUTURE;
   }
   return lua_yieldk(L, 0, (lua_KContext)t, await_k);
 }

@@ -47,6 +47,11 @@ M.eager_task_factory = core.eager_task_factory
 M.run = runners.run
 M.coroutine = require "asyncio.coroutine"
 
+-- the Lua-level layers: combinators, scopes, synchronization, queues
+for _, name in ipairs { "tasks", "timeouts", "taskgroups" } do
+  for k, v in pairs(require("asyncio." .. name)) do M[k] = v end
+end
+
 function M.get_running_loop()
   local loop = core.get_running_loop()
   if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
