@@ -1,13 +1,13 @@
 -- Micro benchmarks of the runtime, in the shape of ../shared/bench/run_micro.sh
 -- peers: prints one "RESULT bench=... peer=... ..." line.
--- usage: lua5.4 bench/micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait
+-- usage: lua5.4 bench/micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue
 -- Throughput benches run a warm-up round of n/10, then 3 rounds of n, and
 -- report the median round.
 local asyncio = require "asyncio"
 
 local PEER = "lua-asyncio"
 local ROUNDS = 3
-local N_SPAWN, N_SWITCH, N_TIMERS, N_MEM = 100000, 1000000, 1000000, 100000
+local N_SPAWN, N_SWITCH, N_TIMERS, N_MEM, N_QUEUE = 100000, 1000000, 1000000, 100000, 1000000
 
 local function now() return asyncio.get_running_loop():time() end
 
@@ -76,31 +76,47 @@ end
 
 function B.yield() rate_result("yield", N_SWITCH, measure(yield_round, N_SWITCH), "switches/s") end
 
--- Two tasks hand control back and forth; each handoff resolves a fresh
--- one-shot future (n counts handoffs).
+-- Two tasks hand control back and forth through a pair of asyncio.Event, as
+-- the peers do (n counts handoffs).
 local function pingpong_round(n)
-  local loop = asyncio.get_running_loop()
   local rounds = n // 2
-  local a, b = loop:create_future(), loop:create_future()
+  local a, b = asyncio.Event(), asyncio.Event()
   local pong = asyncio.create_task(function()
     for _ = 1, rounds do
-      a:await()
-      a = loop:create_future()
-      local fb = b
-      b = loop:create_future()
-      fb:set_result()
+      a:wait()
+      a:clear()
+      b:set()
     end
   end)
   local t0 = now()
   for _ = 1, rounds do
-    a:set_result()
-    b:await()
+    a:set()
+    b:wait()
+    b:clear()
   end
   pong:await()
   return now() - t0
 end
 
 function B.pingpong() rate_result("pingpong", N_SWITCH, measure(pingpong_round, N_SWITCH), "switches/s") end
+
+-- One producer and one consumer through a bounded queue.
+local function queue_round(n)
+  local q = asyncio.Queue(100)
+  local producer = asyncio.create_task(function()
+    local put = q.put
+    for i = 1, n do put(q, i) end
+  end)
+  local get, sum = q.get, 0
+  local t0 = now()
+  for _ = 1, n do sum = sum + get(q) end
+  producer:await()
+  local dt = now() - t0
+  assert(sum == n * (n + 1) // 2)
+  return dt
+end
+
+function B.queue() rate_result("queue", N_QUEUE, measure(queue_round, N_QUEUE), "items/s") end
 
 function B.timers()
   local n = N_TIMERS
@@ -159,7 +175,7 @@ function B.mem_wait() mem("wait") end
 
 local bench = B[arg[1] or ""]
 if not bench then
-  io.stderr:write("usage: micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait\n")
+  io.stderr:write("usage: micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue\n")
   os.exit(2)
 end
 asyncio.run(bench)
