@@ -48,7 +48,7 @@ M.run = runners.run
 M.coroutine = require "asyncio.coroutine"
 
 -- the Lua-level layers: combinators, scopes, synchronization, queues
-for _, name in ipairs { "tasks", "timeouts", "taskgroups" } do
+for _, name in ipairs { "tasks", "timeouts", "taskgroups", "locks", "queues" } do
   for k, v in pairs(require("asyncio." .. name)) do M[k] = v end
 end
 

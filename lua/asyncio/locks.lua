@@ -1,0 +1,539 @@
+-- Python's asyncio synchronization primitives (Lock, Event, Condition, Semaphore,
+-- BoundedSemaphore, Barrier): a waiter is a one-shot future, made only when a task must block.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+
+local new_future = core.Future_new
+local running_loop = core.get_running_loop
+local await = core.Future.await
+local done = core.Future.done
+local cancelled = core.Future.cancelled
+local set_result = core.Future.set_result
+local isinstance = errors.isinstance
+local CancelledError = errors.CancelledError
+local RuntimeError = errors.RuntimeError
+local ValueError = errors.ValueError
+local BrokenBarrierError = errors.BrokenBarrierError
+
+local error, pcall, setmetatable, getmetatable, type = error, pcall, setmetatable, getmetatable, type
+local math_type, tointeger, table_move = math.type, math.tointeger, table.move
+
+local function argerror(i, fname, msg, level)
+  error(("bad argument #%d to '%s' (%s)"):format(i, fname, msg), level + 1)
+end
+
+-- A primitive binds to the loop of its first blocking call (Python's
+-- _LoopBoundMixin); awaiting its future from another loop raises RuntimeError.
+local function bind_loop(self)
+  local loop = running_loop()
+  if loop == nil then error(RuntimeError("no running event loop"), 3) end
+  self._loop = loop
+  return loop
+end
+
+local function new_waiter(self)
+  return new_future(self._loop or bind_loop(self))
+end
+
+-- Waiters in FIFO order: slots h..t of a table; a woken waiter removes itself
+-- when it runs, which is usually at the head.
+local function fifo() return { h = 1, t = 0 } end
+
+-- Slides the waiters down to slot 1 once the free slots below h outnumber
+-- half of them: indices stay small, so the slots stay in the table's array
+-- part when waiters never run out.
+local function push(q, fut)
+  local h, t = q.h, q.t + 1
+  if h > 32 and 2 * (h - 1) > t - h then
+    table_move(q, h, t - 1, 1)
+    local live = t - h
+    for i = live + 1, t - 1 do q[i] = nil end
+    q.h, t = 1, live + 1
+  end
+  q[t] = fut
+  q.t = t
+end
+
+local function remove(q, fut)
+  local h, t = q.h, q.t
+  if q[h] == fut then
+    q[h] = nil
+    if h == t then q.h, q.t = 1, 0 else q.h = h + 1 end
+    return
+  end
+  for i = h + 1, t do
+    if q[i] == fut then
+      table_move(q, i + 1, t, i)
+      q[t] = nil
+      q.t = t - 1
+      return
+    end
+  end
+end
+
+local function count(q)
+  if q == nil then return 0 end
+  return q.t - q.h + 1
+end
+
+local function waiters_suffix(n)
+  if n > 0 then return ", waiters:" .. n end
+  return ""
+end
+
+-- The guard that acquire() returns is the primitive itself: its __close is
+-- release(). The methods of the hot paths are also copied into each object,
+-- which spares a metatable lookup per call (a tenth of an Event handoff).
+local function class(name)
+  local cls = { __name = name }
+  cls.__index = cls
+  return cls
+end
+
+---------------------------------------------------------------------------
+-- Lock
+
+local Lock = class("Lock")
+
+local function all_cancelled(q)
+  for i = q.h, q.t do
+    if not cancelled(q[i]) then return false end
+  end
+  return true
+end
+
+-- Wakes the head waiter unless it is already woken; it takes the lock when it runs.
+local function wake_up_first(self)
+  local q = self._waiters
+  local fut = q and q[q.h]
+  if fut ~= nil and not done(fut) then set_result(fut, true) end
+end
+
+local function lock_wait(self)
+  local fut = new_waiter(self)
+  local q = self._waiters
+  if q == nil then
+    q = fifo()
+    self._waiters = q
+  end
+  push(q, fut)
+  local ok, err = pcall(await, fut)
+  remove(q, fut)
+  if not ok then
+    -- Woken and cancelled at once: hand the wake-up to the next waiter.
+    if not self._locked and isinstance(err, CancelledError) then wake_up_first(self) end
+    error(err, 0)
+  end
+  self._locked = true
+  return self
+end
+
+function Lock:acquire()
+  if not self._locked then
+    local q = self._waiters
+    -- Fair: jump the queue only when every waiter gave up.
+    if q == nil or q.t < q.h or all_cancelled(q) then
+      self._locked = true
+      return self
+    end
+  end
+  return lock_wait(self)
+end
+
+function Lock:release()
+  if not self._locked then error(RuntimeError("Lock is not acquired."), 2) end
+  self._locked = false
+  wake_up_first(self)
+end
+
+Lock.__close = Lock.release
+
+function Lock:locked()
+  return self._locked
+end
+
+function Lock:__tostring()
+  return ("<Lock [%s%s]>"):format(self._locked and "locked" or "unlocked", waiters_suffix(count(self._waiters)))
+end
+
+local function new_lock()
+  return setmetatable({ _locked = false, acquire = Lock.acquire, release = Lock.release }, Lock)
+end
+
+---------------------------------------------------------------------------
+-- Event: set() wakes every waiter and forgets them all, so a woken waiter has
+-- nothing to clean up. The first waiter has a field of its own (the common
+-- case: one task waits); a cancelled waiter stays (done, so set() skips it)
+-- until set(), or until the list is compacted as it grows.
+
+local Event = class("Event")
+
+local function compact(self, w, n)
+  local j = 0
+  for i = 1, n do
+    local fut = w[i]
+    w[i] = nil
+    if not done(fut) then
+      j = j + 1
+      w[j] = fut
+    end
+  end
+  self._limit = j < 4 and 8 or 2 * j
+  return j
+end
+
+local function add_waiter(self, fut)
+  local w = self._more
+  if w == nil then
+    w = {}
+    self._more = w
+  end
+  local n = self._n
+  if n >= self._limit then n = compact(self, w, n) end
+  n = n + 1
+  w[n] = fut
+  self._n = n
+end
+
+function Event:wait()
+  if self._value then return true end
+  local fut = new_future(self._loop or bind_loop(self))
+  if self._first == nil then self._first = fut else add_waiter(self, fut) end
+  await(fut)
+  return true
+end
+
+local function wake_more(self)
+  local w, n = self._more, self._n
+  self._n = 0
+  for i = 1, n do
+    local fut = w[i]
+    w[i] = nil
+    if not done(fut) then set_result(fut, true) end
+  end
+end
+
+function Event:set()
+  if self._value then return end
+  self._value = true
+  local fut = self._first
+  if fut ~= nil then
+    self._first = nil
+    if not done(fut) then set_result(fut, true) end
+    if self._n > 0 then wake_more(self) end
+  end
+end
+
+function Event:clear()
+  self._value = false
+end
+
+function Event:is_set()
+  return self._value
+end
+
+function Event:__tostring()
+  local fut, waiting = self._first, 0
+  if fut ~= nil and not done(fut) then waiting = 1 end
+  for i = 1, self._n do
+    if not done(self._more[i]) then waiting = waiting + 1 end
+  end
+  return ("<Event [%s%s]>"):format(self._value and "set" or "unset", waiters_suffix(waiting))
+end
+
+local function new_event()
+  return setmetatable({ _value = false, _n = 0, _limit = 8,
+                        wait = Event.wait, set = Event.set, clear = Event.clear }, Event)
+end
+
+---------------------------------------------------------------------------
+-- Condition
+
+local Condition = class("Condition")
+
+local function notify_waiters(self, n)
+  local q = self._waiters
+  local woken = 0
+  for i = q.h, q.t do
+    if woken >= n then return end
+    local fut = q[i]
+    if not done(fut) then
+      woken = woken + 1
+      set_result(fut, false)
+    end
+  end
+end
+
+function Condition:acquire()
+  self._lock:acquire()
+  return self
+end
+
+function Condition:release()
+  self._lock:release()
+end
+
+Condition.__close = Condition.release
+
+function Condition:locked()
+  return self._lock:locked()
+end
+
+function Condition:wait()
+  local lock = self._lock
+  if not lock:locked() then error(RuntimeError("cannot wait on un-acquired lock"), 2) end
+  local fut = new_waiter(self)
+  lock:release()
+  local q = self._waiters
+  push(q, fut)
+  local ok, err = pcall(await, fut)
+  remove(q, fut)
+  -- The lock is re-acquired even when the wait was cancelled; a cancellation
+  -- meanwhile is retried and the latest one raised afterwards.
+  while true do
+    local got, e = pcall(lock.acquire, lock)
+    if got then break end
+    ok, err = false, e
+    if not isinstance(e, CancelledError) then break end
+  end
+  if ok then return true end
+  -- This task may have been notified before it failed: pass the notification
+  -- on (a spurious wake-up is allowed for condition variables).
+  notify_waiters(self, 1)
+  error(err, 0)
+end
+
+function Condition:wait_for(predicate)
+  local result = predicate()
+  while not result do
+    self:wait()
+    result = predicate()
+  end
+  return result
+end
+
+function Condition:notify(n)
+  if n == nil then n = 1 elseif type(n) ~= "number" then argerror(1, "notify", "number expected, got " .. type(n), 2) end
+  if not self._lock:locked() then error(RuntimeError("cannot notify on un-acquired lock"), 2) end
+  notify_waiters(self, n)
+end
+
+function Condition:notify_all()
+  if not self._lock:locked() then error(RuntimeError("cannot notify on un-acquired lock"), 2) end
+  notify_waiters(self, count(self._waiters))
+end
+
+function Condition:__tostring()
+  return ("<Condition [%s%s]>"):format(self._lock:locked() and "locked" or "unlocked",
+    waiters_suffix(count(self._waiters)))
+end
+
+local function new_condition(lock)
+  if lock == nil then
+    lock = new_lock()
+  elseif getmetatable(lock) ~= Lock then
+    argerror(1, "Condition", "Lock expected, got " .. type(lock), 2)
+  end
+  return setmetatable({ _lock = lock, _waiters = fifo() }, Condition)
+end
+
+---------------------------------------------------------------------------
+-- Semaphore and BoundedSemaphore
+
+local Semaphore = class("Semaphore")
+local BoundedSemaphore = class("BoundedSemaphore")
+setmetatable(BoundedSemaphore, { __index = Semaphore })
+
+local function any_waiting(q)
+  if q == nil then return false end
+  for i = q.h, q.t do
+    if not cancelled(q[i]) then return true end
+  end
+  return false
+end
+
+-- Hands one unit to the first waiter not yet woken.
+local function wake_up_next(self)
+  local q = self._waiters
+  if q == nil then return false end
+  for i = q.h, q.t do
+    local fut = q[i]
+    if not done(fut) then
+      self._value = self._value - 1
+      set_result(fut, true)
+      return true
+    end
+  end
+  return false
+end
+
+local function sem_wait(self)
+  local fut = new_waiter(self)
+  local q = self._waiters
+  if q == nil then
+    q = fifo()
+    self._waiters = q
+  end
+  push(q, fut)
+  local ok, err = pcall(await, fut)
+  remove(q, fut)
+  -- Woken (a unit was handed over) but cancelled: give the unit back.
+  if not ok and isinstance(err, CancelledError) and done(fut) and not cancelled(fut) then
+    self._value = self._value + 1
+  end
+  -- Waiters that arrived while units were free had to queue (FIFO): wake as many as allowed.
+  while self._value > 0 and wake_up_next(self) do end
+  if not ok then error(err, 0) end
+  return self
+end
+
+function Semaphore:acquire()
+  local value, q = self._value, self._waiters
+  if value > 0 and (q == nil or q.t < q.h or not any_waiting(q)) then
+    self._value = value - 1
+    return self
+  end
+  return sem_wait(self)
+end
+
+function Semaphore:release()
+  self._value = self._value + 1
+  wake_up_next(self)
+end
+
+Semaphore.__close = Semaphore.release
+
+function Semaphore:locked()
+  return self._value == 0 or any_waiting(self._waiters)
+end
+
+function Semaphore:__tostring()
+  local state = self:locked() and "locked" or ("unlocked, value:" .. self._value)
+  return ("<%s [%s%s]>"):format(getmetatable(self).__name, state, waiters_suffix(count(self._waiters)))
+end
+BoundedSemaphore.__tostring = Semaphore.__tostring
+
+function BoundedSemaphore:release()
+  if self._value >= self._bound then error(ValueError("BoundedSemaphore released too many times"), 2) end
+  Semaphore.release(self)
+end
+BoundedSemaphore.__close = BoundedSemaphore.release
+
+local function check_count(v, default, fname)
+  if v == nil then
+    if default == nil then argerror(1, fname, "number expected, got no value", 3) end
+    return default
+  end
+  local n = tointeger(v)
+  if n == nil then
+    argerror(1, fname, math_type(v) and "number has no integer representation"
+      or ("number expected, got " .. type(v)), 3)
+  end
+  return n
+end
+
+local function new_semaphore(value)
+  value = check_count(value, 1, "Semaphore")
+  if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
+  return setmetatable({ _value = value, acquire = Semaphore.acquire, release = Semaphore.release }, Semaphore)
+end
+
+local function new_bounded_semaphore(value)
+  value = check_count(value, 1, "BoundedSemaphore")
+  if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
+  return setmetatable({ _value = value, _bound = value,
+                        acquire = Semaphore.acquire, release = BoundedSemaphore.release }, BoundedSemaphore)
+end
+
+---------------------------------------------------------------------------
+-- Barrier: a Condition guards the state; tasks that arrive while the barrier
+-- drains (or resets) wait until it fills again.
+
+local FILLING, DRAINING, RESETTING, BROKEN = "filling", "draining", "resetting", "broken"
+
+local Barrier = { __name = "Barrier" }
+
+Barrier.__index = function(self, key)
+  if key == "n_waiting" then
+    if self._state == FILLING then return self._count end
+    return 0
+  elseif key == "broken" then
+    return self._state == BROKEN
+  end
+  return Barrier[key]
+end
+
+local function barrier_exit(self)
+  if self._count == 0 then
+    local state = self._state
+    if state == RESETTING or state == DRAINING then self._state = FILLING end
+    self._cond:notify_all()
+  end
+end
+
+local function barrier_pass(self, index)
+  if index + 1 == self.parties then
+    self._state = DRAINING
+    self._cond:notify_all()
+  else
+    self._cond:wait_for(self._released)
+    local state = self._state
+    if state == BROKEN or state == RESETTING then error(BrokenBarrierError("Abort or reset of barrier"), 0) end
+  end
+end
+
+function Barrier:wait()
+  local cond <close> = self._cond:acquire()
+  cond:wait_for(self._open)
+  if self._state == BROKEN then error(BrokenBarrierError("Barrier aborted"), 2) end
+  local index = self._count
+  self._count = index + 1
+  local ok, err = pcall(barrier_pass, self, index)
+  self._count = self._count - 1
+  barrier_exit(self)
+  if not ok then error(err, 0) end
+  return index
+end
+
+function Barrier:reset()
+  local _ <close> = self._cond:acquire()
+  if self._count > 0 then
+    self._state = RESETTING
+  else
+    self._state = FILLING
+  end
+  self._cond:notify_all()
+end
+
+function Barrier:abort()
+  local _ <close> = self._cond:acquire()
+  self._state = BROKEN
+  self._cond:notify_all()
+end
+
+function Barrier:__tostring()
+  local extra = self._state
+  if extra ~= BROKEN then extra = ("%s, waiters:%d/%d"):format(extra, self.n_waiting, self.parties) end
+  return ("<Barrier [%s]>"):format(extra)
+end
+
+local function new_barrier(parties)
+  parties = check_count(parties, nil, "Barrier")
+  if parties < 1 then error(ValueError("parties must be >= 1"), 2) end
+  local self = { parties = parties, _cond = new_condition(), _state = FILLING, _count = 0 }
+  self._open = function()
+    local state = self._state
+    return state ~= DRAINING and state ~= RESETTING
+  end
+  self._released = function() return self._state ~= FILLING end
+  return setmetatable(self, Barrier)
+end
+
+return {
+  Lock = new_lock,
+  Event = new_event,
+  Condition = new_condition,
+  Semaphore = new_semaphore,
+  BoundedSemaphore = new_bounded_semaphore,
+  Barrier = new_barrier,
+}

@@ -1,0 +1,524 @@
+-- Python's asyncio queues (Queue, PriorityQueue, LifoQueue): a woken getter or
+-- putter gets a future resolved, and the item stays queued until it runs.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+local locks = require "asyncio.locks"
+
+local new_future = core.Future_new
+local running_loop = core.get_running_loop
+local await = core.Future.await
+local done = core.Future.done
+local cancelled = core.Future.cancelled
+local cancel = core.Future.cancel
+local set_result = core.Future.set_result
+local new_event = locks.Event
+local QueueEmpty = errors.QueueEmpty
+local QueueFull = errors.QueueFull
+local QueueShutDown = errors.QueueShutDown
+local RuntimeError = errors.RuntimeError
+local ValueError = errors.ValueError
+
+local error, pcall, setmetatable, getmetatable, tostring, type = error, pcall, setmetatable, getmetatable, tostring, type
+local pairs, ipairs = pairs, ipairs
+local concat, table_move, huge, min = table.concat, table.move, math.huge, math.min
+
+local function nil_item(fname, level)
+  error(("bad argument #1 to '%s' (item expected, got nil)"):format(fname), level + 1)
+end
+
+-- A queue binds to the loop of its first blocking call, like the locks.
+local function new_waiter(self)
+  local loop = self._loop
+  if loop == nil then
+    loop = running_loop()
+    if loop == nil then error(RuntimeError("no running event loop"), 4) end
+    self._loop = loop
+  end
+  return new_future(loop)
+end
+
+---------------------------------------------------------------------------
+-- Getters and putters wait in FIFO order in slots h..t of a table.
+
+local function fifo() return { h = 1, t = 0 } end
+
+-- Slides the waiters down to slot 1 once the free slots below h outnumber
+-- half of them: indices stay small, so the slots stay in the table's array
+-- part when waiters never run out. Returns how many wait.
+local function push(q, fut)
+  local h, t = q.h, q.t + 1
+  if h > 32 and 2 * (h - 1) > t - h then
+    table_move(q, h, t - 1, 1)
+    local live = t - h
+    for i = live + 1, t - 1 do q[i] = nil end
+    q.h, h, t = 1, 1, live + 1
+  end
+  q[t] = fut
+  q.t = t
+  return t - h + 1
+end
+
+-- Wakes the first waiter still waiting (dropping cancelled ones); returns how
+-- many are left.
+local function wakeup_next(q)
+  local h, t = q.h, q.t
+  while h <= t do
+    local fut = q[h]
+    q[h] = nil
+    h = h + 1
+    if not done(fut) then
+      set_result(fut)
+      break
+    end
+  end
+  if h > t then
+    q.h, q.t = 1, 0
+    return 0
+  end
+  q.h = h
+  return t - h + 1
+end
+
+-- Removes a waiter that gave up (if still there); returns how many are left.
+local function remove(q, fut)
+  local h, t = q.h, q.t
+  for i = h, t do
+    if q[i] == fut then
+      table_move(q, i + 1, t, i)
+      q[t] = nil
+      t = t - 1
+      q.t = t
+      break
+    end
+  end
+  if t < h then
+    q.h, q.t = 1, 0
+    return 0
+  end
+  return t - h + 1
+end
+
+local function wake_all(q)
+  for i = q.h, q.t do
+    local fut = q[i]
+    q[i] = nil
+    if not done(fut) then set_result(fut) end
+  end
+  q.h, q.t = 1, 0
+end
+
+---------------------------------------------------------------------------
+-- State shared by every kind of queue. The fast paths of put() and get() test
+-- one field each: put() runs inline while _n < _limit, get() while _n > _floor.
+-- Anything else (full, shut down, someone waiting on the other side, the ring
+-- about to grow) sends them to the slow paths, which call retune() after any
+-- change.
+
+local function retune(self)
+  if self._shutdown or self._ng > 0 then
+    self._limit = -1
+  else
+    self._limit = min(self._room, self._cap)
+  end
+  self._floor = self._np > 0 and huge or 0
+end
+
+-- Returns once the queue has room; raises QueueShutDown once shut down.
+local function wait_for_room(self, item, fname)
+  if item == nil then nil_item(fname, 3) end
+  while self._n >= self._room do
+    if self._shutdown then error(QueueShutDown(), 3) end
+    local putter = new_waiter(self)
+    local q = self._putters
+    self._np = push(q, putter)
+    retune(self)
+    local ok, err = pcall(await, putter)
+    if not ok then
+      cancel(putter)
+      self._np = remove(q, putter)
+      -- woken by a get but leaving: the room goes to the next putter
+      if self._n < self._room and not cancelled(putter) then self._np = wakeup_next(q) end
+      retune(self)
+      error(err, 0)
+    end
+  end
+  if self._shutdown then error(QueueShutDown(), 3) end
+end
+
+-- Returns once the queue has an item; raises QueueShutDown when it is shut
+-- down and empty.
+local function wait_for_item(self)
+  while self._n == 0 do
+    if self._shutdown then error(QueueShutDown(), 3) end
+    local getter = new_waiter(self)
+    local q = self._getters
+    self._ng = push(q, getter)
+    retune(self)
+    local ok, err = pcall(await, getter)
+    if not ok then
+      cancel(getter)
+      self._ng = remove(q, getter)
+      -- woken by a put but leaving: the item goes to the next getter
+      if self._n > 0 and not cancelled(getter) then self._ng = wakeup_next(q) end
+      retune(self)
+      error(err, 0)
+    end
+  end
+end
+
+local function stored(self)
+  self._unfinished = self._unfinished + 1
+  if self._ng > 0 then self._ng = wakeup_next(self._getters) end
+  retune(self)
+end
+
+local function taken(self)
+  if self._np > 0 then self._np = wakeup_next(self._putters) end
+  retune(self)
+end
+
+local function put_slow(self, item)
+  wait_for_room(self, item, "put")
+  self:_put(item)
+  stored(self)
+end
+
+local function get_slow(self)
+  wait_for_item(self)
+  local item = self:_get()
+  taken(self)
+  return item
+end
+
+---------------------------------------------------------------------------
+-- Methods common to every kind of queue; `_put` and `_get` store and take.
+
+local Base = {}
+
+function Base:put(item)
+  if self._n >= self._limit or item == nil then return put_slow(self, item) end
+  self:_put(item)
+  self._unfinished = self._unfinished + 1
+end
+
+function Base:get()
+  if self._n <= self._floor then return get_slow(self) end
+  return self:_get()
+end
+
+function Base:put_nowait(item)
+  if item == nil then nil_item("put_nowait", 2) end
+  if self._shutdown then error(QueueShutDown(), 2) end
+  if self._n >= self._room then error(QueueFull(), 2) end
+  self:_put(item)
+  stored(self)
+end
+
+function Base:get_nowait()
+  if self._n == 0 then
+    if self._shutdown then error(QueueShutDown(), 2) end
+    error(QueueEmpty(), 2)
+  end
+  local item = self:_get()
+  taken(self)
+  return item
+end
+
+function Base:qsize()
+  return self._n
+end
+
+function Base:empty()
+  return self._n == 0
+end
+
+function Base:full()
+  return self._n >= self._room
+end
+
+local function finish(self)
+  local finished = self._finished
+  if finished ~= nil then
+    self._finished = nil
+    finished:set()
+  end
+end
+
+function Base:task_done()
+  local left = self._unfinished - 1
+  if left < 0 then error(ValueError("task_done() called too many times"), 2) end
+  self._unfinished = left
+  if left == 0 then finish(self) end
+end
+
+-- join() waiters share one Event, made when the first one blocks and set
+-- when the count of unfinished items drops to zero.
+function Base:join()
+  if self._unfinished > 0 then
+    local finished = self._finished
+    if finished == nil then
+      finished = new_event()
+      self._finished = finished
+    end
+    finished:wait()
+  end
+end
+
+function Base:shutdown(immediate)
+  self._shutdown = true
+  if immediate then
+    while self._n > 0 do
+      self:_get()
+      if self._unfinished > 0 then self._unfinished = self._unfinished - 1 end
+    end
+    if self._unfinished == 0 then finish(self) end
+  end
+  -- blocked getters and putters re-check the state, and raise
+  wake_all(self._getters)
+  self._ng = 0
+  wake_all(self._putters)
+  self._np = 0
+  retune(self)
+end
+
+function Base:__tostring()
+  local parts = { getmetatable(self).__name, "maxsize=" .. tostring(self.maxsize) }
+  if self._n > 0 then
+    local items = {}
+    for i, item in self:_iter() do items[i] = tostring(item) end
+    parts[#parts + 1] = "_queue=[" .. concat(items, ", ") .. "]"
+  end
+  if self._ng > 0 then parts[#parts + 1] = ("_getters[%d]"):format(self._ng) end
+  if self._np > 0 then parts[#parts + 1] = ("_putters[%d]"):format(self._np) end
+  if self._unfinished > 0 then parts[#parts + 1] = "tasks=" .. self._unfinished end
+  if self._shutdown then parts[#parts + 1] = "shutdown" end
+  return "<" .. concat(parts, " ") .. ">"
+end
+
+local function class(name)
+  local cls = { __name = name }
+  for k, v in pairs(Base) do cls[k] = v end
+  cls.__index = cls
+  return cls
+end
+
+-- The items live in the array part of the queue object itself.
+local function init(cls, maxsize, fname)
+  if maxsize == nil then
+    maxsize = 0
+  elseif type(maxsize) ~= "number" then
+    error(("bad argument #1 to '%s' (number expected, got %s)"):format(fname, type(maxsize)), 3)
+  end
+  return setmetatable({
+    maxsize = maxsize,
+    _room = maxsize > 0 and maxsize or huge, -- full at this many items
+    _cap = huge,
+    _n = 0,
+    _unfinished = 0,
+    _shutdown = false,
+    _getters = fifo(), _ng = 0,
+    _putters = fifo(), _np = 0,
+  }, cls)
+end
+
+---------------------------------------------------------------------------
+-- Queue: FIFO in a ring buffer (slots 1.._cap from _head, _n of them) that
+-- doubles when full; put() and get() inline it, being the hot paths.
+
+local Queue = class("Queue")
+
+local function grow(self)
+  local cap, head = self._cap, self._head
+  -- unwrap: the slots before head move after the old end
+  table_move(self, 1, head - 1, cap + 1)
+  for i = 1, head - 1 do self[i] = nil end
+  self._cap = 2 * cap
+  return 2 * cap
+end
+
+function Queue:_put(item)
+  local n, cap = self._n, self._cap
+  if n == cap then cap = grow(self) end
+  local i = self._head + n
+  if i > cap then i = i - cap end
+  self[i] = item
+  self._n = n + 1
+end
+
+function Queue:_get()
+  local h = self._head
+  local item = self[h]
+  self[h] = nil
+  if h == self._cap then self._head = 1 else self._head = h + 1 end
+  self._n = self._n - 1
+  return item
+end
+
+function Queue:put(item)
+  local n = self._n
+  if n >= self._limit or item == nil then return put_slow(self, item) end
+  local i = self._head + n
+  local cap = self._cap
+  if i > cap then i = i - cap end
+  self[i] = item
+  self._n = n + 1
+  self._unfinished = self._unfinished + 1
+end
+
+function Queue:get()
+  local n = self._n
+  if n <= self._floor then return get_slow(self) end
+  local h = self._head
+  local item = self[h]
+  self[h] = nil
+  if h == self._cap then self._head = 1 else self._head = h + 1 end
+  self._n = n - 1
+  return item
+end
+
+function Queue:_iter()
+  local head, cap, i = self._head, self._cap, 0
+  return function()
+    if i >= self._n then return nil end
+    i = i + 1
+    local slot = head + i - 1
+    if slot > cap then slot = slot - cap end
+    return i, self[slot]
+  end
+end
+
+local function new_queue(maxsize)
+  local self = init(Queue, maxsize, "Queue")
+  self._head, self._cap = 1, 16
+  -- put and get are copied into the object: a call then skips the metatable
+  -- lookup, a tenth of the cost of an item
+  self.put, self.get = Queue.put, Queue.get
+  retune(self)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- LifoQueue: a stack.
+
+local LifoQueue = class("LifoQueue")
+
+function LifoQueue:_put(item)
+  local n = self._n + 1
+  self[n] = item
+  self._n = n
+end
+
+function LifoQueue:_get()
+  local n = self._n
+  local item = self[n]
+  self[n] = nil
+  self._n = n - 1
+  return item
+end
+
+function LifoQueue:_iter()
+  return ipairs(self)
+end
+
+local function new_lifo_queue(maxsize)
+  local self = init(LifoQueue, maxsize, "LifoQueue")
+  retune(self)
+  return self
+end
+
+---------------------------------------------------------------------------
+-- PriorityQueue: a binary heap of items (self[1..n]) with their keys and
+-- insertion numbers (which keep equal keys in FIFO order) in parallel arrays.
+
+local PriorityQueue = class("PriorityQueue")
+
+-- The sort key: the item itself, or item[1] for a table without `<` of its own
+-- (a {priority, value} pair).
+local function key_of(item)
+  if type(item) == "table" then
+    local mt = getmetatable(item)
+    if mt == nil or mt.__lt == nil then
+      local key = item[1]
+      if key == nil then error("bad argument #1 to 'put' (priority expected at [1], got nil)", 4) end
+      return key
+    end
+  end
+  return item
+end
+
+function PriorityQueue:_put(item)
+  local key = key_of(item)
+  local keys, seqs = self._keys, self._seqs
+  local n = self._n + 1
+  -- Find the slot before moving anything, so that keys that cannot be
+  -- compared raise with the heap intact.
+  local i = n
+  while i > 1 do
+    local p = i // 2
+    if key < keys[p] then i = p else break end
+  end
+  local j = n
+  while j > i do
+    local p = j // 2
+    self[j], keys[j], seqs[j] = self[p], keys[p], seqs[p]
+    j = p
+  end
+  local seq = self._seq + 1
+  self._seq = seq
+  self[i], keys[i], seqs[i] = item, key, seq
+  self._n = n
+end
+
+function PriorityQueue:_get()
+  local keys, seqs = self._keys, self._seqs
+  local n = self._n
+  local top = self[1]
+  local item, key, seq = self[n], keys[n], seqs[n]
+  local m = n - 1
+  -- Walk down first, recording the path (one bit per level), then move: keys
+  -- that cannot be compared raise with the heap intact.
+  local i, path, depth = 1, 0, 0
+  while true do
+    local c = 2 * i
+    if c > m then break end
+    if c < m then
+      local kc, kd = keys[c], keys[c + 1]
+      if kd < kc or (not (kc < kd) and seqs[c + 1] < seqs[c]) then c = c + 1 end
+    end
+    local kc = keys[c]
+    if kc < key or (not (key < kc) and seqs[c] < seq) then
+      path = path * 2 + (c - 2 * i)
+      depth = depth + 1
+      i = c
+    else
+      break
+    end
+  end
+  local j = 1
+  for level = depth - 1, 0, -1 do
+    local c = 2 * j + (path >> level) % 2
+    self[j], keys[j], seqs[j] = self[c], keys[c], seqs[c]
+    j = c
+  end
+  self[n], keys[n], seqs[n] = nil, nil, nil
+  if m > 0 then self[i], keys[i], seqs[i] = item, key, seq end
+  self._n = m
+  return top
+end
+
+function PriorityQueue:_iter()
+  return ipairs(self)
+end
+
+local function new_priority_queue(maxsize)
+  local self = init(PriorityQueue, maxsize, "PriorityQueue")
+  self._keys, self._seqs, self._seq = {}, {}, 0
+  retune(self)
+  return self
+end
+
+return {
+  Queue = new_queue,
+  LifoQueue = new_lifo_queue,
+  PriorityQueue = new_priority_queue,
+}
