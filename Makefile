@@ -84,6 +84,9 @@ demo: deps build
 	fi
 	@echo "$(LUA) examples/hello.lua"
 	@$(TREE_ENV) $(LUA) examples/hello.lua
+	@echo
+	@echo "$(LUA) examples/crawler.lua"
+	@$(TREE_ENV) $(LUA) examples/crawler.lua
 
 C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h)
 

@@ -487,7 +487,7 @@ describe("Event", function()
         t:cancel()
         sleep0()
       end
-      assert.is_true(ev._n <= 16, "waiter list grew to " .. ev._n)
+      assert.is_true(#ev._waiters <= 16, "waiter list grew to " .. #ev._waiters)
       assert.equal("<Event [unset, waiters:1]>", tostring(ev))
       ev:set()
       assert.is_true(keep:await())

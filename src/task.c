@@ -387,6 +387,55 @@ static int l_sleep(lua_State *L) {
   return lua_yieldk(L, 0, (lua_KContext)t, sleep_k);
 }
 
+/* ---- parking ----------------------------------------------------------- */
+/* park(list) suspends the current task until unpark(task, list), without a
+ * Future: the task appends itself to `list` (a Lua table owned by the Lua
+ * primitive, e.g. an Event's waiters) and the list is its token, so a stale
+ * entry left in a list by a cancelled waiter cannot wake the task once it
+ * waits elsewhere. Cancellation wakes a parked task with CancelledError. */
+
+static int park_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  (void)status;
+  t->parked_on = NULL;
+  if (t->must_cancel) return raise_cancelled(L, t);
+  return 0;
+}
+
+static int l_park(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  aio_task *t;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  t = aio_current_task(L, S, "park");
+  if (!t) return nested_yield(L);
+  aio_task_push(L, t->f.loop, t);
+  lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
+  t->parked_on = lua_topointer(L, 1);
+  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
+  return lua_yieldk(L, 0, (lua_KContext)t, park_k);
+}
+
+static int is_parked(lua_State *L, aio_task *t) {
+  return t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && lua_istable(L, 2) &&
+         t->parked_on == lua_topointer(L, 2);
+}
+
+static int l_is_parked(lua_State *L) {
+  lua_pushboolean(L, is_parked(L, check_task(L, 1)));
+  return 1;
+}
+
+static int l_unpark(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  int woken = is_parked(L, t);
+  if (woken) {
+    t->wait = AIO_WAIT_SOON;
+    aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+  }
+  lua_pushboolean(L, woken);
+  return 1;
+}
+
 /* ---- cancellation ---------------------------------------------------- */
 
 /* Pushes the future a suspended task awaits: the first argument of the
@@ -412,8 +461,8 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
     done = aio_test_future(L, -1) && aio_future_cancel(L, -1, msg_idx);
     lua_pop(L, 1);
     if (done) return 1;
-  } else if (t->wait == AIO_WAIT_TIMER) {
-    aio_loop_remove_timer(lp, &t->timer);
+  } else if (t->wait == AIO_WAIT_TIMER || t->wait == AIO_WAIT_PARK) {
+    if (t->wait == AIO_WAIT_TIMER) aio_loop_remove_timer(lp, &t->timer);
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
   }
@@ -648,6 +697,9 @@ void aio_task_open(lua_State *L, aio_state *S) {
       {"get_stack", l_get_stack}, {"print_stack", l_print_stack}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
+                                   {"park", l_park},
+                                   {"unpark", l_unpark},
+                                   {"is_parked", l_is_parked},
                                    {"create_task", l_create_task},
                                    {"current_task", l_current_task},
                                    {"all_tasks", l_all_tasks},

@@ -4,6 +4,7 @@ local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
 local new_future = core.Future_new
+local park, unpark, is_parked = core.park, core.unpark, core.is_parked
 local running_loop = core.get_running_loop
 local await = core.Future.await
 local done = core.Future.done
@@ -161,66 +162,42 @@ local function new_lock()
 end
 
 ---------------------------------------------------------------------------
--- Event: set() wakes every waiter and forgets them all, so a woken waiter has
--- nothing to clean up. The first waiter has a field of its own (the common
--- case: one task waits); a cancelled waiter stays (done, so set() skips it)
--- until set(), or until the list is compacted as it grows.
+-- Event: waiters park on the event's list without a future (core.park), and
+-- set() unparks them all and empties the list. A cancelled waiter's entry
+-- stays until then (unpark ignores a task no longer parked on this list), or
+-- until the list is compacted as it grows. unpark schedules a task on its own
+-- loop, so unlike Python an Event is not tied to one loop.
 
 local Event = class("Event")
 
-local function compact(self, w, n)
-  local j = 0
+local function compact(self, w)
+  local n, j = #w, 0
   for i = 1, n do
-    local fut = w[i]
+    local task = w[i]
     w[i] = nil
-    if not done(fut) then
+    if is_parked(task, w) then
       j = j + 1
-      w[j] = fut
+      w[j] = task
     end
   end
   self._limit = j < 4 and 8 or 2 * j
-  return j
-end
-
-local function add_waiter(self, fut)
-  local w = self._more
-  if w == nil then
-    w = {}
-    self._more = w
-  end
-  local n = self._n
-  if n >= self._limit then n = compact(self, w, n) end
-  n = n + 1
-  w[n] = fut
-  self._n = n
 end
 
 function Event:wait()
   if self._value then return true end
-  local fut = new_future(self._loop or bind_loop(self))
-  if self._first == nil then self._first = fut else add_waiter(self, fut) end
-  await(fut)
+  local w = self._waiters
+  if #w >= self._limit then compact(self, w) end
+  park(w)
   return true
-end
-
-local function wake_more(self)
-  local w, n = self._more, self._n
-  self._n = 0
-  for i = 1, n do
-    local fut = w[i]
-    w[i] = nil
-    if not done(fut) then set_result(fut, true) end
-  end
 end
 
 function Event:set()
   if self._value then return end
   self._value = true
-  local fut = self._first
-  if fut ~= nil then
-    self._first = nil
-    if not done(fut) then set_result(fut, true) end
-    if self._n > 0 then wake_more(self) end
+  local w = self._waiters
+  for i = 1, #w do
+    unpark(w[i], w)
+    w[i] = nil
   end
 end
 
@@ -233,16 +210,15 @@ function Event:is_set()
 end
 
 function Event:__tostring()
-  local fut, waiting = self._first, 0
-  if fut ~= nil and not done(fut) then waiting = 1 end
-  for i = 1, self._n do
-    if not done(self._more[i]) then waiting = waiting + 1 end
+  local w, waiting = self._waiters, 0
+  for i = 1, #w do
+    if is_parked(w[i], w) then waiting = waiting + 1 end
   end
   return ("<Event [%s%s]>"):format(self._value and "set" or "unset", waiters_suffix(waiting))
 end
 
 local function new_event()
-  return setmetatable({ _value = false, _n = 0, _limit = 8,
+  return setmetatable({ _value = false, _waiters = {}, _limit = 8,
                         wait = Event.wait, set = Event.set, clear = Event.clear }, Event)
 end
 
