@@ -83,7 +83,7 @@ struct aio_future {
 };
 
 /* How a suspended task waits: what cancel() has to undo. */
-enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON };
+enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
 
 struct aio_task {
   aio_future f;
@@ -96,7 +96,8 @@ struct aio_task {
   int slot;           /* index in the loop's anchor table while pending */
   uint32_t id;
   lua_State *co;
-  aio_timer timer; /* sleep() deadline, in the loop's heap */
+  const void *parked_on; /* the wait list of park(), while AIO_WAIT_PARK */
+  aio_timer timer;       /* sleep() deadline, in the loop's heap */
 };
 
 struct aio_handle {
