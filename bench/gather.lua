@@ -5,19 +5,9 @@
 -- A warm-up round of n/10, then 3 rounds of n tasks; the median counts.
 local asyncio = require "asyncio"
 
-local PEER = "lua-asyncio"
-local ROUNDS = 3
+local common = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local now, measure, rate_result = common.now, common.measure, common.rate_result
 local N = 100000
-
-local function now() return asyncio.get_running_loop():time() end
-
-local function measure(round_fn, n)
-  round_fn(math.max(1, n // 10))
-  local ts = {}
-  for i = 1, ROUNDS do ts[i] = round_fn(n) end
-  table.sort(ts)
-  return ts[ROUNDS // 2 + 1]
-end
 
 local function child() return 1 end
 
@@ -34,7 +24,5 @@ local function gather_round(n)
 end
 
 asyncio.run(function()
-  local dt = measure(gather_round, N)
-  io.stdout:write(("RESULT bench=gather peer=%s n=%d secs=%.4f rate=%.0f unit=tasks/s rounds=%d\n")
-    :format(PEER, N, dt, N / dt, ROUNDS))
+  rate_result("gather", N, measure(gather_round, N), "tasks/s")
 end)

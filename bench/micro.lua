@@ -5,49 +5,11 @@
 -- report the median round.
 local asyncio = require "asyncio"
 
-local PEER = "lua-asyncio"
-local ROUNDS = 3
+local common = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
+local PEER = common.PEER
+local now, status_kb, result = common.now, common.status_kb, common.result
+local measure, rate_result = common.measure, common.rate_result
 local N_SPAWN, N_SWITCH, N_TIMERS, N_MEM, N_QUEUE = 100000, 1000000, 1000000, 100000, 1000000
-
-local function now() return asyncio.get_running_loop():time() end
-
-local function status_kb(key)
-  local f = io.open("/proc/self/status", "r")
-  if not f then return -1 end
-  for line in f:lines() do
-    local k, v = line:match("^(%w+):%s*(%d+)")
-    if k == key then f:close(); return tonumber(v) end
-  end
-  f:close()
-  return -1
-end
-
-local ORDER = { "bench", "peer", "n", "secs", "rate", "unit" }
-local function result(t)
-  local parts, seen = {}, {}
-  for _, k in ipairs(ORDER) do
-    if t[k] ~= nil then parts[#parts + 1] = k .. "=" .. tostring(t[k]); seen[k] = true end
-  end
-  local rest = {}
-  for k in pairs(t) do if not seen[k] then rest[#rest + 1] = k end end
-  table.sort(rest)
-  for _, k in ipairs(rest) do parts[#parts + 1] = k .. "=" .. tostring(t[k]) end
-  io.stdout:write("RESULT ", table.concat(parts, " "), "\n")
-  io.stdout:flush()
-end
-
-local function measure(round_fn, n)
-  round_fn(math.max(1, n // 10))
-  local ts = {}
-  for i = 1, ROUNDS do ts[i] = round_fn(n) end
-  table.sort(ts)
-  return ts[ROUNDS // 2 + 1]
-end
-
-local function rate_result(bench, n, dt, unit)
-  result { bench = bench, peer = PEER, n = n, secs = ("%.4f"):format(dt),
-           rate = ("%.0f"):format(n / dt), unit = unit, rounds = ROUNDS }
-end
 
 local B = {}
 

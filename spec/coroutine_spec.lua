@@ -6,11 +6,8 @@ local asyncio = require "asyncio"
 local helper = require "helper"
 
 local run = helper.run
+local assert_class = helper.assert_class
 local C = asyncio.coroutine
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
 
 describe("asyncio.coroutine", function()
   it("is a drop-in for the coroutine table", function()

@@ -6,16 +6,7 @@ local helper = require "helper"
 after_each(helper.close_loops)
 
 local with_loop = helper.with_loop
-
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
+local err_of, assert_class = helper.err_of, helper.assert_class
 
 describe("Future state", function()
   it("starts pending", function()

@@ -6,21 +6,10 @@ local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
 local run, with_loop = helper.run, helper.with_loop
+local assert_class, raises = helper.assert_class, helper.err_of
+local loop, sleeper = helper.loop, helper.sleeper
 
 after_each(helper.close_loops)
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
-
--- a function that sleeps `delay` then returns its values
-local function sleeper(delay, ...)
-  local values = table.pack(...)
-  return function()
-    asyncio.sleep(delay)
-    return table.unpack(values, 1, values.n)
-  end
-end
 
 -- a function that sleeps `delay` then raises `err`
 local function failer(delay, err)
@@ -33,17 +22,6 @@ end
 -- a few turns of the loop (Python's test_utils.run_briefly)
 local function run_briefly(n)
   for _ = 1, n or 3 do asyncio.sleep(0) end
-end
-
--- raises what `fn` raises, or fails the test when it raises nothing
-local function raises(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function loop()
-  return asyncio.get_running_loop()
 end
 
 describe("gather", function()

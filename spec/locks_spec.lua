@@ -6,32 +6,9 @@ local helper = require "helper"
 
 after_each(helper.close_loops)
 
-local function run(fn)
-  return helper.run(fn, 5)
-end
-
-local function sleep0(times)
-  for _ = 1, times or 1 do asyncio.sleep(0) end
-end
-
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
-
--- awaits t, which must end cancelled
-local function await_cancelled(t)
-  local ok, e = pcall(t.await, t)
-  assert.is_false(ok, "task was not cancelled")
-  assert_class(asyncio.CancelledError, e)
-  assert.is_true(t:cancelled())
-  return e
-end
+local run = helper.runner(5)
+local sleep0, err_of, assert_class = helper.sleep0, helper.err_of, helper.assert_class
+local await_cancelled, within = helper.await_cancelled, helper.within
 
 -- awaits every task, whatever the outcome
 local function settle(tasks)
@@ -48,22 +25,6 @@ local function results(tasks)
   local out = {}
   for i, t in ipairs(tasks) do out[i] = t:await() end
   return out
-end
-
--- Runs fn() in the current task, cancelling it after `secs` as
--- asyncio.timeout does; returns false on timeout, true otherwise.
-local function within(secs, fn)
-  local me = asyncio.current_task()
-  local fired = false
-  local timer = asyncio.get_running_loop():call_later(secs, function()
-    fired = true
-    me:cancel()
-  end)
-  local ok, err = pcall(fn)
-  timer:cancel()
-  if ok then return true end
-  if fired and asyncio.isinstance(err, asyncio.CancelledError) and me:uncancel() == 0 then return false end
-  error(err, 0)
 end
 
 describe("Lock", function()

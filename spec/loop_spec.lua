@@ -7,12 +7,7 @@ local helper = require "helper"
 after_each(helper.close_loops)
 
 local with_loop = helper.with_loop
-
-local function err_of(fn, ...)
-  local ok, err = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return err
-end
+local err_of = helper.err_of
 
 describe("loop life cycle", function()
   it("new_event_loop gives an open loop that is not running", function()

@@ -4,6 +4,8 @@ local helper = require "helper"
 
 after_each(helper.close_loops)
 
+local assert_class = helper.assert_class
+
 -- Wraps main so that a hang fails the test: a watchdog stops the loop after
 -- `timeout` seconds, which makes asyncio.run raise.
 local function bounded(main, timeout)
@@ -14,10 +16,6 @@ local function bounded(main, timeout)
     end)
     return main(...)
   end
-end
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
 end
 
 describe("asyncio.run", function()

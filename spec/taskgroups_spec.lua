@@ -6,29 +6,9 @@ local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
 local run, with_loop = helper.run, helper.with_loop
+local is, assert_class, raises = helper.is, helper.assert_class, helper.err_of
+local loop, current, sleeper = helper.loop, helper.current, helper.sleeper
 local TaskGroup = taskgroups.TaskGroup
-
-local function is(cls, e)
-  return asyncio.isinstance(e, cls)
-end
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
-
-local function raises(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function loop()
-  return asyncio.get_running_loop()
-end
-
-local function current()
-  return asyncio.current_task()
-end
 
 -- the class names of the errors in an ExceptionGroup, sorted
 local function error_types(eg)
@@ -40,14 +20,6 @@ local function error_types(eg)
   end
   table.sort(names)
   return names
-end
-
-local function sleeper(delay, ...)
-  local values = table.pack(...)
-  return function()
-    asyncio.sleep(delay)
-    return table.unpack(values, 1, values.n)
-  end
 end
 
 local function crash_after(delay, err)

@@ -5,10 +5,7 @@ local asyncio = require "asyncio"
 local helper = require "helper"
 
 local run, with_loop = helper.run, helper.with_loop
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
+local assert_class = helper.assert_class
 
 describe("create_task", function()
   it("runs fn with its arguments, on a later turn of the loop", function()

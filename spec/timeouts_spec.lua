@@ -5,29 +5,9 @@ local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
 local run, with_loop = helper.run, helper.with_loop
+local is, assert_class, raises = helper.is, helper.assert_class, helper.err_of
+local loop, current = helper.loop, helper.current
 local timeout, timeout_at = timeouts.timeout, timeouts.timeout_at
-
-local function is(cls, e)
-  return asyncio.isinstance(e, cls)
-end
-
-local function assert_class(cls, e)
-  assert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
-end
-
-local function raises(fn, ...)
-  local ok, e = pcall(fn, ...)
-  assert.is_false(ok, "expected an error")
-  return e
-end
-
-local function loop()
-  return asyncio.get_running_loop()
-end
-
-local function current()
-  return asyncio.current_task()
-end
 
 describe("asyncio.timeout", function()
   it("raises TimeoutError when the deadline passes (test_timeout_basic)", function()

@@ -3,6 +3,7 @@
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
+local waiters = require "asyncio.waiters"
 
 local new_future = core.Future_new
 local running_loop = core.get_running_loop
@@ -17,6 +18,7 @@ local QueueFull = errors.QueueFull
 local QueueShutDown = errors.QueueShutDown
 local RuntimeError = errors.RuntimeError
 local ValueError = errors.ValueError
+local fifo, push, remove = waiters.fifo, waiters.push, waiters.remove
 
 local error, pcall, setmetatable, getmetatable, tostring, type = error, pcall, setmetatable, getmetatable, tostring, type
 local pairs, ipairs = pairs, ipairs
@@ -38,25 +40,7 @@ local function new_waiter(self)
 end
 
 ---------------------------------------------------------------------------
--- Getters and putters wait in FIFO order in slots h..t of a table.
-
-local function fifo() return { h = 1, t = 0 } end
-
--- Slides the waiters down to slot 1 once the free slots below h outnumber
--- half of them: indices stay small, so the slots stay in the table's array
--- part when waiters never run out. Returns how many wait.
-local function push(q, fut)
-  local h, t = q.h, q.t + 1
-  if h > 32 and 2 * (h - 1) > t - h then
-    table_move(q, h, t - 1, 1)
-    local live = t - h
-    for i = live + 1, t - 1 do q[i] = nil end
-    q.h, h, t = 1, 1, live + 1
-  end
-  q[t] = fut
-  q.t = t
-  return t - h + 1
-end
+-- Getters and putters wait in FIFO order (asyncio.waiters).
 
 -- Wakes the first waiter still waiting (dropping cancelled ones); returns how
 -- many are left.
@@ -76,25 +60,6 @@ local function wakeup_next(q)
     return 0
   end
   q.h = h
-  return t - h + 1
-end
-
--- Removes a waiter that gave up (if still there); returns how many are left.
-local function remove(q, fut)
-  local h, t = q.h, q.t
-  for i = h, t do
-    if q[i] == fut then
-      table_move(q, i + 1, t, i)
-      q[t] = nil
-      t = t - 1
-      q.t = t
-      break
-    end
-  end
-  if t < h then
-    q.h, q.t = 1, 0
-    return 0
-  end
   return t - h + 1
 end
 

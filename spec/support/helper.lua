@@ -25,7 +25,14 @@
 -- helper.pid() is the process id (from /proc/self/stat), helper.now() the
 -- loop clock outside any loop, helper.busy(s) spins for s seconds without
 -- yielding, helper.gc() runs full collections.
+--
+-- Shortcuts and assertions shared by the specs: helper.runner(timeout) (run
+-- with another timeout), helper.loop(), helper.current(), helper.sleep0(n),
+-- helper.sleeper(delay, ...), helper.within(secs, fn), helper.is(cls, e),
+-- helper.err_of(fn, ...), helper.assert_class(cls, e) and
+-- helper.await_cancelled(t); each is described where it is defined.
 local asyncio = require "asyncio"
+local luassert = require "luassert"
 
 local helper = { timeout = 10 }
 
@@ -64,6 +71,13 @@ function helper.run(fn, timeout)
   end
   asyncio.set_event_loop(nil)
   return finish(res, hung, timeout, closed, close_err)
+end
+
+-- helper.run with another default timeout: local run = helper.runner(5)
+function helper.runner(timeout)
+  return function(fn)
+    return helper.run(fn, timeout)
+  end
 end
 
 function helper.with_loop(fn, timeout)
@@ -167,6 +181,74 @@ function helper.gc()
   for _ = 1, 4 do
     collectgarbage("collect")
   end
+end
+
+---------------------------------------------------------------------------
+-- Inside a task
+
+function helper.loop()
+  return asyncio.get_running_loop()
+end
+
+function helper.current()
+  return asyncio.current_task()
+end
+
+-- `times` turns of the loop (default 1)
+function helper.sleep0(times)
+  for _ = 1, times or 1 do asyncio.sleep(0) end
+end
+
+-- a function that sleeps `delay` then returns its values
+function helper.sleeper(delay, ...)
+  local values = table.pack(...)
+  return function()
+    asyncio.sleep(delay)
+    return table.unpack(values, 1, values.n)
+  end
+end
+
+-- Runs fn() in the current task, cancelling it after `secs` as
+-- asyncio.timeout does; returns false on timeout, true otherwise.
+function helper.within(secs, fn)
+  local me = asyncio.current_task()
+  local fired = false
+  local timer = asyncio.get_running_loop():call_later(secs, function()
+    fired = true
+    me:cancel()
+  end)
+  local ok, err = pcall(fn)
+  timer:cancel()
+  if ok then return true end
+  if fired and asyncio.isinstance(err, asyncio.CancelledError) and me:uncancel() == 0 then return false end
+  error(err, 0)
+end
+
+---------------------------------------------------------------------------
+-- Errors
+
+function helper.is(cls, e)
+  return asyncio.isinstance(e, cls)
+end
+
+-- the error fn(...) raises; fails the test when it raises nothing
+function helper.err_of(fn, ...)
+  local ok, err = pcall(fn, ...)
+  luassert.is_false(ok, "expected an error")
+  return err
+end
+
+function helper.assert_class(cls, e)
+  luassert.is_true(asyncio.isinstance(e, cls), "got " .. tostring(e))
+end
+
+-- awaits task t, which must end cancelled; returns the CancelledError
+function helper.await_cancelled(t)
+  local ok, e = pcall(t.await, t)
+  luassert.is_false(ok, "task was not cancelled")
+  helper.assert_class(asyncio.CancelledError, e)
+  luassert.is_true(t:cancelled())
+  return e
 end
 
 return helper
