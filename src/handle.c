@@ -12,7 +12,7 @@ aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, in
   h->timer.index = 0;
   h->timer.kind = AIO_TIMER_HANDLE;
   h->timer.when = 0;
-  h->ref = LUA_NOREF;
+  h->slot = 0;
   h->cancelled = h->scheduled = 0;
   h->is_timer = (uint8_t)is_timer;
   h->nargs = (uint8_t)nargs;
@@ -25,10 +25,9 @@ aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, in
 }
 
 void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx) {
-  lua_pushvalue(L, idx);
-  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  int slot = aio_anchors_put(L, &lp->handles, idx);
   h->scheduled = 1;
-  aio_loop_push(lp, AIO_RUN_HANDLE, h, h->ref, LUA_NOREF);
+  aio_loop_push(lp, AIO_RUN_HANDLE, h, slot, LUA_NOREF);
 }
 
 static aio_handle *check_handle(lua_State *L, int idx) {
@@ -80,11 +79,11 @@ void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, 
   lua_settop(L, base - 1);
 }
 
-void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int ref) {
+/* slot: where the queue entry anchors the handle in lp->handles */
+void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int slot) {
   int base = lua_gettop(L), i;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, ref);
-  if (h->ref == ref) h->ref = LUA_NOREF;
+  aio_anchors_push(L, &lp->handles, slot);
+  aio_anchors_drop(L, &lp->handles, slot);
   h->scheduled = 0;
   if (h->cancelled) {
     lua_settop(L, base);
@@ -103,8 +102,8 @@ static int l_cancel(lua_State *L) {
   h->cancelled = 1;
   if (h->timer.index) {
     aio_loop_remove_timer(h->loop, &h->timer);
-    luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
-    h->ref = LUA_NOREF;
+    aio_anchors_drop(L, &h->loop->handles, h->slot);
+    h->slot = 0;
     h->scheduled = 0;
   }
   /* drop the callback and its arguments so they can be collected now */

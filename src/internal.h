@@ -103,7 +103,7 @@ struct aio_task {
 struct aio_handle {
   aio_loop *loop;
   aio_timer timer; /* TimerHandle only */
-  int ref;         /* registry ref anchoring the handle while scheduled */
+  int slot;        /* TimerHandle in the heap: its slot in loop->handles */
   uint8_t cancelled;
   uint8_t scheduled;
   uint8_t is_timer;
@@ -111,6 +111,15 @@ struct aio_handle {
 };
 
 typedef struct aio_post aio_post;
+
+/* Values kept alive for C (anchor.c): slots of a Lua table, free slots on a
+ * C stack. */
+typedef struct aio_anchors {
+  int ref;   /* registry ref of the table, LUA_NOREF once dropped */
+  int top;   /* slots ever used */
+  int *free; /* free slots below top */
+  int nfree, cap;
+} aio_anchors;
 
 struct asyncio_loop {
   uv_loop_t *uv;
@@ -124,19 +133,17 @@ struct asyncio_loop {
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
   aio_state *S;
-  lua_State *L;     /* thread running callbacks during a run */
-  lua_State *mainL; /* main thread of the owning state */
-  int self_ref;     /* registry ref to the Loop userdata while open */
-  aio_loop *next;   /* in S->loops */
-  int anchors;      /* registry ref: table of pending tasks (array) */
-  int pool;         /* registry ref: coroutines ready for reuse (array) */
+  lua_State *L;        /* thread running callbacks during a run */
+  lua_State *mainL;    /* main thread of the owning state */
+  int self_ref;        /* registry ref to the Loop userdata while open */
+  aio_loop *next;      /* in S->loops */
+  aio_anchors tasks;   /* pending tasks */
+  aio_anchors handles; /* scheduled Handles */
+  int pool;            /* registry ref: coroutines ready for reuse (array) */
   int npool;
   int spare_ref;    /* registry slot of the spare coroutine */
   lua_State *spare; /* the coroutine given back last, or NULL */
-  int ntasks;       /* pending tasks in anchors */
-  int nslots;       /* slots of anchors ever used */
-  int *freeslots;   /* stack of free slots below nslots */
-  int nfree, capfree;
+  int ntasks;       /* pending tasks */
   int exc_handler;  /* registry ref or LUA_NOREF */
   int task_factory; /* registry ref or LUA_NOREF */
   aio_ring ready;
@@ -156,6 +163,13 @@ struct asyncio_loop {
   uint8_t eager;
   uint8_t ticking;
 };
+
+/* anchor.c */
+void aio_anchors_init(lua_State *L, aio_anchors *a);
+void aio_anchors_free(lua_State *L, aio_anchors *a);
+int aio_anchors_put(lua_State *L, aio_anchors *a, int idx);
+void aio_anchors_drop(lua_State *L, aio_anchors *a, int slot);
+void aio_anchors_push(lua_State *L, aio_anchors *a, int slot);
 
 /* module.c */
 aio_state *aio_get_state(lua_State *L);
@@ -191,7 +205,7 @@ int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx);
 /* handle.c */
 void aio_handle_open(lua_State *L, aio_state *S);
 aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer);
-void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int ref);
+void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int slot);
 void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx);
 void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
                         int key_idx);

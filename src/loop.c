@@ -17,7 +17,7 @@ struct aio_post {
   aio_post *next;
   asyncio_callback fn;
   void *data;
-  int ref; /* Lua-side call_soon_threadsafe: the Handle to schedule */
+  int slot; /* Lua-side call_soon_threadsafe: the Handle's anchor in loop->handles */
 };
 
 typedef struct {
@@ -111,7 +111,8 @@ static void run_due_timers(aio_loop *lp) {
     aio_heap_remove(&lp->timers, top);
     if (top->kind == AIO_TIMER_HANDLE) {
       aio_handle *h = (aio_handle *)((char *)top - offsetof(aio_handle, timer));
-      aio_loop_push(lp, AIO_RUN_HANDLE, h, h->ref, LUA_NOREF);
+      aio_loop_push(lp, AIO_RUN_HANDLE, h, h->slot, LUA_NOREF); /* the anchor moves on */
+      h->slot = 0;
     } else {
       aio_task *t = (aio_task *)((char *)top - offsetof(aio_task, timer));
       t->wait = AIO_WAIT_SOON;
@@ -215,7 +216,7 @@ static void on_async(uv_async_t *h) {
         e->ref = e->ref2 = LUA_NOREF;
       }
     } else {
-      aio_loop_push(lp, AIO_RUN_HANDLE, p->data, p->ref, LUA_NOREF);
+      aio_loop_push(lp, AIO_RUN_HANDLE, p->data, p->slot, LUA_NOREF);
     }
     free(p);
   }
@@ -229,7 +230,6 @@ static void on_async(uv_async_t *h) {
  * uv loop still closing our handles then, by the last close callback). */
 static void loop_free(aio_loop *lp) {
   uv_mutex_destroy(&lp->post_mutex);
-  free(lp->freeslots);
   free(lp);
 }
 
@@ -265,7 +265,10 @@ void aio_loop_free_all(aio_state *S) {
 static void release_queued(lua_State *L, aio_loop *lp) {
   while (lp->ready.len > 0) {
     aio_ready e = *aio_ring_shift(&lp->ready);
-    if (e.kind == AIO_RUN_HANDLE) ((aio_handle *)e.p)->scheduled = 0;
+    if (e.kind == AIO_RUN_HANDLE) { /* its anchor goes with lp->handles */
+      ((aio_handle *)e.p)->scheduled = 0;
+      continue;
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, e.ref);
     luaL_unref(L, LUA_REGISTRYINDEX, e.ref2);
   }
@@ -275,8 +278,7 @@ static void release_queued(lua_State *L, aio_loop *lp) {
     if (tm->kind == AIO_TIMER_HANDLE) {
       aio_handle *h = (aio_handle *)((char *)tm - offsetof(aio_handle, timer));
       h->scheduled = 0;
-      luaL_unref(L, LUA_REGISTRYINDEX, h->ref);
-      h->ref = LUA_NOREF;
+      h->slot = 0;
     }
   }
   aio_ring_free(&lp->ready);
@@ -296,19 +298,19 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   p = lp->posted;
   lp->posted = NULL;
   uv_mutex_unlock(&lp->post_mutex);
-  for (; p; p = next) {
+  for (; p; p = next) { /* a Lua Handle's anchor goes with lp->handles */
     next = p->next;
-    if (!p->fn) luaL_unref(L, LUA_REGISTRYINDEX, p->ref);
     free(p);
   }
-  luaL_unref(L, LUA_REGISTRYINDEX, lp->anchors);
+  aio_anchors_free(L, &lp->tasks);
+  aio_anchors_free(L, &lp->handles);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->spare_ref);
   lp->npool = 0;
   lp->spare = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
-  lp->anchors = lp->exc_handler = lp->task_factory = LUA_NOREF;
+  lp->exc_handler = lp->task_factory = LUA_NOREF;
   aio_signal_close_all(lp);
   lp->nhandles_open += 5;
   uv_close((uv_handle_t *)&lp->check, on_close);
@@ -388,8 +390,8 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   lp->mainL = lua_tothread(L, -1);
   lua_pop(L, 1);
-  lua_newtable(L);
-  lp->anchors = luaL_ref(L, LUA_REGISTRYINDEX);
+  aio_anchors_init(L, &lp->tasks);
+  aio_anchors_init(L, &lp->handles);
   lua_newtable(L);
   lp->pool = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_pushboolean(L, 0);
@@ -614,8 +616,7 @@ static int call_at(lua_State *L, aio_loop *lp, double when) {
   aio_loop_check_open(L, lp);
   h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 1);
   aio_loop_add_timer(lp, &h->timer, when);
-  lua_pushvalue(L, -1);
-  h->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  h->slot = aio_anchors_put(L, &lp->handles, -1);
   h->scheduled = 1;
   if (!lp->ticking) loop_arm(lp);
   return 1;
@@ -635,13 +636,13 @@ static int l_call_at(lua_State *L) {
   return call_at(L, lp, when);
 }
 
-static int post(aio_loop *lp, asyncio_callback fn, void *data, int ref) {
+static int post(aio_loop *lp, asyncio_callback fn, void *data, int slot) {
   aio_post *p = malloc(sizeof *p);
   int closed, rc = 0;
   if (!p) return UV_ENOMEM;
   p->fn = fn;
   p->data = data;
-  p->ref = ref;
+  p->slot = slot;
   uv_mutex_lock(&lp->post_mutex);
   closed = lp->closed;
   if (!closed) {
@@ -667,16 +668,14 @@ int asyncio_call_threadsafe(aio_loop *lp, asyncio_callback fn, void *data) {
 static int l_call_soon_threadsafe(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_handle *h;
-  int ref;
+  int slot;
   check_callable(L, 2);
   aio_loop_check_open(L, lp);
   h = aio_handle_new(L, lp, 2, lua_gettop(L) - 2, 0);
-  lua_pushvalue(L, -1);
-  ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  h->ref = ref;
+  slot = aio_anchors_put(L, &lp->handles, -1);
   h->scheduled = 1;
-  if (post(lp, NULL, h, ref) != 0) {
-    luaL_unref(L, LUA_REGISTRYINDEX, ref);
+  if (post(lp, NULL, h, slot) != 0) {
+    aio_anchors_drop(L, &lp->handles, slot);
     aio_raise(L, "RuntimeError", "cannot post to the event loop");
   }
   return 1;

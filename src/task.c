@@ -11,41 +11,21 @@
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
  * scan): a running task never disappears because nobody held a reference. */
 
-/* Freed slots are reused from a stack kept in C, so anchoring and releasing
- * a task each cost one table store. */
 static void anchor(lua_State *L, aio_loop *lp, int idx) {
   aio_task *t = lua_touserdata(L, idx);
-  idx = lua_absindex(L, idx);
-  if (lp->nfree == 0 && lp->nslots == lp->capfree) {
-    int cap = lp->capfree ? lp->capfree * 2 : 64;
-    int *slots = realloc(lp->freeslots, (size_t)cap * sizeof *slots);
-    if (!slots) luaL_error(L, "not enough memory");
-    lp->freeslots = slots;
-    lp->capfree = cap;
-  }
-  t->slot = lp->nfree > 0 ? lp->freeslots[--lp->nfree] : ++lp->nslots;
+  t->slot = aio_anchors_put(L, &lp->tasks, idx);
   lp->ntasks++;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  lua_pushvalue(L, idx);
-  lua_rawseti(L, -2, t->slot);
-  lua_pop(L, 1);
 }
 
 static void unanchor(lua_State *L, aio_loop *lp, aio_task *t) {
   if (lp->closed || t->slot == 0) return;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  lua_pushnil(L);
-  lua_rawseti(L, -2, t->slot);
-  lua_pop(L, 1);
-  lp->freeslots[lp->nfree++] = t->slot; /* room: capfree >= nslots */
+  aio_anchors_drop(L, &lp->tasks, t->slot);
   lp->ntasks--;
   t->slot = 0;
 }
 
 void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t) {
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  lua_rawgeti(L, -1, t->slot);
-  lua_remove(L, -2);
+  aio_anchors_push(L, &lp->tasks, t->slot);
 }
 
 aio_task *aio_test_task(lua_State *L, int idx) {
@@ -574,8 +554,8 @@ static int l_all_tasks(lua_State *L) {
   int i, n = 0;
   lua_createtable(L, lp->ntasks, 0);
   if (lp->closed) return 1;
-  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->anchors);
-  for (i = 1; i <= lp->nslots; i++) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, lp->tasks.ref);
+  for (i = 1; i <= lp->tasks.top; i++) {
     if (lua_rawgeti(L, -1, i) == LUA_TNIL)
       lua_pop(L, 1);
     else

@@ -9,7 +9,7 @@
 typedef struct aio_ready {
   void *p; /* task, handle or C data */
   void *q; /* C function for AIO_RUN_CFUNC */
-  int ref; /* registry refs anchoring Lua values, LUA_NOREF when none */
+  int ref; /* registry refs anchoring Lua values; for a Handle, its anchor slot */
   int ref2;
   uint8_t kind;
 } aio_ready;

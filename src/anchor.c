@@ -1,0 +1,56 @@
+/* Anchors: a Lua table that keeps values alive while only C points at them
+ * (a queued Handle, a pending Task), with its free slots kept on a C stack,
+ * so anchoring or releasing one costs a single table store (luaL_ref pays a
+ * hash lookup of its free list and a length computation each time). */
+#include <stdlib.h>
+
+#include "internal.h"
+
+void aio_anchors_init(lua_State *L, aio_anchors *a) {
+  lua_newtable(L);
+  a->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  a->top = a->nfree = a->cap = 0;
+  a->free = NULL;
+}
+
+/* Drops every anchor at once (loop close). */
+void aio_anchors_free(lua_State *L, aio_anchors *a) {
+  luaL_unref(L, LUA_REGISTRYINDEX, a->ref);
+  a->ref = LUA_NOREF;
+  free(a->free);
+  a->free = NULL;
+  a->top = a->nfree = a->cap = 0;
+}
+
+int aio_anchors_put(lua_State *L, aio_anchors *a, int idx) {
+  int slot;
+  idx = lua_absindex(L, idx);
+  if (a->nfree == 0 && a->top == a->cap) { /* the stack can then hold every slot */
+    int cap = a->cap ? a->cap * 2 : 64;
+    int *slots = realloc(a->free, (size_t)cap * sizeof *slots);
+    if (!slots) return luaL_error(L, "not enough memory");
+    a->free = slots;
+    a->cap = cap;
+  }
+  slot = a->nfree > 0 ? a->free[--a->nfree] : ++a->top;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+  lua_pushvalue(L, idx);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  return slot;
+}
+
+void aio_anchors_drop(lua_State *L, aio_anchors *a, int slot) {
+  if (a->ref == LUA_NOREF || slot <= 0) return; /* all dropped already */
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+  lua_pushnil(L);
+  lua_rawseti(L, -2, slot);
+  lua_pop(L, 1);
+  a->free[a->nfree++] = slot;
+}
+
+void aio_anchors_push(lua_State *L, aio_anchors *a, int slot) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
+  lua_rawgeti(L, -1, slot);
+  lua_remove(L, -2);
+}
