@@ -340,7 +340,7 @@ static int l_get_loop(lua_State *L) {
   return 1;
 }
 
-int aio_future_tostring(lua_State *L) {
+static int l_tostring(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
   const char *kind = (f->flags & AIO_F_TASK) ? "Task" : "Future";
   switch (f->state) {
@@ -433,7 +433,7 @@ static int l_isfuture(lua_State *L) {
 }
 
 void aio_future_open(lua_State *L, aio_state *S) {
-  static const luaL_Reg meta[] = {{"__tostring", aio_future_tostring}, {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg ugc[] = {{"__gc", l_unretrieved_gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {
       {"Future_new", l_new_future}, {"isfuture", l_isfuture}, {NULL, NULL}};

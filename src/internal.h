@@ -200,7 +200,6 @@ void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
 void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
-int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx);
 
 /* handle.c */
 void aio_handle_open(lua_State *L, aio_state *S);
@@ -222,14 +221,12 @@ int aio_future_cancel(lua_State *L, int idx, int msg_idx);
 int aio_future_push_results(lua_State *L, int idx);
 void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);
 void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref);
-int aio_future_tostring(lua_State *L);
 void aio_future_methods(lua_State *L, aio_state *S);
 void aio_future_note_source(lua_State *L, aio_state *S, int idx);
 
 /* task.c */
 void aio_task_open(lua_State *L, aio_state *S);
 int aio_await(lua_State *L);
-aio_task *aio_test_task(lua_State *L, int idx);
 void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t);
 int aio_task_cancel(lua_State *L, int idx, int msg_idx);
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);

@@ -492,7 +492,7 @@ static void run_loop(lua_State *L, aio_loop *lp, aio_future *until) {
   run_leave(lp);
 }
 
-int aio_loop_run_until(lua_State *L, aio_loop *lp, int fut_idx) {
+static int run_until(lua_State *L, aio_loop *lp, int fut_idx) {
   aio_future *f = aio_check_future(L, fut_idx);
   if (f->loop != lp) luaL_argerror(L, fut_idx, "future belongs to another loop");
   run_loop(L, lp, f);
@@ -511,7 +511,7 @@ static int l_run_until_complete(lua_State *L) {
     lua_replace(L, 2);
   }
   lua_settop(L, 2);
-  return aio_loop_run_until(L, lp, 2);
+  return run_until(L, lp, 2);
 }
 
 static int l_run_forever(lua_State *L) {

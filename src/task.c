@@ -28,10 +28,6 @@ void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t) {
   aio_anchors_push(L, &lp->tasks, t->slot);
 }
 
-aio_task *aio_test_task(lua_State *L, int idx) {
-  return aio_testudata(L, idx, AIO_T_TASK, AIO_T_TASK);
-}
-
 static aio_task *check_task(lua_State *L, int idx) {
   return aio_checkudata(L, idx, AIO_T_TASK, AIO_T_TASK, "Task");
 }
