@@ -430,3 +430,47 @@ describe("bad arguments", function()
     end)
   end)
 end)
+
+describe("random arguments", function()
+  -- Every function of the public tables and every method of each object,
+  -- called with seeded random mixes of odd values, then the loop run and
+  -- closed: errors are fine, a crash (or a sanitizer report) is not.
+  it("never crash the process, whatever they are called with", function()
+    local core = require "asyncio.core"
+    local loop = asyncio.new_event_loop()
+    local ok, err = pcall(function()
+      local silent = function() end
+      local values = { nil, true, false, 0, -1, 1e308, -1e308, 0 / 0, math.huge, -math.huge,
+                       math.mininteger, math.maxinteger, "", "x", "SIGUSR2", {}, silent,
+                       setmetatable({}, { __call = silent }), coroutine.create(silent), io.stdout }
+      local objects = { loop, loop:create_future(), loop:create_task(silent),
+                        loop:call_soon(silent), loop:call_later(100, silent) }
+      for _, o in ipairs(objects) do values[#values + 1] = o end
+      -- these would block, stop or replace what the rest of the suite runs on
+      local skip = { run = true, run_forever = true, run_until_complete = true, run_once = true,
+                     close = true, set_hooks = true, set_event_loop = true,
+                     add_signal_handler = true }
+      math.randomseed(7)
+      local function pick() return values[math.random(#values + 1)] end
+      local calls = 0
+      for _, t in ipairs { asyncio, core, core.Loop, core.Future, core.Task, core.Handle, asyncio.coroutine } do
+        for name, f in pairs(t) do
+          if type(f) == "function" and not skip[name] then
+            for _ = 1, 20 do
+              local a, b, c = pick(), pick(), pick()
+              pcall(f, a, b, c)
+              for _, o in ipairs(objects) do pcall(f, o, a, b) end
+              calls = calls + 1 + #objects
+            end
+          end
+        end
+      end
+      assert.is_true(calls > 10000)
+      loop:run_once(0)
+      loop:run_once(0)
+    end)
+    if not loop:is_running() then loop:close() end
+    collectgarbage()
+    assert(ok, err)
+  end)
+end)

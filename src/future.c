@@ -117,10 +117,12 @@ void aio_future_set_exc(lua_State *L, int idx, int err_idx) {
   lua_pushstring(L, (f->flags & AIO_F_TASK) ? "Task" : "Future");
   lua_rawseti(L, -2, 3);
   if (f->loop->debug) {
-    aio_push_extras(L, f->loop->S, idx, 0);
-    if (lua_istable(L, -1)) lua_getfield(L, -1, "source_traceback");
-    lua_rawseti(L, -3, 4);
-    lua_settop(L, lua_absindex(L, -2));
+    aio_push_extras(L, f->loop->S, idx, 0); /* nil for a future made before debug mode */
+    if (lua_istable(L, -1)) {
+      lua_getfield(L, -1, "source_traceback");
+      lua_remove(L, -2);
+    }
+    lua_rawseti(L, -2, 4);
   }
   aio_setmetatable(L, f->loop->S, AIO_T_UNRETRIEVED);
   lua_setiuservalue(L, idx, 1);
