@@ -29,6 +29,10 @@ enum {
   AIO_T_HANDLE,
   AIO_T_TIMER,
   AIO_T_UNRETRIEVED,
+  AIO_T_TRANSPORT, /* stream.c: TCP, Unix socket, pipe */
+  AIO_T_LISTENER,  /* listener.c */
+  AIO_T_READER,    /* reader.c: StreamReader */
+  AIO_T_DATAGRAM,  /* udp.c */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -112,6 +116,15 @@ struct aio_handle {
 
 typedef struct aio_post aio_post;
 
+/* An open libuv handle of the loop's that loop close must shut: each I/O
+ * object links one while its handle is open; close() starts uv_close and
+ * unlinks it (aio_closable_unlink) before returning. */
+typedef struct aio_closable aio_closable;
+struct aio_closable {
+  aio_closable *next, *prev;
+  void (*close)(aio_closable *c);
+};
+
 /* Values kept alive for C (anchor.c): slots of a Lua table, free slots on a
  * C stack. */
 typedef struct aio_anchors {
@@ -132,6 +145,9 @@ struct asyncio_loop {
   uv_mutex_t post_mutex;
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
+  aio_closable closables; /* list head of open I/O objects */
+  char *rbuf;             /* the receive buffer every read of the loop lands in */
+  uint8_t rbuf_busy;
   aio_state *S;
   lua_State *L;        /* thread running callbacks during a run */
   lua_State *mainL;    /* main thread of the owning state */
@@ -163,6 +179,29 @@ struct asyncio_loop {
   uint8_t eager;
   uint8_t ticking;
 };
+
+/* Where a transport delivers its events: the protocol's operations. A Lua
+ * protocol table is one implementation (stream.c), the StreamReader another
+ * (reader.c), a TLS layer a third. Each gets the protocol object at
+ * proto_idx and the transport userdata at tp_idx; they must not raise (a
+ * Lua protocol's errors go to the exception handler). */
+typedef struct aio_proto_ops {
+  void (*connection_made)(lua_State *L, int proto_idx, int tp_idx);
+  void (*data_received)(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n);
+  int (*eof_received)(lua_State *L, int proto_idx, int tp_idx); /* 1: stay half-open */
+  void (*connection_lost)(lua_State *L, int proto_idx, int tp_idx, int err_idx); /* 0: none */
+  void (*pause_writing)(lua_State *L, int proto_idx, int tp_idx);
+  void (*resume_writing)(lua_State *L, int proto_idx, int tp_idx);
+} aio_proto_ops;
+
+/* reader.c: the StreamReader is also the protocol of its stream */
+extern const aio_proto_ops aio_reader_ops;
+void aio_reader_open(lua_State *L, aio_state *S);
+
+/* The thread to call Lua in from a libuv callback. */
+#define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
+
+#define AIO_RBUF_SIZE 65536
 
 /* anchor.c */
 void aio_anchors_init(lua_State *L, aio_anchors *a);
@@ -200,6 +239,15 @@ void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
 void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
+void aio_closable_link(aio_loop *lp, aio_closable *c);
+void aio_closable_unlink(aio_closable *c);
+
+/* addr.c: {host, port} tables and sockaddrs, OS errors */
+int aio_to_sockaddr(lua_State *L, int idx, struct sockaddr_storage *ss);
+void aio_push_sockaddr(lua_State *L, const struct sockaddr *sa);
+void aio_push_os_error(lua_State *L, int uverr, const char *what);
+int aio_raise_os(lua_State *L, int uverr, const char *what);
+int aio_check_fd(lua_State *L, int idx);
 
 /* handle.c */
 void aio_handle_open(lua_State *L, aio_state *S);
@@ -232,6 +280,10 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx);
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);
 void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t);
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api);
+int aio_nested_yield(lua_State *L);
+int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k);
+void aio_task_unparked(lua_State *L, aio_task *t);
+int aio_task_wake(aio_task *t, const void *on);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

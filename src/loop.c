@@ -230,7 +230,21 @@ static void on_async(uv_async_t *h) {
  * uv loop still closing our handles then, by the last close callback). */
 static void loop_free(aio_loop *lp) {
   uv_mutex_destroy(&lp->post_mutex);
+  free(lp->rbuf);
   free(lp);
+}
+
+void aio_closable_link(aio_loop *lp, aio_closable *c) {
+  c->next = lp->closables.next;
+  c->prev = &lp->closables;
+  c->next->prev = c;
+  lp->closables.next = c;
+}
+
+void aio_closable_unlink(aio_closable *c) {
+  c->prev->next = c->next;
+  c->next->prev = c->prev;
+  c->next = c->prev = c;
 }
 
 void aio_loop_handle_closed(aio_loop *lp) {
@@ -312,6 +326,11 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
   lp->exc_handler = lp->task_factory = LUA_NOREF;
   aio_signal_close_all(lp);
+  while (lp->closables.next != &lp->closables) {
+    aio_closable *c = lp->closables.next;
+    aio_closable_unlink(c);
+    c->close(c);
+  }
   lp->nhandles_open += 5;
   uv_close((uv_handle_t *)&lp->check, on_close);
   uv_close((uv_handle_t *)&lp->idle, on_close);
@@ -358,6 +377,7 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
     return NULL;
   }
   lp->S = S;
+  lp->closables.next = lp->closables.prev = &lp->closables;
   lp->owns_uv = uv == NULL;
   lp->uv = uv ? uv : &lp->own_uv;
   if (lp->owns_uv && (err = uv_loop_init(lp->uv)) != 0) {

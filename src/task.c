@@ -56,7 +56,7 @@ static int nested_k(lua_State *L, int status, lua_KContext nargs) {
 }
 
 /* Yields the running C function's own call up one level; see above. */
-static int nested_yield(lua_State *L) {
+int aio_nested_yield(lua_State *L) {
   int n = lua_gettop(L), i;
   lua_Debug ar;
   luaL_checkstack(L, n + 2, "too many arguments");
@@ -320,7 +320,7 @@ int aio_await(lua_State *L) {
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
   t = aio_current_task(L, S, "await");
-  if (!t) return nested_yield(L);
+  if (!t) return aio_nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
   if (&t->f == f) return aio_raise(L, "RuntimeError", "Task cannot await on itself");
   lua_settop(L, 1);
@@ -353,7 +353,7 @@ static int l_sleep(lua_State *L) {
   aio_task *t;
   luaL_argcheck(L, delay == delay, 1, "delay is NaN");
   t = aio_current_task(L, S, "asyncio.sleep");
-  if (!t) return nested_yield(L);
+  if (!t) return aio_nested_yield(L);
   if (delay > 0 && !t->must_cancel) {
     aio_loop_add_timer(t->f.loop, &t->timer, aio_loop_time(t->f.loop) + delay);
     t->wait = AIO_WAIT_TIMER;
@@ -383,12 +383,33 @@ static int l_park(lua_State *L) {
   aio_task *t;
   luaL_checktype(L, 1, LUA_TTABLE);
   t = aio_current_task(L, S, "park");
-  if (!t) return nested_yield(L);
+  if (!t) return aio_nested_yield(L);
   aio_task_push(L, t->f.loop, t);
   lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
   t->parked_on = lua_topointer(L, 1);
   t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
   return lua_yieldk(L, 0, (lua_KContext)t, park_k);
+}
+
+/* The same from C: `on` is any address naming what the task waits for (a
+ * StreamReader, say); k must call aio_task_unparked first. */
+int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k) {
+  t->parked_on = on;
+  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
+  return lua_yieldk(L, 0, ctx, k);
+}
+
+/* Raises CancelledError when the wake-up was a cancellation. */
+void aio_task_unparked(lua_State *L, aio_task *t) {
+  t->parked_on = NULL;
+  if (t->must_cancel) raise_cancelled(L, t);
+}
+
+int aio_task_wake(aio_task *t, const void *on) {
+  if (t->f.state != AIO_PENDING || t->wait != AIO_WAIT_PARK || t->parked_on != on) return 0;
+  t->wait = AIO_WAIT_SOON;
+  aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
+  return 1;
 }
 
 static int is_parked(lua_State *L, aio_task *t) {

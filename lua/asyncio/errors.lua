@@ -84,4 +84,22 @@ class("ConnectionResetError", ConnectionError)
 class("ConnectionAbortedError", ConnectionError)
 class("BrokenPipeError", ConnectionError)
 
+-- errno names (libuv's) with a class of their own; every other one is OSError
+local by_errno = {
+  ECONNREFUSED = "ConnectionRefusedError",
+  ECONNRESET = "ConnectionResetError",
+  ECONNABORTED = "ConnectionAbortedError",
+  EPIPE = "BrokenPipeError",
+  ESHUTDOWN = "BrokenPipeError",
+  ETIMEDOUT = "TimeoutError",
+}
+
+--- The OSError for a failed system call (the C core's entry point):
+--- `errno` is the libuv error name, `strerror` its text.
+function M.os_error(errno, strerror, what)
+  local cls = classes[by_errno[errno]] or OSError
+  local msg = what and what ~= "" and (what .. ": " .. strerror) or strerror
+  return new(cls, msg, { errno = errno, strerror = strerror })
+end
+
 return M

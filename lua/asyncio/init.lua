@@ -16,6 +16,7 @@ M.logger = logger
 
 core.set_hooks {
   new_error = errors.new_by_name,
+  os_error = errors.os_error,
   CancelledError = errors.CancelledError,
   log = logger.log,
   call_exception_handler = function(loop, context)

@@ -1,0 +1,90 @@
+/* Socket addresses as Lua sees them ({host, port}, or a path for AF_UNIX),
+ * and libuv error codes as OSError objects named by their errno. */
+#include <stdio.h>
+#include <string.h>
+#include <sys/un.h>
+
+#include "internal.h"
+
+/* {host, port} with a numeric host ("" or nil: any IPv4 address) at idx;
+ * returns 0 or a libuv error code for an address that does not parse. */
+int aio_to_sockaddr(lua_State *L, int idx, struct sockaddr_storage *ss) {
+  const char *host;
+  lua_Integer port;
+  int isnum;
+  idx = lua_absindex(L, idx);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  lua_rawgeti(L, idx, 1);
+  lua_rawgeti(L, idx, 2);
+  host = lua_isnil(L, -2) ? "" : lua_tostring(L, -2);
+  if (!host) luaL_argerror(L, idx, "address host must be a string");
+  port = lua_tointegerx(L, -1, &isnum);
+  if (!isnum) luaL_argerror(L, idx, "address port must be an integer");
+  lua_pop(L, 2);
+  if (port < 0 || port > 65535) return luaL_argerror(L, idx, "port out of range 0-65535");
+  memset(ss, 0, sizeof *ss);
+  if (*host == '\0') host = "0.0.0.0";
+  if (strchr(host, ':')) return uv_ip6_addr(host, (int)port, (struct sockaddr_in6 *)ss);
+  return uv_ip4_addr(host, (int)port, (struct sockaddr_in *)ss);
+}
+
+void aio_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
+  char host[INET6_ADDRSTRLEN];
+  int port;
+  switch (sa->sa_family) {
+  case AF_INET:
+    uv_ip4_name((const struct sockaddr_in *)sa, host, sizeof host);
+    port = ntohs(((const struct sockaddr_in *)sa)->sin_port);
+    break;
+  case AF_INET6:
+    uv_ip6_name((const struct sockaddr_in6 *)sa, host, sizeof host);
+    port = ntohs(((const struct sockaddr_in6 *)sa)->sin6_port);
+    break;
+  case AF_UNIX: {
+    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
+    lua_pushlstring(L, un->sun_path, strnlen(un->sun_path, sizeof un->sun_path));
+    return;
+  }
+  default:
+    lua_pushnil(L);
+    return;
+  }
+  lua_createtable(L, 2, 0);
+  lua_pushstring(L, host);
+  lua_rawseti(L, -2, 1);
+  lua_pushinteger(L, port);
+  lua_rawseti(L, -2, 2);
+}
+
+/* An OSError subclass chosen by the errno name (errors.lua's os_error), with
+ * the message "<what>: <strerror>". */
+void aio_push_os_error(lua_State *L, int uverr, const char *what) {
+  aio_push_hook(L, aio_get_state(L), "os_error");
+  if (lua_isfunction(L, -1)) {
+    lua_pushstring(L, uv_err_name(uverr));
+    lua_pushstring(L, uv_strerror(uverr));
+    lua_pushstring(L, what);
+    lua_call(L, 3, 1);
+  } else {
+    lua_pop(L, 1);
+    lua_pushfstring(L, "OSError: %s: %s", what, uv_strerror(uverr));
+  }
+}
+
+int aio_raise_os(lua_State *L, int uverr, const char *what) {
+  aio_push_os_error(L, uverr, what);
+  return lua_error(L);
+}
+
+/* A file descriptor: an integer, or a Lua file (io.open) whose fd is used. */
+int aio_check_fd(lua_State *L, int idx) {
+  luaL_Stream *f = luaL_testudata(L, idx, LUA_FILEHANDLE);
+  lua_Integer fd;
+  if (f) {
+    if (!f->closef || !f->f) luaL_argerror(L, idx, "attempt to use a closed file");
+    return fileno(f->f);
+  }
+  fd = luaL_checkinteger(L, idx);
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, idx, "invalid file descriptor");
+  return (int)fd;
+}
