@@ -285,6 +285,10 @@ int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, l
 void aio_task_unparked(lua_State *L, aio_task *t);
 int aio_task_wake(aio_task *t, const void *on);
 
+/* I/O objects */
+void aio_dns_open(lua_State *L, aio_state *S);
+void aio_poll_open(lua_State *L, aio_state *S);
+
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);
 void aio_signal_close_all(aio_loop *lp);

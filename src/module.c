@@ -184,5 +184,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_future_open(L, S);
   aio_task_open(L, S);
   aio_signal_open(L, S);
+  aio_dns_open(L, S);
+  aio_poll_open(L, S);
   return 1;
 }

@@ -47,6 +47,7 @@ M.isfuture = core.isfuture
 M.eager_task_factory = core.eager_task_factory
 M.run = runners.run
 M.coroutine = require "asyncio.coroutine"
+for k, v in pairs(require "asyncio.dns") do M[k] = v end
 
 -- the Lua-level layers: combinators, scopes, synchronization, queues
 for _, name in ipairs { "tasks", "timeouts", "taskgroups", "locks", "queues" } do

@@ -1,0 +1,215 @@
+/* add_reader / add_writer: callbacks run whenever a file descriptor is
+ * readable or writable. libuv allows one uv_poll_t per fd, so each watched fd
+ * has one watcher holding both its reader and its writer Handle. */
+#include <fcntl.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+enum { READER, WRITER };
+
+static const int uv_events[] = {UV_READABLE, UV_WRITABLE};
+static const char *const names[] = {"add_reader", "add_writer"};
+
+/* Lives in the loop's closables list while its poll handle is open, which is
+ * also how add/remove find the watcher of an fd. */
+typedef struct {
+  aio_closable link;
+  uv_poll_t h;
+  aio_loop *lp;
+  int fd;
+  aio_handle *cb[2]; /* READER, WRITER; NULL when not set */
+  int ref[2];        /* registry refs of those Handles */
+  int file_ref;      /* the Lua file given for fd, so the GC cannot close it */
+} fdwatch;
+
+static void watch_close(aio_closable *c);
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static fdwatch *find(aio_loop *lp, int fd) {
+  aio_closable *c;
+  for (c = lp->closables.next; c != &lp->closables; c = c->next) {
+    if (c->close == watch_close) {
+      fdwatch *w = (fdwatch *)((char *)c - offsetof(fdwatch, link));
+      if (w->fd == fd) return w;
+    }
+  }
+  return NULL;
+}
+
+/* The watcher holding the Lua file at idx: remove_reader(f) after f:close(),
+ * when the fd number is gone. */
+static fdwatch *find_file(lua_State *L, aio_loop *lp, int idx) {
+  aio_closable *c;
+  for (c = lp->closables.next; c != &lp->closables; c = c->next) {
+    if (c->close == watch_close) {
+      fdwatch *w = (fdwatch *)((char *)c - offsetof(fdwatch, link));
+      int same;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, w->file_ref);
+      same = lua_rawequal(L, -1, idx);
+      lua_pop(L, 1);
+      if (same) return w;
+    }
+  }
+  return NULL;
+}
+
+static void on_close(uv_handle_t *h) {
+  fdwatch *w = h->data;
+  aio_loop *lp = w->lp;
+  free(w);
+  aio_loop_handle_closed(lp);
+}
+
+static void watch_free(lua_State *L, fdwatch *w) {
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ref[READER]);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ref[WRITER]);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->file_ref);
+  aio_closable_unlink(&w->link);
+  w->lp->nhandles_open++;
+  uv_close((uv_handle_t *)&w->h, on_close);
+}
+
+/* Loop close: its queued Handles are gone already, so they need no cancel. */
+static void watch_close(aio_closable *c) {
+  fdwatch *w = (fdwatch *)((char *)c - offsetof(fdwatch, link));
+  watch_free(aio_loop_thread(w->lp), w);
+}
+
+/* Drops callback i: cancels its Handle, which may be queued already. */
+static void drop(lua_State *L, fdwatch *w, int i) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref[i]);
+  lua_getfield(L, -1, "cancel");
+  lua_insert(L, -2);
+  lua_call(L, 1, 0);
+  luaL_unref(L, LUA_REGISTRYINDEX, w->ref[i]);
+  w->ref[i] = LUA_NOREF;
+  w->cb[i] = NULL;
+}
+
+/* Polls for the events whose callbacks are set; frees the watcher when none
+ * is. Returns 0 or a libuv error. */
+static int update(lua_State *L, fdwatch *w) {
+  int events = (w->cb[READER] ? UV_READABLE : 0) | (w->cb[WRITER] ? UV_WRITABLE : 0);
+  if (events == 0) {
+    watch_free(L, w);
+    return 0;
+  }
+  /* libuv aborts if epoll refuses the fd: check it was not closed meanwhile */
+  if (fcntl(w->fd, F_GETFD) == -1) {
+    uv_poll_stop(&w->h);
+    return UV_EBADF;
+  }
+  return uv_poll_start(&w->h, events, on_poll);
+}
+
+static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) {
+  fdwatch *w = malloc(sizeof *w);
+  int err;
+  if (!w) {
+    luaL_error(L, "not enough memory");
+    return NULL;
+  }
+  /* fails for what epoll cannot watch: a regular file (EPERM), a closed fd */
+  if ((err = uv_poll_init(lp->uv, &w->h, fd)) != 0) {
+    free(w);
+    aio_raise_os(L, err, what);
+    return NULL;
+  }
+  w->h.data = w;
+  w->lp = lp;
+  w->fd = fd;
+  w->cb[READER] = w->cb[WRITER] = NULL;
+  w->ref[READER] = w->ref[WRITER] = w->file_ref = LUA_NOREF;
+  w->link.close = watch_close;
+  aio_closable_link(lp, &w->link);
+  return w;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  fdwatch *w = h->data;
+  aio_loop *lp = w->lp;
+  lua_State *L = aio_loop_thread(lp);
+  int i, cancelled = 0;
+  /* an error (POLLERR: libuv has stopped polling) goes to both callbacks,
+   * whose next read or write sees it, as a selector reports both events */
+  if (status < 0) events = UV_READABLE | UV_WRITABLE;
+  for (i = READER; i <= WRITER; i++) {
+    if (!(events & uv_events[i]) || !w->cb[i]) continue;
+    if (w->cb[i]->cancelled) { /* as in Python, a cancelled Handle unregisters */
+      drop(L, w, i);
+      cancelled = 1;
+      continue;
+    }
+    if (w->cb[i]->scheduled) continue; /* queued by the last poll: one run serves both */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref[i]);
+    aio_handle_schedule(L, lp, w->cb[i], -1);
+    lua_pop(L, 1);
+  }
+  if (cancelled) (void)update(L, w);
+}
+
+static int add(lua_State *L, int i) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  int fd = aio_check_fd(L, 2), err;
+  fdwatch *w;
+  aio_handle *h;
+  if (!lua_isfunction(L, 3) && luaL_getmetafield(L, 3, "__call") == LUA_TNIL)
+    luaL_typeerror(L, 3, "callable");
+  aio_loop_check_open(L, lp);
+  h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 0);
+  w = find(lp, fd);
+  if (!w) w = watch_new(L, lp, fd, names[i]);
+  if (w->cb[i]) drop(L, w, i);
+  w->ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);
+  w->cb[i] = h;
+  if (w->file_ref == LUA_NOREF && lua_type(L, 2) == LUA_TUSERDATA) {
+    lua_pushvalue(L, 2);
+    w->file_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  if ((err = update(L, w)) != 0) {
+    drop(L, w, i);
+    (void)update(L, w);
+    return aio_raise_os(L, err, names[i]);
+  }
+  return 0;
+}
+
+static int remove_cb(lua_State *L, int i) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  luaL_Stream *file = luaL_testudata(L, 2, LUA_FILEHANDLE);
+  /* a closed loop has no watchers left in its closables list */
+  fdwatch *w = file && !file->closef ? find_file(L, lp, 2) : find(lp, aio_check_fd(L, 2));
+  if (!w || !w->cb[i]) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  drop(L, w, i);
+  (void)update(L, w); /* fails only for a closed fd, which it stops polling */
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+static int l_add_reader(lua_State *L) {
+  return add(L, READER);
+}
+static int l_add_writer(lua_State *L) {
+  return add(L, WRITER);
+}
+static int l_remove_reader(lua_State *L) {
+  return remove_cb(L, READER);
+}
+static int l_remove_writer(lua_State *L) {
+  return remove_cb(L, WRITER);
+}
+
+void aio_poll_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"add_reader", l_add_reader},
+                                     {"add_writer", l_add_writer},
+                                     {"remove_reader", l_remove_reader},
+                                     {"remove_writer", l_remove_writer},
+                                     {NULL, NULL}};
+  lua_getfield(L, -1, "Loop");
+  aio_setfuncs(L, S, methods);
+  lua_pop(L, 1);
+}
