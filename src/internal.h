@@ -288,6 +288,7 @@ int aio_task_wake(aio_task *t, const void *on);
 /* I/O objects */
 void aio_dns_open(lua_State *L, aio_state *S);
 void aio_poll_open(lua_State *L, aio_state *S);
+void aio_udp_open(lua_State *L, aio_state *S);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

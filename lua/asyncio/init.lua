@@ -54,6 +54,8 @@ for _, name in ipairs { "tasks", "timeouts", "taskgroups", "locks", "queues" } d
   for k, v in pairs(require("asyncio." .. name)) do M[k] = v end
 end
 
+require "asyncio.datagram"
+
 function M.get_running_loop()
   local loop = core.get_running_loop()
   if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
