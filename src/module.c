@@ -186,6 +186,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_signal_open(L, S);
   aio_dns_open(L, S);
   aio_poll_open(L, S);
+  aio_reader_open(L, S);
   aio_udp_open(L, S);
   return 1;
 }
