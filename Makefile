@@ -6,6 +6,7 @@
 #   make build   luarocks make into the local tree .build/tree
 #   make deps    install the missing Debian packages (apt-get)
 #   make bench   micro benchmarks against the peers in ../shared/bench
+#   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers
 #   make clean
 #
 # make test PASSES="busted ctest" BUSTED_ARGS=spec/smoke_spec.lua  runs a part
@@ -41,7 +42,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint bench clean
+.PHONY: build deps deps-bench demo test lint bench bench-echo clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -108,3 +109,15 @@ bench: deps-bench build
 
 clean:
 	rm -rf .build build.luarocks
+
+# both echo servers as EXTRA peers of the shared echo benchmark (knobs such as
+# PEERS, SIZES, CONNS, DURATION, REPS pass through to run_echo.sh)
+define ECHO_PEERS
+lasync-proto=$(LUA) $(CURDIR)/bench/echo_protocol.lua {port}
+lasync-streams=$(LUA) $(CURDIR)/bench/echo_streams.lua {port}
+endef
+export ECHO_PEERS
+
+bench-echo: deps-bench build
+	@echo "$(SHARED)/bench/run_echo.sh  (EXTRA peers lasync-proto, lasync-streams: bench/echo_*.lua)"
+	@$(TREE_ENV) EXTRA="$$ECHO_PEERS" bash $(SHARED)/bench/run_echo.sh

@@ -1,6 +1,8 @@
 /* Handle and TimerHandle: a scheduled Lua callback. The callback and its
  * arguments live in the userdata's own uservalues, so scheduling one costs a
  * single allocation. */
+#include <stdio.h>
+
 #include "internal.h"
 
 aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer) {
@@ -36,7 +38,7 @@ static aio_handle *check_handle(lua_State *L, int idx) {
 
 /* Error handler for callbacks: keeps the error value and adds where it was
  * raised, for the exception handler's context. */
-static int callback_msgh(lua_State *L) {
+int aio_callback_msgh(lua_State *L) {
   lua_createtable(L, 2, 0);
   lua_pushvalue(L, 1);
   lua_rawseti(L, -2, 1);
@@ -45,38 +47,61 @@ static int callback_msgh(lua_State *L) {
   return 1;
 }
 
+/* Reports what aio_callback_msgh made of an error (at err_idx) to the
+ * loop's exception handler as {message = msg, exception, traceback, <key> =
+ * the value at key_idx}; replaces it with the bare error value. */
+void aio_report_callback_error(lua_State *L, aio_loop *lp, int err_idx, const char *msg,
+                               const char *key, int key_idx) {
+  err_idx = lua_absindex(L, err_idx);
+  key_idx = lua_absindex(L, key_idx);
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, msg);
+  lua_setfield(L, -2, "message");
+  if (lua_istable(L, err_idx)) {
+    lua_rawgeti(L, err_idx, 2);
+    lua_setfield(L, -2, "traceback");
+    lua_rawgeti(L, err_idx, 1);
+    lua_replace(L, err_idx);
+  }
+  lua_pushvalue(L, err_idx);
+  lua_setfield(L, -2, "exception");
+  if (key) {
+    lua_pushvalue(L, key_idx);
+    lua_setfield(L, -2, key);
+  }
+  aio_loop_call_exception_handler(L, lp, -1);
+  lua_pop(L, 1);
+}
+
 /* Calls the function at `base` with the values above it under the callback
- * error handler; on error, reports {message, exception, traceback, <key> =
- * the value at key_idx} to the loop's exception handler. */
-void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
-                        int key_idx) {
+ * error handler (`what` names it in slow-callback warnings). Returns 0
+ * leaving nres results at base, or, when it raised: reports it (see above),
+ * leaves the error at base and returns 1. */
+int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const char *what,
+                        const char *msg, const char *key, int key_idx) {
   int nargs = lua_gettop(L) - base;
   double t0 = lp->debug ? aio_loop_time(lp) : 0;
-  lua_pushcfunction(L, callback_msgh);
+  lua_pushcfunction(L, aio_callback_msgh);
   lua_insert(L, base);
-  if (lua_pcall(L, nargs, 0, base) != LUA_OK) {
-    int err = lua_gettop(L);
-    lua_createtable(L, 0, 4);
-    lua_pushfstring(L, "Exception in %s", what);
-    lua_setfield(L, -2, "message");
-    if (lua_istable(L, err)) {
-      lua_rawgeti(L, err, 1);
-      lua_setfield(L, -2, "exception");
-      lua_rawgeti(L, err, 2);
-      lua_setfield(L, -2, "traceback");
-    } else {
-      lua_pushvalue(L, err);
-      lua_setfield(L, -2, "exception");
-    }
-    if (key) {
-      lua_pushvalue(L, key_idx);
-      lua_setfield(L, -2, key);
-    }
-    aio_loop_call_exception_handler(L, lp, -1);
-  } else if (lp->debug) {
-    aio_loop_log_slow(L, lp, what, t0);
+  if (lua_pcall(L, nargs, nres, base) == LUA_OK) {
+    lua_remove(L, base);
+    if (lp->debug) aio_loop_log_slow(L, lp, what, t0);
+    return 0;
   }
+  lua_remove(L, base);
+  aio_report_callback_error(L, lp, base, msg, key, key_idx);
+  lua_settop(L, base);
+  return 1;
+}
+
+int aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
+                       int key_idx) {
+  char msg[96];
+  int failed;
+  snprintf(msg, sizeof msg, "Exception in %s", what);
+  failed = aio_pcall_reporting(L, lp, base, 0, what, msg, key, key_idx);
   lua_settop(L, base - 1);
+  return failed;
 }
 
 /* slot: where the queue entry anchors the handle in lp->handles */

@@ -194,6 +194,16 @@ typedef struct aio_proto_ops {
   void (*resume_writing)(lua_State *L, int proto_idx, int tp_idx);
 } aio_proto_ops;
 
+/* Every transport userdata begins with its loop, so protocol code finds it
+ * from the object, and keeps a Lua protocol's data_received (looked up when
+ * the protocol is set, as uvloop does) in this uservalue. */
+typedef struct aio_transport_head {
+  aio_loop *lp;
+} aio_transport_head;
+#define aio_transport_loop(L, idx) (((aio_transport_head *)lua_touserdata((L), (idx)))->lp)
+#define AIO_UV_PROTO 1
+#define AIO_UV_DATACB 2
+
 /* reader.c: the StreamReader is also the protocol of its stream */
 extern const aio_proto_ops aio_reader_ops;
 void aio_reader_open(lua_State *L, aio_state *S);
@@ -254,8 +264,13 @@ void aio_handle_open(lua_State *L, aio_state *S);
 aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer);
 void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int slot);
 void aio_handle_schedule(lua_State *L, aio_loop *lp, aio_handle *h, int idx);
-void aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
-                        int key_idx);
+int aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
+                       int key_idx);
+int aio_callback_msgh(lua_State *L);
+void aio_report_callback_error(lua_State *L, aio_loop *lp, int err_idx, const char *msg,
+                               const char *key, int key_idx);
+int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const char *what,
+                        const char *msg, const char *key, int key_idx);
 
 /* future.c */
 void aio_future_open(lua_State *L, aio_state *S);
@@ -285,10 +300,14 @@ int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, l
 void aio_task_unparked(lua_State *L, aio_task *t);
 int aio_task_wake(aio_task *t, const void *on);
 
-/* I/O objects */
+/* stream.c, listener.c, tcp.c, pipe.c */
+void aio_stream_open(lua_State *L, aio_state *S);
+void aio_listener_open(lua_State *L, aio_state *S);
+void aio_tcp_open(lua_State *L, aio_state *S);
+void aio_pipe_open(lua_State *L, aio_state *S);
+void aio_udp_open(lua_State *L, aio_state *S);
 void aio_dns_open(lua_State *L, aio_state *S);
 void aio_poll_open(lua_State *L, aio_state *S);
-void aio_udp_open(lua_State *L, aio_state *S);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

@@ -184,9 +184,13 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_future_open(L, S);
   aio_task_open(L, S);
   aio_signal_open(L, S);
+  aio_stream_open(L, S);
+  aio_listener_open(L, S);
+  aio_tcp_open(L, S);
+  aio_pipe_open(L, S);
+  aio_udp_open(L, S);
   aio_dns_open(L, S);
   aio_poll_open(L, S);
   aio_reader_open(L, S);
-  aio_udp_open(L, S);
   return 1;
 }

@@ -54,7 +54,12 @@ for _, name in ipairs { "tasks", "timeouts", "taskgroups", "locks", "queues" } d
   for k, v in pairs(require("asyncio." .. name)) do M[k] = v end
 end
 
+-- transports and servers: Loop methods; M.Server for type checks
+M.Server = require("asyncio.network").Server
 require "asyncio.datagram"
+for k, v in pairs(require "asyncio.streams") do
+  if k ~= "new_writer" then M[k] = v end
+end
 
 function M.get_running_loop()
   local loop = core.get_running_loop()

@@ -1,0 +1,386 @@
+-- Loop methods that open stream transports: create_connection (every address
+-- in turn, or Happy Eyeballs), create_server and its Server, Unix sockets and
+-- pipes. The per-byte work is the C Transport's; this is paid per connection.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+local locks = require "asyncio.locks"
+local dns = require "asyncio.dns"
+
+local Loop = core.Loop
+local M = {}
+
+local function argcheck(cond, n, fname, msg)
+  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+end
+
+local function check_factory(f, fname)
+  local ok = type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
+  argcheck(ok, 1, fname, "protocol factory (function) expected, got " .. type(f))
+end
+
+local function check_opts(opts, n, fname)
+  if opts == nil then return {} end
+  argcheck(type(opts) == "table", n, fname, "options table expected, got " .. type(opts))
+  return opts
+end
+
+local function no_ssl(opts)
+  if opts.ssl then
+    error(errors.ValueError("TLS transports are not available yet (ssl option)"), 3)
+  end
+end
+
+-- A numeric host needs no resolver (Python's _ipaddr_info fast path).
+local function numeric(host, port, family)
+  if type(port) == "string" then port = tonumber(port) end
+  if math.type(port) ~= "integer" then return nil end
+  local fam
+  if host:match("^%d+%.%d+%.%d+%.%d+$") then fam = "inet"
+  elseif host:find(":", 1, true) and host:match("^[%x:%.]+$") then fam = "inet6"
+  else return nil end
+  if family ~= nil and family ~= 0 and family ~= "unspec" and family ~= fam
+     and family ~= (fam == "inet" and 2 or 10) then
+    return {}
+  end
+  return { { family = fam, addr = { host, port } } }
+end
+
+-- Addresses for host (string, list of strings, or nil with `passive`).
+local function resolve(loop, host, port, family, passive)
+  if type(host) == "string" then
+    local infos = numeric(host, port, family)
+    if infos then return infos end
+  end
+  local opts = { family = family, type = dns.SOCK_STREAM, flags = passive and dns.AI_PASSIVE or nil }
+  local infos = loop:getaddrinfo(host, port, opts)
+  if #infos == 0 then error(errors.OSError("getaddrinfo() returned empty list"), 0) end
+  return infos
+end
+
+local function is_cancel(e) return errors.isinstance(e, errors.CancelledError) end
+
+-- Connects to one resolved address, binding to a local one of its family.
+local function connect_one(loop, info, laddrs)
+  if not laddrs then return core.tcp_connect(loop, info.addr):await() end
+  local last
+  for _, l in ipairs(laddrs) do
+    if l.family == info.family then
+      local ok, fut = pcall(core.tcp_connect, loop, info.addr, l.addr)
+      if ok then return fut:await() end
+      last = fut
+    end
+  end
+  error(last or errors.OSError("no matching local address with family=" .. tostring(info.family)
+    .. " found"), 0)
+end
+
+-- One error from all attempts, as Python: the error itself when they agree.
+local function combined(errs)
+  if #errs == 1 then return errs[1] end
+  local first = tostring(errs[1])
+  for i = 2, #errs do
+    if tostring(errs[i]) ~= first then
+      local parts = {}
+      for j, e in ipairs(errs) do parts[j] = tostring(e) end
+      return errors.OSError("Multiple exceptions: " .. table.concat(parts, ", "))
+    end
+  end
+  return errs[1]
+end
+
+-- Python's interleave: alternate address families, first family first.
+local function interleave(infos, count)
+  local order, by = {}, {}
+  for _, info in ipairs(infos) do
+    local f = info.family
+    if not by[f] then by[f] = {}; order[#order + 1] = f end
+    table.insert(by[f], info)
+  end
+  local out = {}
+  for _, f in ipairs(order) do
+    local list = by[f]
+    if f == order[1] and count > 1 then
+      for i = 1, count - 1 do if list[1] then out[#out + 1] = table.remove(list, 1) end end
+    end
+  end
+  local more = true
+  while more do
+    more = false
+    for _, f in ipairs(order) do
+      if by[f][1] then out[#out + 1] = table.remove(by[f], 1); more = true end
+    end
+  end
+  return out
+end
+
+-- Happy Eyeballs (RFC 8305), Python's staggered_race: start an attempt, start
+-- the next after `delay` or as soon as the last one failed; the first
+-- connection wins and the others are cancelled (their sockets closed).
+local function staggered(loop, infos, delay, laddrs)
+  local winner, errs, running = nil, {}, {}
+  local wake = locks.Event()
+  local function attempt(info)
+    local ok, res = pcall(connect_one, loop, info, laddrs)
+    if ok then
+      if winner then res:close() else winner = res end
+    elseif not is_cancel(res) then
+      errs[#errs + 1] = res
+    end
+    wake:set()
+  end
+  local ok, err = pcall(function()
+    for i, info in ipairs(infos) do
+      if winner then break end
+      running[#running + 1] = loop:create_task(attempt, info)
+      if i < #infos then
+        local nfailed = #errs
+        local t = loop:call_later(delay, function() wake:set() end)
+        while not winner and #errs == nfailed and not running[#running]:done() do
+          wake:clear()
+          wake:wait()
+        end
+        t:cancel()
+      end
+    end
+    while not winner do
+      local pending = false
+      for _, t in ipairs(running) do if not t:done() then pending = true end end
+      if not pending then break end
+      wake:clear()
+      wake:wait()
+    end
+  end)
+  for _, t in ipairs(running) do t:cancel() end
+  if not ok then
+    if winner then winner:close() end
+    error(err, 0)
+  end
+  return winner, errs
+end
+
+function Loop:create_connection(factory, host, port, opts)
+  check_factory(factory, "create_connection")
+  opts = check_opts(opts, 4, "create_connection")
+  no_ssl(opts)
+  local infos = resolve(self, host, port, opts.family)
+  local laddrs
+  if opts.local_addr then
+    argcheck(type(opts.local_addr) == "table", 4, "create_connection", "local_addr must be {host, port}")
+    laddrs = resolve(self, opts.local_addr[1], opts.local_addr[2], opts.family)
+  end
+  local tp, errs
+  if opts.happy_eyeballs_delay ~= nil then
+    if opts.interleave == nil or opts.interleave then infos = interleave(infos, opts.interleave or 1) end
+    tp, errs = staggered(self, infos, opts.happy_eyeballs_delay, laddrs)
+  else
+    if opts.interleave then infos = interleave(infos, opts.interleave) end
+    errs = {}
+    for _, info in ipairs(infos) do
+      local ok, res = pcall(connect_one, self, info, laddrs)
+      if ok then tp = res; break end
+      if is_cancel(res) or not errors.isinstance(res, errors.OSError) then error(res, 0) end
+      errs[#errs + 1] = res
+    end
+  end
+  if not tp then error(combined(errs), 0) end
+  local ok, proto = pcall(factory)
+  if not ok then tp:close(); error(proto, 0) end
+  tp:_start(proto)
+  return tp, proto
+end
+
+function Loop:create_unix_connection(factory, path, opts)
+  check_factory(factory, "create_unix_connection")
+  argcheck(type(path) == "string", 2, "create_unix_connection", "path expected")
+  opts = check_opts(opts, 3, "create_unix_connection")
+  no_ssl(opts)
+  local tp = core.unix_connect(self, path):await()
+  local ok, proto = pcall(factory)
+  if not ok then tp:close(); error(proto, 0) end
+  tp:_start(proto)
+  return tp, proto
+end
+
+local function pipe(loop, factory, f, mode, fname)
+  check_factory(factory, fname)
+  local tp = core.pipe_open(loop, f, mode)
+  local ok, proto = pcall(factory)
+  if not ok then tp:close(); error(proto, 0) end
+  tp:_start(proto)
+  return tp, proto
+end
+
+function Loop:connect_read_pipe(factory, f) return pipe(self, factory, f, "r", "connect_read_pipe") end
+function Loop:connect_write_pipe(factory, f) return pipe(self, factory, f, "w", "connect_write_pipe") end
+
+-- ---- Server --------------------------------------------------------------
+
+local Server = {}
+Server.__index = Server
+Server.__name = "asyncio.Server"
+M.Server = Server
+
+local function new_server(loop, listeners, on_connection, backlog)
+  local self = setmetatable({
+    _loop = loop, _listeners = listeners, sockets = {}, _on_connection = on_connection,
+    _backlog = backlog, _serving = false, _clients = {}, _nclients = 0, _waiters = {},
+    _serving_forever = nil,
+  }, Server)
+  for i, ls in ipairs(listeners) do self.sockets[i] = ls end
+  return self
+end
+
+function Server:__tostring()
+  return ("<Server sockets=%d%s>"):format(#self.sockets, self._serving and " serving" or "")
+end
+
+function Server:get_loop() return self._loop end
+function Server:is_serving() return self._serving end
+
+function Server:_attach(tp)
+  self._clients[tp] = true
+  self._nclients = self._nclients + 1
+end
+
+function Server:_detach(tp)
+  if self._clients[tp] then
+    self._clients[tp] = nil
+    self._nclients = self._nclients - 1
+  end
+  if self._nclients == 0 and self._listeners == nil then self:_wakeup() end
+end
+
+function Server:_wakeup()
+  local waiters = self._waiters
+  if not waiters then return end
+  self._waiters = nil
+  for _, w in ipairs(waiters) do
+    if not w:done() then w:set_result() end
+  end
+end
+
+function Server:start_serving()
+  if self._serving or self._listeners == nil then return end
+  self._serving = true
+  local server, handler = self, self._on_connection
+  local function accept(tp) handler(server, tp) end
+  for _, ls in ipairs(self._listeners) do ls:listen(self._backlog, accept) end
+end
+
+function Server:close()
+  local listeners = self._listeners
+  if listeners == nil then return end
+  self._listeners = nil
+  self.sockets = {}
+  for _, ls in ipairs(listeners) do ls:close() end
+  self._serving = false
+  local f = self._serving_forever
+  if f and not f:done() then f:cancel() end
+  self._serving_forever = nil
+  if self._nclients == 0 then self:_wakeup() end
+end
+
+function Server:close_clients()
+  for tp in pairs(self._clients) do tp:close() end
+end
+
+function Server:abort_clients()
+  for tp in pairs(self._clients) do tp:abort() end
+end
+
+function Server:wait_closed()
+  if self._waiters == nil then return end
+  local w = self._loop:create_future()
+  table.insert(self._waiters, w)
+  w:await()
+end
+
+function Server:serve_forever()
+  if self._serving_forever then
+    error(errors.RuntimeError("server is already being awaited on serve_forever()"), 2)
+  end
+  if self._listeners == nil then error(errors.RuntimeError("server is closed"), 2) end
+  self:start_serving()
+  local f = self._loop:create_future()
+  self._serving_forever = f
+  local ok, err = pcall(f.await, f)
+  if not ok then
+    self:close()
+    self:wait_closed()
+    error(err, 0)
+  end
+end
+
+function Server:__close()
+  self:close()
+  self:wait_closed()
+end
+
+-- Binds every listener (all closed again if one fails) and builds the Server.
+local function serve(loop, listeners, on_connection, opts)
+  local server = new_server(loop, listeners, on_connection, opts.backlog or 100)
+  if opts.start_serving == nil or opts.start_serving then server:start_serving() end
+  return server
+end
+
+local function bind_all(loop, host, port, opts)
+  local hosts = type(host) == "table" and host or { host or "" }
+  local listeners = {}
+  local ok, err = pcall(function()
+    local seen = {}
+    for _, h in ipairs(hosts) do
+      if h == "" then h = nil end
+      for _, info in ipairs(resolve(loop, h, port or 0, opts.family, true)) do
+        local key = info.addr[1] .. "|" .. info.addr[2]
+        if not seen[key] then
+          seen[key] = true
+          local reuse = opts.reuse_address
+          if reuse == nil then reuse = true end
+          local ls = core.tcp_listen(loop, info.addr, reuse, opts.reuse_port)
+          listeners[#listeners + 1] = ls
+        end
+      end
+    end
+  end)
+  if not ok then
+    for _, ls in ipairs(listeners) do ls:close() end
+    error(err, 0)
+  end
+  return listeners
+end
+
+-- on_connection(server, transport) for a protocol factory
+local function protocol_handler(factory)
+  return function(server, tp)
+    local ok, proto = pcall(factory)
+    if not ok then tp:close(); error(proto, 0) end
+    server:_attach(tp)
+    tp:_start(proto, server)
+  end
+end
+
+function M.create_server_with(loop, on_connection, host, port, opts)
+  return serve(loop, bind_all(loop, host, port, opts), on_connection, opts)
+end
+
+function M.create_unix_server_with(loop, on_connection, path, opts)
+  argcheck(type(path) == "string", 2, "create_unix_server", "path expected")
+  local ls = core.unix_listen(loop, path)
+  return serve(loop, { ls }, on_connection, opts)
+end
+
+function Loop:create_server(factory, host, port, opts)
+  check_factory(factory, "create_server")
+  opts = check_opts(opts, 4, "create_server")
+  no_ssl(opts)
+  return M.create_server_with(self, protocol_handler(factory), host, port, opts)
+end
+
+function Loop:create_unix_server(factory, path, opts)
+  check_factory(factory, "create_unix_server")
+  opts = check_opts(opts, 3, "create_unix_server")
+  no_ssl(opts)
+  return M.create_unix_server_with(self, protocol_handler(factory), path, opts)
+end
+
+return M

@@ -1,0 +1,151 @@
+-- Streams: StreamWriter and the open_connection / start_server family. The
+-- StreamReader is C (asyncio.core.StreamReader) and is also the protocol of
+-- its transport, so a read costs no Lua call per arriving chunk.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+local network = require "asyncio.network"
+
+local StreamReader = core.StreamReader
+local M = { StreamReader = StreamReader }
+
+local DEFAULT_LIMIT = 65536
+
+local function argcheck(cond, n, fname, msg)
+  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
+end
+
+local function check_opts(opts, n, fname)
+  if opts == nil then return {} end
+  argcheck(type(opts) == "table", n, fname, "options table expected, got " .. type(opts))
+  return opts
+end
+
+local function running_loop()
+  local loop = core.get_running_loop()
+  if loop == nil then error(errors.RuntimeError("no running event loop"), 3) end
+  return loop
+end
+
+-- ---- StreamWriter -----------------------------------------------------------
+
+local StreamWriter = {}
+StreamWriter.__index = StreamWriter
+StreamWriter.__name = "asyncio.StreamWriter"
+M.StreamWriter = StreamWriter
+
+function M.new_writer(transport, reader)
+  return setmetatable({ transport = transport, _reader = reader }, StreamWriter)
+end
+
+function StreamWriter:__tostring()
+  return "<StreamWriter " .. tostring(self.transport) .. ">"
+end
+
+function StreamWriter:write(data) return self.transport:write(data) end
+function StreamWriter:writelines(list) return self.transport:writelines(list) end
+function StreamWriter:can_write_eof() return self.transport:can_write_eof() end
+function StreamWriter:write_eof() return self.transport:write_eof() end
+function StreamWriter:close() return self.transport:close() end
+function StreamWriter:is_closing() return self.transport:is_closing() end
+function StreamWriter:get_extra_info(name, default)
+  return self.transport:get_extra_info(name, default)
+end
+
+function StreamWriter:wait_closed()
+  self._reader:_closed_waiter():await()
+end
+
+-- Waits while the transport's buffer is above its high-water mark; raises
+-- the connection's error once it is lost (Python's drain).
+function StreamWriter:drain()
+  local exc = self._reader:exception()
+  if exc ~= nil then error(exc, 0) end
+  if self.transport:is_closing() then core.sleep(0) end
+  local waiter = self._reader:_drain_helper()
+  if waiter then waiter:await() end
+end
+
+function StreamWriter:start_tls()
+  error(errors.RuntimeError("TLS is not available yet"), 2)
+end
+
+function StreamWriter:__close()
+  self:close()
+  self:wait_closed()
+end
+
+-- ---- opening streams ---------------------------------------------------------
+
+local function reader_factory(loop, limit)
+  local reader = StreamReader(limit, loop)
+  return reader, function() return reader end
+end
+
+function M.open_connection(host, port, opts)
+  opts = check_opts(opts, 3, "open_connection")
+  local loop = running_loop()
+  local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
+  local tp = loop:create_connection(factory, host, port, opts)
+  return reader, M.new_writer(tp, reader)
+end
+
+function M.open_unix_connection(path, opts)
+  opts = check_opts(opts, 2, "open_unix_connection")
+  local loop = running_loop()
+  local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
+  local tp = loop:create_unix_connection(factory, path, opts)
+  return reader, M.new_writer(tp, reader)
+end
+
+-- Each connection: a reader as the transport's protocol, and cb(reader,
+-- writer) in a task of its own; an error escaping cb is reported and the
+-- connection closed (Python's client_connected_cb handling).
+local function stream_handler(loop, cb, limit)
+  local function done(task)
+    if task:cancelled() then return end
+    local exc = task:exception()
+    if exc ~= nil then
+      loop:call_exception_handler {
+        message = "Unhandled exception in client_connected_cb",
+        exception = exc,
+        task = task,
+      }
+    end
+  end
+  return function(server, tp)
+    local reader = StreamReader(limit, loop)
+    server:_attach(tp)
+    tp:_start(reader, server)
+    local writer = M.new_writer(tp, reader)
+    local task = loop:create_task(cb, reader, writer)
+    task:add_done_callback(function(t)
+      done(t)
+      if not t:cancelled() and t:exception() ~= nil then tp:close() end
+    end)
+  end
+end
+
+local function check_cb(cb, fname)
+  argcheck(type(cb) == "function" or (getmetatable(cb) or {}).__call ~= nil, 1, fname,
+    "function expected, got " .. type(cb))
+end
+
+function M.start_server(cb, host, port, opts)
+  check_cb(cb, "start_server")
+  opts = check_opts(opts, 4, "start_server")
+  if opts.ssl then error(errors.ValueError("TLS transports are not available yet (ssl option)"), 2) end
+  local loop = running_loop()
+  return network.create_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
+    host, port, opts)
+end
+
+function M.start_unix_server(cb, path, opts)
+  check_cb(cb, "start_unix_server")
+  opts = check_opts(opts, 3, "start_unix_server")
+  if opts.ssl then error(errors.ValueError("TLS transports are not available yet (ssl option)"), 2) end
+  local loop = running_loop()
+  return network.create_unix_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
+    path, opts)
+end
+
+return M

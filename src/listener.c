@@ -1,0 +1,219 @@
+/* Listener: a listening TCP or Unix socket (what Server.sockets lists). Each
+ * accepted connection becomes a Transport handed to a Lua callback, which
+ * gives it its protocol. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "listener.h"
+
+static aio_listener *check_listener(lua_State *L, int idx) {
+  aio_listener **b = aio_checkudata(L, idx, AIO_T_LISTENER, AIO_T_LISTENER, "Listener");
+  if (!*b) luaL_argerror(L, idx, "listener is gone");
+  return *b;
+}
+
+static void free_if_done(aio_listener *ls) {
+  if (ls->handle_closed && !ls->box) {
+    free(ls->path);
+    free(ls);
+  }
+}
+
+static void on_closed(uv_handle_t *h) {
+  aio_listener *ls = h->data;
+  aio_loop *lp = ls->lp;
+  ls->handle_closed = 1;
+  free_if_done(ls);
+  aio_loop_handle_closed(lp);
+}
+
+/* A Unix socket's file goes with its server, unless another has replaced it. */
+static void unlink_path(aio_listener *ls) {
+  struct stat st;
+  if (ls->path && stat(ls->path, &st) == 0 && st.st_ino == ls->ino && st.st_dev == ls->dev)
+    unlink(ls->path);
+}
+
+static void release(lua_State *L, aio_listener *ls) {
+  if (ls->closed) return;
+  ls->closed = 1;
+  unlink_path(ls);
+  aio_closable_unlink(&ls->cl);
+  if (L && ls->ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->ref);
+  ls->ref = LUA_NOREF;
+  ls->lp->nhandles_open++;
+  uv_close(&ls->u.h, on_closed);
+}
+
+static void on_loop_close(aio_closable *c) {
+  aio_listener *ls = (aio_listener *)((char *)c - offsetof(aio_listener, cl));
+  release(aio_loop_thread(ls->lp), ls);
+}
+
+aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
+  aio_listener **b = lua_newuserdatauv(L, sizeof *b, 1);
+  aio_listener *ls;
+  *b = NULL;
+  aio_setmetatable(L, lp->S, AIO_T_LISTENER);
+  ls = calloc(1, sizeof *ls);
+  if (!ls) {
+    luaL_error(L, "not enough memory");
+    return NULL;
+  }
+  *b = ls;
+  ls->box = b;
+  ls->lp = lp;
+  ls->kind = (uint8_t)kind;
+  ls->ref = LUA_NOREF;
+  ls->u.h.data = ls;
+  ls->cl.close = on_loop_close;
+  aio_closable_link(lp, &ls->cl);
+  return ls;
+}
+
+void aio_listener_discard(aio_listener *ls) {
+  aio_closable_unlink(&ls->cl);
+  ls->closed = ls->handle_closed = 1;
+}
+
+/* Pushes a new Transport for the connection waiting on ls, or returns a
+ * libuv error. */
+static int accept_one(lua_State *L, aio_listener *ls) {
+  aio_tp *tp = aio_tp_new(L, ls->lp, ls->kind);
+  int err = ls->kind == AIO_TP_TCP ? uv_tcp_init(ls->lp->uv, &tp->u.tcp)
+                                   : uv_pipe_init(ls->lp->uv, &tp->u.pipe, 0);
+  if (err) {
+    aio_tp_discard(tp);
+    lua_pop(L, 1);
+    return err;
+  }
+  if ((err = uv_accept(&ls->u.s, &tp->u.s)) != 0) {
+    lua_getfield(L, -1, "close");
+    lua_pushvalue(L, -2);
+    lua_call(L, 1, 0);
+    lua_pop(L, 1);
+    return err;
+  }
+  if (ls->kind == AIO_TP_TCP) uv_tcp_nodelay(&tp->u.tcp, 1);
+  return 0;
+}
+
+static void on_connection(uv_stream_t *s, int status) {
+  aio_listener *ls = s->data;
+  aio_loop *lp = ls->lp;
+  lua_State *L;
+  int top;
+  if (ls->closed || lp->closed) return;
+  L = aio_loop_thread(lp);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
+  if (status == 0) status = accept_one(L, ls);
+  if (status == 0) {
+    lua_getiuservalue(L, top + 1, 1);
+    lua_insert(L, -2);
+    aio_call_reporting(L, lp, top + 2, "connection callback", "listener", top + 1);
+  } else if (status != UV_EAGAIN) {
+    /* EMFILE and friends: report and keep listening, as Python does */
+    lua_createtable(L, 0, 3);
+    lua_pushliteral(L, "socket.accept() failed");
+    lua_setfield(L, -2, "message");
+    aio_push_os_error(L, status, "accept");
+    lua_setfield(L, -2, "exception");
+    lua_pushvalue(L, top + 1);
+    lua_setfield(L, -2, "listener");
+    aio_loop_call_exception_handler(L, lp, -1);
+  }
+  lua_settop(L, top);
+}
+
+/* listen(backlog, on_connection(transport)) */
+static int l_listen(lua_State *L) {
+  aio_listener *ls = check_listener(L, 1);
+  lua_Integer backlog = luaL_optinteger(L, 2, 100);
+  int err;
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  if (ls->closed) return aio_raise(L, "RuntimeError", "listener is closed");
+  if (ls->listening) return 0;
+  if (backlog < 1) backlog = 1;
+  if (backlog > 65535) backlog = 65535;
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, 1);
+  if ((err = uv_listen(&ls->u.s, (int)backlog, on_connection)) != 0)
+    return aio_raise_os(L, err, "listen");
+  ls->listening = 1;
+  lua_pushvalue(L, 1);
+  ls->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return 0;
+}
+
+static int l_close(lua_State *L) {
+  release(L, check_listener(L, 1));
+  return 0;
+}
+
+static int l_getsockname(lua_State *L) {
+  aio_listener *ls = check_listener(L, 1);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, err;
+  if (ls->closed) return aio_raise_os(L, UV_EBADF, "getsockname");
+  if (ls->kind == AIO_TP_PIPE) {
+    char path[1024];
+    size_t n = sizeof path;
+    if ((err = uv_pipe_getsockname(&ls->u.pipe, path, &n)) != 0)
+      return aio_raise_os(L, err, "getsockname");
+    lua_pushlstring(L, path, n);
+    return 1;
+  }
+  if ((err = uv_tcp_getsockname(&ls->u.tcp, (struct sockaddr *)&ss, &len)) != 0)
+    return aio_raise_os(L, err, "getsockname");
+  aio_push_sockaddr(L, (struct sockaddr *)&ss);
+  return 1;
+}
+
+static int l_fileno(lua_State *L) {
+  aio_listener *ls = check_listener(L, 1);
+  uv_os_fd_t fd;
+  if (ls->closed || uv_fileno(&ls->u.h, &fd) != 0) {
+    lua_pushinteger(L, -1);
+    return 1;
+  }
+  lua_pushinteger(L, fd);
+  return 1;
+}
+
+static int l_is_closed(lua_State *L) {
+  lua_pushboolean(L, check_listener(L, 1)->closed);
+  return 1;
+}
+
+static int l_gc(lua_State *L) {
+  aio_listener **b = lua_touserdata(L, 1);
+  aio_listener *ls = *b;
+  if (!ls) return 0;
+  *b = NULL;
+  ls->box = NULL;
+  if (!ls->closed)
+    release(NULL, ls); /* unreferenced, so it was not listening */
+  else
+    free_if_done(ls);
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  aio_listener *ls = check_listener(L, 1);
+  lua_pushfstring(L, "<Listener %s%s %p>", ls->kind == AIO_TP_TCP ? "TCP" : "Unix",
+                  ls->closed ? " closed" : "", (void *)ls);
+  return 1;
+}
+
+void aio_listener_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"listen", l_listen},           {"close", l_close},
+                                     {"getsockname", l_getsockname}, {"fileno", l_fileno},
+                                     {"is_closed", l_is_closed},     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  aio_newclass(L, S, AIO_T_LISTENER, "asyncio.Listener", methods, meta);
+  lua_setfield(L, -2, "Listener");
+}

@@ -1,0 +1,692 @@
+/* Transport over a libuv stream (TCP, Unix socket, pipe): reads land in the
+ * loop's receive buffer and go to the protocol; writes go to the socket at
+ * once and only what it refuses is queued, referencing the Lua string. */
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "stream.h"
+
+/* Uservalues of a Transport */
+enum {
+  UV_PROTO = AIO_UV_PROTO,
+  UV_DATACB = AIO_UV_DATACB,
+  UV_INFLIGHT,
+  UV_SERVER,
+  UV_LOST,
+  UV_NUSER = UV_LOST
+};
+
+/* A queued write; its string sits in the in-flight table at [slot]. */
+struct aio_wreq {
+  uv_write_t req;
+  uv_buf_t buf;
+  aio_wreq *next;
+  int slot;
+};
+
+static const aio_proto_ops lua_ops;
+
+static aio_tp *check_tp(lua_State *L, int idx) {
+  aio_tp_box *b = aio_checkudata(L, idx, AIO_T_TRANSPORT, AIO_T_TRANSPORT, "Transport");
+  if (!b->tp) luaL_argerror(L, idx, "transport is gone");
+  return b->tp;
+}
+
+static void tp_free_if_done(aio_tp *tp) {
+  aio_wreq *w, *next;
+  if (!tp->handle_closed || tp->box) return;
+  for (w = tp->free_reqs; w; w = next) {
+    next = w->next;
+    free(w);
+  }
+  free(tp);
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void on_closed(uv_handle_t *h) {
+  aio_tp *tp = h->data;
+  aio_loop *lp = tp->lp;
+  tp->handle_closed = 1;
+  if (!lp->closed && tp->ref != LUA_NOREF) {
+    lua_State *L = aio_loop_thread(lp);
+    int top = lua_gettop(L), box;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+    box = lua_gettop(L);
+    lua_getiuservalue(L, box, UV_PROTO);
+    lua_getiuservalue(L, box, UV_LOST);
+    tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
+    lua_settop(L, box);
+    if (lua_getiuservalue(L, box, UV_SERVER) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
+      int base = lua_gettop(L);
+      lua_pushvalue(L, base - 1);
+      lua_pushvalue(L, box);
+      aio_call_reporting(L, lp, base, "Server._detach", "transport", box);
+    }
+    lua_settop(L, box);
+    for (int i = 1; i <= UV_NUSER; i++) {
+      lua_pushnil(L);
+      lua_setiuservalue(L, box, i);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
+    tp->ref = LUA_NOREF;
+    lua_settop(L, top);
+  }
+  tp_free_if_done(tp);
+  aio_loop_handle_closed(lp); /* may free lp: last */
+}
+
+/* Starts uv_close; the protocol hears connection_lost(<error at err_idx>)
+ * from the close callback, never from inside the call that closed. */
+static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+  if (tp->state == AIO_TP_CLOSED) return;
+  tp->state = AIO_TP_CLOSED;
+  tp->reading = 0;
+  if (err_idx) {
+    lua_pushvalue(L, err_idx);
+    lua_setiuservalue(L, tp_idx, UV_LOST);
+  }
+  aio_closable_unlink(&tp->cl);
+  tp->lp->nhandles_open++;
+  uv_close(&tp->u.h, on_closed);
+}
+
+/* Loop close: no callback will reach Lua any more. */
+static void on_loop_close(aio_closable *c) {
+  aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
+  if (tp->ref != LUA_NOREF) {
+    luaL_unref(aio_loop_thread(tp->lp), LUA_REGISTRYINDEX, tp->ref);
+    tp->ref = LUA_NOREF;
+  }
+  tp->state = AIO_TP_CLOSED;
+  tp->lp->nhandles_open++;
+  uv_close(&tp->u.h, on_closed);
+}
+
+static void force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+  if (tp->state == AIO_TP_CLOSED) return;
+  tp->conn_lost++;
+  close_now(L, tp, tp_idx, err_idx); /* uv_close cancels the queued writes */
+}
+
+/* An OS error on the socket: the protocol sees connection_lost(err). As in
+ * Python, OS errors are not reported to the exception handler. */
+static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *what) {
+  aio_push_os_error(L, uverr, what);
+  force_close(L, tp, tp_idx, lua_gettop(L));
+  lua_pop(L, 1);
+}
+
+aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
+  aio_tp_box *b = lua_newuserdatauv(L, sizeof *b, UV_NUSER);
+  aio_tp *tp;
+  b->head.lp = lp;
+  b->tp = NULL;
+  aio_setmetatable(L, lp->S, AIO_T_TRANSPORT);
+  tp = calloc(1, sizeof *tp);
+  if (!tp) {
+    luaL_error(L, "not enough memory");
+    return NULL;
+  }
+  b->tp = tp;
+  tp->box = b;
+  tp->lp = lp;
+  tp->kind = (uint8_t)kind;
+  tp->ref = LUA_NOREF;
+  tp->high = 64 * 1024;
+  tp->low = 16 * 1024;
+  tp->readable = tp->writable = 1;
+  tp->u.h.data = tp;
+  tp->cl.close = on_loop_close;
+  aio_closable_link(lp, &tp->cl);
+  return tp;
+}
+
+void aio_tp_discard(aio_tp *tp) {
+  aio_closable_unlink(&tp->cl);
+  tp->state = AIO_TP_CLOSED;
+  tp->handle_closed = 1;
+}
+
+static int tp_gc(lua_State *L) {
+  aio_tp_box *b = lua_touserdata(L, 1);
+  aio_tp *tp = b->tp;
+  if (!tp) return 0;
+  b->tp = NULL;
+  tp->box = NULL;
+  if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
+    tp->state = AIO_TP_CLOSED;
+    aio_closable_unlink(&tp->cl);
+    tp->lp->nhandles_open++;
+    uv_close(&tp->u.h, on_closed);
+    return 0;
+  }
+  tp_free_if_done(tp);
+  return 0;
+}
+
+/* ---- reading ----------------------------------------------------------- */
+
+static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  aio_loop *lp = ((aio_tp *)h->data)->lp;
+  (void)suggested;
+  if (!lp->rbuf_busy && (lp->rbuf || (lp->rbuf = malloc(AIO_RBUF_SIZE)) != NULL)) {
+    lp->rbuf_busy = 1;
+    *buf = uv_buf_init(lp->rbuf, AIO_RBUF_SIZE);
+    return;
+  }
+  buf->base = malloc(AIO_RBUF_SIZE); /* only while another read is being delivered */
+  buf->len = buf->base ? AIO_RBUF_SIZE : 0;
+}
+
+static void release_buf(aio_loop *lp, const uv_buf_t *buf) {
+  if (buf->base == lp->rbuf)
+    lp->rbuf_busy = 0;
+  else
+    free(buf->base);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+
+static void start_reading(aio_tp *tp) {
+  if (tp->reading || tp->paused || tp->at_eof || !tp->readable || tp->state != AIO_TP_OPEN) return;
+  if (uv_read_start(&tp->u.s, on_alloc, on_read) == 0) tp->reading = 1;
+}
+
+static void stop_reading(aio_tp *tp) {
+  if (!tp->reading) return;
+  uv_read_stop(&tp->u.s);
+  tp->reading = 0;
+}
+
+static void tp_close(lua_State *L, aio_tp *tp, int tp_idx) {
+  if (tp->state != AIO_TP_OPEN) return;
+  tp->state = AIO_TP_CLOSING;
+  tp->conn_lost++;
+  stop_reading(tp);
+  if (tp->inflight == 0) close_now(L, tp, tp_idx, 0);
+}
+
+static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
+  aio_tp *tp = s->data;
+  aio_loop *lp = tp->lp;
+  lua_State *L;
+  int top;
+  if (nread == 0 || tp->state == AIO_TP_CLOSED || lp->closed) {
+    release_buf(lp, buf);
+    return;
+  }
+  L = aio_loop_thread(lp);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+  lua_getiuservalue(L, top + 1, UV_PROTO);
+  if (nread > 0) {
+    tp->ops->data_received(L, top + 2, top + 1, buf->base, (size_t)nread);
+    release_buf(lp, buf);
+  } else {
+    release_buf(lp, buf);
+    if (nread == UV_EOF) {
+      tp->at_eof = 1;
+      stop_reading(tp);
+      if (!tp->ops->eof_received(L, top + 2, top + 1)) tp_close(L, tp, top + 1);
+    } else {
+      fatal(L, tp, top + 1, (int)nread, "Fatal read error on socket transport");
+    }
+  }
+  lua_settop(L, top);
+}
+
+/* ---- writing ----------------------------------------------------------- */
+
+static void maybe_pause_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
+  if (tp->writing_paused || tp->wsize <= tp->high) return;
+  tp->writing_paused = 1;
+  lua_getiuservalue(L, tp_idx, UV_PROTO);
+  tp->ops->pause_writing(L, lua_gettop(L), tp_idx);
+  lua_pop(L, 1);
+}
+
+static void maybe_resume_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
+  if (!tp->writing_paused || tp->wsize > tp->low) return;
+  tp->writing_paused = 0;
+  lua_getiuservalue(L, tp_idx, UV_PROTO);
+  tp->ops->resume_writing(L, lua_gettop(L), tp_idx);
+  lua_pop(L, 1);
+}
+
+static void on_written(uv_write_t *req, int status) {
+  aio_wreq *w = (aio_wreq *)req;
+  aio_tp *tp = req->handle->data;
+  lua_State *L;
+  int top;
+  tp->inflight--;
+  tp->wsize -= w->buf.len;
+  w->next = tp->free_reqs;
+  tp->free_reqs = w;
+  if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* the box drops the strings */
+  L = aio_loop_thread(tp->lp);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+  if (lua_getiuservalue(L, top + 1, UV_INFLIGHT) == LUA_TTABLE) {
+    lua_pushnil(L);
+    lua_rawseti(L, -2, w->slot);
+  }
+  if (status < 0)
+    fatal(L, tp, top + 1, status, "Fatal write error on socket transport");
+  else if (tp->inflight == 0 && tp->state == AIO_TP_CLOSING)
+    close_now(L, tp, top + 1, 0);
+  else
+    maybe_resume_protocol(L, tp, top + 1);
+  lua_settop(L, top);
+}
+
+static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
+  aio_wreq *w = tp->free_reqs;
+  if (w) {
+    tp->free_reqs = w->next;
+    return w;
+  }
+  w = malloc(sizeof *w);
+  if (!w) luaL_error(L, "not enough memory");
+  w->slot = ++tp->nreqs;
+  return w;
+}
+
+/* Queues p[0..n) of the string at s_idx behind what is in flight. */
+static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
+  aio_wreq *w = take_req(L, tp);
+  int err;
+  if (lua_getiuservalue(L, tp_idx, UV_INFLIGHT) != LUA_TTABLE) {
+    lua_pop(L, 1);
+    lua_newtable(L);
+    lua_pushvalue(L, -1);
+    lua_setiuservalue(L, tp_idx, UV_INFLIGHT);
+  }
+  lua_pushvalue(L, s_idx);
+  lua_rawseti(L, -2, w->slot);
+  lua_pop(L, 1);
+  w->buf = uv_buf_init((char *)p, (unsigned)n);
+  err = uv_write(&w->req, &tp->u.s, &w->buf, 1, on_written);
+  if (err) {
+    w->next = tp->free_reqs;
+    tp->free_reqs = w;
+    fatal(L, tp, tp_idx, err, "Fatal write error on socket transport");
+    return;
+  }
+  tp->inflight++;
+  tp->wsize += n;
+}
+
+static void tp_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx) {
+  size_t n;
+  const char *p = lua_tolstring(L, s_idx, &n);
+  if (tp->eof) aio_raise(L, "RuntimeError", "Cannot call write() after write_eof()");
+  if (!tp->writable) aio_raise(L, "RuntimeError", "transport is not writable");
+  if (n == 0) return;
+  if (tp->state != AIO_TP_OPEN) {
+    if (tp->conn_lost++ == 5) {
+      aio_push_hook(L, tp->lp->S, "log");
+      lua_pushliteral(L, "warning");
+      lua_pushliteral(L, "socket.send() raised exception.");
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+    }
+    return;
+  }
+  if (tp->inflight == 0) {
+    uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
+    int r = uv_try_write(&tp->u.s, &b, 1);
+    if (r >= 0 && (size_t)r == n) return;
+    if (r >= 0) {
+      p += r;
+      n -= (size_t)r;
+    } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
+      fatal(L, tp, tp_idx, r, "Fatal write error on socket transport");
+      return;
+    }
+  }
+  queue_write(L, tp, tp_idx, s_idx, p, n);
+  maybe_pause_protocol(L, tp, tp_idx);
+}
+
+static int l_write(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  luaL_checktype(L, 2, LUA_TSTRING);
+  tp_write(L, tp, 1, 2);
+  return 0;
+}
+
+/* One write of the joined list, as Python does. */
+static int l_writelines(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  lua_Integer i, n;
+  luaL_Buffer b;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  n = luaL_len(L, 2);
+  luaL_buffinit(L, &b);
+  for (i = 1; i <= n; i++) {
+    if (lua_geti(L, 2, i) != LUA_TSTRING) luaL_argerror(L, 2, "list of strings expected");
+    luaL_addvalue(&b);
+  }
+  luaL_pushresult(&b);
+  tp_write(L, tp, 1, lua_gettop(L));
+  return 0;
+}
+
+static void on_shutdown(uv_shutdown_t *req, int status) {
+  (void)req;
+  (void)status; /* a peer already gone shows up on the next read or write */
+}
+
+static int l_write_eof(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  if (tp->state != AIO_TP_OPEN || tp->eof) return 0;
+  tp->eof = 1;
+  if (!tp->readable) { /* a write-only pipe has no half-close: it closes */
+    tp_close(L, tp, 1);
+    return 0;
+  }
+  if (uv_shutdown(&tp->shutdown, &tp->u.s, on_shutdown) != 0 && tp->inflight == 0)
+    tp_close(L, tp, 1);
+  return 0;
+}
+
+static int l_can_write_eof(lua_State *L) {
+  lua_pushboolean(L, check_tp(L, 1)->writable);
+  return 1;
+}
+
+/* ---- the rest of the Transport API -------------------------------------- */
+
+static int l_close(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  if (tp->ref == LUA_NOREF && tp->state == AIO_TP_OPEN) { /* not started */
+    tp->state = AIO_TP_CLOSING;
+    close_now(L, tp, 1, 0);
+    return 0;
+  }
+  tp_close(L, tp, 1);
+  return 0;
+}
+
+static int l_abort(lua_State *L) {
+  force_close(L, check_tp(L, 1), 1, 0);
+  return 0;
+}
+
+/* _force_close(err): what a failing protocol callback leads to */
+static int l_force_close(lua_State *L) {
+  lua_settop(L, 2);
+  force_close(L, check_tp(L, 1), 1, lua_isnil(L, 2) ? 0 : 2);
+  return 0;
+}
+
+static int l_is_closing(lua_State *L) {
+  lua_pushboolean(L, check_tp(L, 1)->state != AIO_TP_OPEN);
+  return 1;
+}
+
+static int l_pause_reading(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  if (tp->state != AIO_TP_OPEN || tp->paused) return 0;
+  tp->paused = 1;
+  stop_reading(tp);
+  return 0;
+}
+
+static int l_resume_reading(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  if (tp->state != AIO_TP_OPEN || !tp->paused) return 0;
+  tp->paused = 0;
+  if (tp->ref != LUA_NOREF) start_reading(tp);
+  return 0;
+}
+
+static int l_is_reading(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  lua_pushboolean(L, tp->state == AIO_TP_OPEN && !tp->paused && tp->readable);
+  return 1;
+}
+
+static int l_set_write_buffer_limits(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  lua_Integer high, low;
+  if (lua_isnoneornil(L, 2)) {
+    low = luaL_optinteger(L, 3, -1);
+    high = low < 0 ? 64 * 1024 : 4 * low;
+  } else {
+    high = luaL_checkinteger(L, 2);
+  }
+  low = lua_isnoneornil(L, 3) ? high / 4 : luaL_checkinteger(L, 3);
+  if (!(high >= low && low >= 0))
+    return aio_raise(L, "ValueError", "high (%I) must be >= low (%I) must be >= 0", high, low);
+  tp->high = (size_t)high;
+  tp->low = (size_t)low;
+  if (tp->ref != LUA_NOREF) maybe_pause_protocol(L, tp, 1);
+  return 0;
+}
+
+static int l_get_write_buffer_limits(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  lua_pushinteger(L, (lua_Integer)tp->low);
+  lua_pushinteger(L, (lua_Integer)tp->high);
+  return 2;
+}
+
+static int l_get_write_buffer_size(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)check_tp(L, 1)->wsize);
+  return 1;
+}
+
+static int l_get_extra_info(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  struct sockaddr_storage ss;
+  int len = sizeof ss, err = UV_EINVAL;
+  uv_os_fd_t fd;
+  lua_settop(L, 3);
+  if (tp->state == AIO_TP_CLOSED) return 1;
+  if (strcmp(name, "socket") == 0 || strcmp(name, "pipe") == 0) {
+    if (uv_fileno(&tp->u.h, &fd) != 0) return 1;
+    lua_pushinteger(L, fd);
+    return 1;
+  }
+  if (strcmp(name, "peername") != 0 && strcmp(name, "sockname") != 0) return 1;
+  if (tp->kind == AIO_TP_TCP) {
+    err = name[0] == 'p' ? uv_tcp_getpeername(&tp->u.tcp, (struct sockaddr *)&ss, &len)
+                         : uv_tcp_getsockname(&tp->u.tcp, (struct sockaddr *)&ss, &len);
+    if (err == 0) aio_push_sockaddr(L, (struct sockaddr *)&ss);
+  } else {
+    char path[1024];
+    size_t n = sizeof path;
+    err = name[0] == 'p' ? uv_pipe_getpeername(&tp->u.pipe, path, &n)
+                         : uv_pipe_getsockname(&tp->u.pipe, path, &n);
+    if (err == 0) lua_pushlstring(L, path, n);
+  }
+  return 1;
+}
+
+/* Sets the protocol at idx on the transport at 1. */
+static void set_protocol(lua_State *L, aio_tp *tp, const aio_proto_ops *ops, int idx) {
+  tp->ops = ops;
+  lua_pushvalue(L, idx);
+  lua_setiuservalue(L, 1, UV_PROTO);
+  if (ops == &lua_ops)
+    lua_getfield(L, idx, "data_received");
+  else
+    lua_pushnil(L);
+  lua_setiuservalue(L, 1, UV_DATACB);
+}
+
+static const aio_proto_ops *ops_for(lua_State *L, int idx) {
+  if (aio_testudata(L, idx, AIO_T_READER, AIO_T_READER)) return &aio_reader_ops;
+  if (lua_istable(L, idx)) return &lua_ops;
+  luaL_typeerror(L, idx, "protocol table or StreamReader");
+  return NULL;
+}
+
+static int l_get_protocol(lua_State *L) {
+  check_tp(L, 1);
+  lua_getiuservalue(L, 1, UV_PROTO);
+  return 1;
+}
+
+static int l_set_protocol(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  const aio_proto_ops *ops = ops_for(L, 2);
+  if (tp->state == AIO_TP_CLOSED) return 0;
+  set_protocol(L, tp, ops, 2);
+  return 0;
+}
+
+/* _start(protocol [, server]): connection_made, then reading. Until then
+ * the transport is only a Lua object, which the GC may close. */
+static int l_start(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  const aio_proto_ops *ops = ops_for(L, 2);
+  lua_settop(L, 3);
+  if (tp->ref != LUA_NOREF) return aio_raise(L, "RuntimeError", "transport already started");
+  if (tp->state != AIO_TP_OPEN) return aio_raise(L, "RuntimeError", "transport is closed");
+  set_protocol(L, tp, ops, 2);
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, UV_SERVER);
+  lua_pushvalue(L, 1);
+  tp->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  ops->connection_made(L, 2, 1);
+  start_reading(tp);
+  return 0;
+}
+
+static int l_tostring(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  static const char *const states[] = {"open", "closing", "closed"};
+  lua_pushfstring(L, "<%s transport %s %p>", tp->kind == AIO_TP_TCP ? "TCP" : "pipe",
+                  states[tp->state], (void *)tp);
+  return 1;
+}
+
+/* ---- a Lua table as protocol ---------------------------------------------- */
+/* Methods are looked up inside the protected call: a protocol's __index may
+ * raise, and nothing may unwind through libuv's stack. */
+
+static int call_method(lua_State *L) { /* proto, name, args... -> first result */
+  int n = lua_gettop(L);
+  if (lua_getfield(L, 1, lua_tostring(L, 2)) == LUA_TNIL) return 0;
+  lua_copy(L, 1, 2);
+  lua_replace(L, 1);
+  lua_call(L, n - 1, 1);
+  return 1;
+}
+
+/* Calls proto:<name>(args) with nargs values on top; 0 ok (its result on
+ * top), 1 when it raised (the error on top, already reported). */
+static int proto_call(lua_State *L, int tp_idx, int proto_idx, const char *name, int nargs,
+                      const char *msg) {
+  int base = lua_gettop(L) - nargs + 1;
+  lua_pushcfunction(L, call_method);
+  lua_pushvalue(L, proto_idx);
+  lua_pushstring(L, name);
+  lua_rotate(L, base, 3);
+  return aio_pcall_reporting(L, aio_transport_loop(L, tp_idx), base, 1, name, msg, "protocol",
+                             proto_idx);
+}
+
+/* After a failed data_received or eof_received, Python's _fatal_error. */
+static void fail_transport(lua_State *L, int tp_idx) {
+  int err = lua_gettop(L);
+  if (lua_getfield(L, tp_idx, "_force_close") == LUA_TFUNCTION) {
+    lua_pushvalue(L, tp_idx);
+    lua_pushvalue(L, err);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+  } else {
+    lua_pop(L, 1);
+  }
+}
+
+static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
+  lua_pushvalue(L, tp_idx);
+  proto_call(L, tp_idx, proto_idx, "connection_made", 1,
+             "Exception in protocol.connection_made() call");
+  lua_pop(L, 1);
+}
+
+/* The hot path: the cached data_received, no lookup, no stack shuffling. */
+static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
+  int base = lua_gettop(L) + 1;
+  aio_loop *lp = aio_transport_loop(L, tp_idx);
+  double t0 = lp->debug ? aio_loop_time(lp) : 0;
+  lua_pushcfunction(L, aio_callback_msgh);
+  if (lua_getiuservalue(L, tp_idx, UV_DATACB) == LUA_TNIL) {
+    lua_settop(L, base - 1);
+    return;
+  }
+  lua_pushvalue(L, proto_idx);
+  lua_pushlstring(L, p, n);
+  if (lua_pcall(L, 2, 0, base) != LUA_OK) {
+    aio_report_callback_error(L, lp, -1, "Fatal error: protocol.data_received() call failed.",
+                              "protocol", proto_idx);
+    fail_transport(L, tp_idx);
+  } else if (lp->debug) {
+    aio_loop_log_slow(L, lp, "protocol.data_received()", t0);
+  }
+  lua_settop(L, base - 1);
+}
+
+static int lua_eof(lua_State *L, int proto_idx, int tp_idx) {
+  int keep = 1;
+  if (proto_call(L, tp_idx, proto_idx, "eof_received", 0,
+                 "Fatal error: protocol.eof_received() call failed."))
+    fail_transport(L, tp_idx);
+  else
+    keep = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return keep;
+}
+
+static void lua_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
+  if (err_idx)
+    lua_pushvalue(L, err_idx);
+  else
+    lua_pushnil(L);
+  proto_call(L, tp_idx, proto_idx, "connection_lost", 1,
+             "Exception in protocol.connection_lost() call");
+  lua_pop(L, 1);
+}
+
+static void lua_pause_writing(lua_State *L, int proto_idx, int tp_idx) {
+  proto_call(L, tp_idx, proto_idx, "pause_writing", 0, "protocol.pause_writing() failed");
+  lua_pop(L, 1);
+}
+
+static void lua_resume_writing(lua_State *L, int proto_idx, int tp_idx) {
+  proto_call(L, tp_idx, proto_idx, "resume_writing", 0, "protocol.resume_writing() failed");
+  lua_pop(L, 1);
+}
+
+static const aio_proto_ops lua_ops = {lua_made, lua_data,          lua_eof,
+                                      lua_lost, lua_pause_writing, lua_resume_writing};
+
+void aio_stream_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"write", l_write},
+                                     {"writelines", l_writelines},
+                                     {"write_eof", l_write_eof},
+                                     {"can_write_eof", l_can_write_eof},
+                                     {"close", l_close},
+                                     {"abort", l_abort},
+                                     {"_force_close", l_force_close},
+                                     {"is_closing", l_is_closing},
+                                     {"pause_reading", l_pause_reading},
+                                     {"resume_reading", l_resume_reading},
+                                     {"is_reading", l_is_reading},
+                                     {"set_write_buffer_limits", l_set_write_buffer_limits},
+                                     {"get_write_buffer_limits", l_get_write_buffer_limits},
+                                     {"get_write_buffer_size", l_get_write_buffer_size},
+                                     {"get_extra_info", l_get_extra_info},
+                                     {"get_protocol", l_get_protocol},
+                                     {"set_protocol", l_set_protocol},
+                                     {"_start", l_start},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {{"__gc", tp_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  aio_newclass(L, S, AIO_T_TRANSPORT, "asyncio.Transport", methods, meta);
+  lua_setfield(L, -2, "Transport");
+}

@@ -1,0 +1,60 @@
+/* The stream transport shared by stream.c (the Transport), listener.c and the
+ * per-family files that open one (tcp.c, pipe.c). */
+#ifndef AIO_STREAM_H
+#define AIO_STREAM_H
+
+#include "internal.h"
+
+enum { AIO_TP_TCP, AIO_TP_PIPE };
+/* aio_tp.state: OPEN until close() or an error; CLOSING while close() waits
+ * for queued writes; CLOSED once uv_close was called. */
+enum { AIO_TP_OPEN, AIO_TP_CLOSING, AIO_TP_CLOSED };
+
+typedef struct aio_wreq aio_wreq;
+typedef struct aio_tp aio_tp;
+
+/* The Lua object; the C record outlives it while libuv still holds the
+ * handle, and it outlives the handle so methods keep working after close. */
+typedef struct aio_tp_box {
+  aio_transport_head head;
+  aio_tp *tp;
+} aio_tp_box;
+
+struct aio_tp {
+  union {
+    uv_handle_t h;
+    uv_stream_t s;
+    uv_tcp_t tcp;
+    uv_pipe_t pipe;
+  } u;
+  uv_shutdown_t shutdown;
+  aio_closable cl;
+  aio_loop *lp;
+  aio_tp_box *box;          /* NULL once the Lua object is collected */
+  const aio_proto_ops *ops; /* NULL until started */
+  aio_wreq *free_reqs;      /* write requests kept for reuse */
+  int ref;                  /* registry ref of the box from start to close */
+  int nreqs;                /* write requests allocated (slots 1..nreqs) */
+  int inflight;             /* write requests in libuv's queue */
+  size_t wsize;             /* bytes in those requests */
+  size_t high, low;         /* write-buffer limits */
+  unsigned conn_lost;       /* writes dropped after the connection was lost */
+  uint8_t kind;             /* AIO_TP_TCP, AIO_TP_PIPE */
+  uint8_t state;            /* AIO_TP_OPEN, ... */
+  uint8_t handle_closed;    /* the close callback ran */
+  uint8_t reading;          /* uv_read_start is in effect */
+  uint8_t paused;           /* pause_reading() */
+  uint8_t at_eof;           /* the peer's EOF was read */
+  uint8_t eof;              /* write_eof() was called */
+  uint8_t writing_paused;   /* the protocol was told pause_writing */
+  uint8_t readable, writable;
+};
+
+/* Pushes a new Transport around a C record whose handle the caller then
+ * initialises (uv_tcp_init, uv_pipe_init) on lp->uv; the record joins the
+ * loop's closables. */
+aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind);
+/* For a record whose handle init failed: frees it with its Lua object. */
+void aio_tp_discard(aio_tp *tp);
+
+#endif
