@@ -12,10 +12,16 @@ local function echo(reader, writer)
     writer:write(data)
     writer:drain()
   end
+end
+
+-- a client that resets its connection is not an error for an echo server
+local function serve(reader, writer)
+  local ok, err = pcall(echo, reader, writer)
   writer:close()
+  if not ok and not asyncio.isinstance(err, asyncio.ConnectionError) then error(err, 0) end
 end
 
 asyncio.run(function()
-  local server = asyncio.start_server(echo, "127.0.0.1", port, { backlog = 1024 })
+  local server = asyncio.start_server(serve, "127.0.0.1", port, { backlog = 1024 })
   server:serve_forever()
 end)

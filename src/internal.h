@@ -37,6 +37,16 @@ enum {
 };
 extern const char aio_tags[AIO_T_N];
 
+/* The I/O types checked on every read and write (Transport, StreamReader)
+ * begin with their tag, so the check is one compare instead of a metatable
+ * lookup. Lua code cannot write a userdata's bytes: the tag is unforgeable. */
+static inline void *aio_test_tagged(lua_State *L, int idx, int type) {
+  void *p;
+  if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) < sizeof(const char *)) return NULL;
+  p = lua_touserdata(L, idx);
+  return *(const char **)p == &aio_tags[type] ? p : NULL;
+}
+
 typedef struct aio_state aio_state;
 typedef struct asyncio_loop aio_loop;
 typedef struct aio_future aio_future;
@@ -194,10 +204,12 @@ typedef struct aio_proto_ops {
   void (*resume_writing)(lua_State *L, int proto_idx, int tp_idx);
 } aio_proto_ops;
 
-/* Every transport userdata begins with its loop, so protocol code finds it
- * from the object, and keeps a Lua protocol's data_received (looked up when
- * the protocol is set, as uvloop does) in this uservalue. */
+/* Every transport userdata begins with its type's tag (see aio_test_tagged)
+ * and its loop, so protocol code finds the loop from the object, and keeps a
+ * Lua protocol's data_received (looked up when the protocol is set, as
+ * uvloop does) in this uservalue. */
 typedef struct aio_transport_head {
+  const char *tag;
   aio_loop *lp;
 } aio_transport_head;
 #define aio_transport_loop(L, idx) (((aio_transport_head *)lua_touserdata((L), (idx)))->lp)
@@ -207,6 +219,12 @@ typedef struct aio_transport_head {
 /* reader.c: the StreamReader is also the protocol of its stream */
 extern const aio_proto_ops aio_reader_ops;
 void aio_reader_open(lua_State *L, aio_state *S);
+int aio_reader_drain_pending(lua_State *L, int idx);
+
+/* stream.c: any transport, ours or not */
+void aio_transport_write(lua_State *L, int tp_idx, int s_idx);
+int aio_transport_is_closing(lua_State *L, int tp_idx);
+void aio_writer_open(lua_State *L, aio_state *S);
 
 /* The thread to call Lua in from a libuv callback. */
 #define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
@@ -231,6 +249,7 @@ void aio_setfuncs(lua_State *L, aio_state *S, const luaL_Reg *l);
 void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const luaL_Reg *methods,
                   const luaL_Reg *meta);
 void *aio_testudata(lua_State *L, int idx, int type1, int type2);
+void *aio_check_tagged(lua_State *L, int idx, int type, const char *name);
 void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name);
 void aio_setmetatable(lua_State *L, aio_state *S, int type);
 void aio_copy_metatable(lua_State *L, aio_state *S, int type);

@@ -99,6 +99,12 @@ void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *na
   return p;
 }
 
+void *aio_check_tagged(lua_State *L, int idx, int type, const char *name) {
+  void *p = aio_test_tagged(L, idx, type);
+  if (!p) luaL_typeerror(L, idx, name);
+  return p;
+}
+
 /* Pushes a shallow copy of the metatable of `type` (tag included). */
 void aio_copy_metatable(lua_State *L, aio_state *S, int type) {
   lua_newtable(L);
@@ -192,5 +198,6 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_dns_open(L, S);
   aio_poll_open(L, S);
   aio_reader_open(L, S);
+  aio_writer_open(L, S);
   return 1;
 }

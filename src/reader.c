@@ -10,12 +10,14 @@
 #define READER_MT "asyncio.StreamReader"
 #define DEFAULT_LIMIT 65536
 
-/* Uservalues: the transport (streams mode), the exception, the parked task
- * (kept alive while r->waiter points to it), the list of drain futures, the
- * loop, and the future StreamWriter.wait_closed awaits. */
-enum { UV_TRANSPORT = 1, UV_EXC, UV_WAITER, UV_DRAIN, UV_LOOP, UV_CLOSED, UV_N = UV_CLOSED };
+/* Uservalues: the transport (streams mode), the exception, the list of
+ * drain futures, the loop, and the future StreamWriter.wait_closed awaits.
+ * The parked task needs no reference: a pending task is kept by its loop,
+ * and once the loop is closed r->waiter is never followed. */
+enum { UV_TRANSPORT = 1, UV_EXC, UV_DRAIN, UV_LOOP, UV_CLOSED, UV_N = UV_CLOSED };
 
 typedef struct reader {
+  const char *tag; /* first: aio_test_tagged */
   aio_buf buf;
   aio_loop *loop;
   size_t limit;
@@ -35,7 +37,7 @@ typedef struct reader {
 enum { OP_READ, OP_READEXACTLY, OP_READUNTIL, OP_READLINE, OP_LINES };
 
 static reader *check_reader(lua_State *L, int idx) {
-  return aio_checkudata(L, idx, AIO_T_READER, AIO_T_READER, "StreamReader");
+  return aio_check_tagged(L, idx, AIO_T_READER, "StreamReader");
 }
 
 /* ---- the transport ---------------------------------------------------- */
@@ -89,26 +91,24 @@ static void maybe_resume(lua_State *L, reader *r, int ridx) {
 
 /* ---- waking the reader ------------------------------------------------- */
 
-/* ridx must be absolute, as in every function below taking one. */
-static void wake(lua_State *L, reader *r, int ridx, int failed) {
+static void wake(reader *r, int failed) {
   aio_task *t = r->waiter;
   if (!t) return;
-  if (aio_task_wake(t, r) && failed) r->failed = t;
+  if (!r->loop->closed && aio_task_wake(t, r) && failed) r->failed = t;
   r->waiter = NULL;
-  lua_pushnil(L);
-  lua_setiuservalue(L, ridx, UV_WAITER);
 }
 
-static void feed_eof(lua_State *L, reader *r, int ridx) {
+static void feed_eof(reader *r) {
   r->eof = 1;
-  wake(L, r, ridx, 0);
+  wake(r, 0);
 }
 
+/* ridx must be absolute, as in every function below taking one. */
 static void set_exception(lua_State *L, reader *r, int ridx, int err_idx) {
   lua_pushvalue(L, err_idx);
   lua_setiuservalue(L, ridx, UV_EXC);
   r->has_exc = 1;
-  wake(L, r, ridx, 1);
+  wake(r, 1);
 }
 
 /* Returns 0, or -1 when the bytes could not be stored. */
@@ -123,7 +123,7 @@ static int feed_data(lua_State *L, reader *r, int ridx, const char *p, size_t n)
     else
       forget_transport(L, r, ridx);
   }
-  wake(L, r, ridx, 0);
+  wake(r, 0);
   return 0;
 }
 
@@ -151,7 +151,7 @@ static void op_data_received(lua_State *L, int proto_idx, int tp_idx, const char
 
 static int op_eof_received(lua_State *L, int proto_idx, int tp_idx) {
   (void)tp_idx;
-  feed_eof(L, lua_touserdata(L, proto_idx), lua_absindex(L, proto_idx));
+  feed_eof(lua_touserdata(L, proto_idx));
   return 1;
 }
 
@@ -187,7 +187,7 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
   proto_idx = lua_absindex(L, proto_idx);
   r->lost = 1;
   if (err_idx == 0) {
-    feed_eof(L, r, proto_idx);
+    feed_eof(r);
     lua_pushliteral(L, "Connection lost");
     aio_push_error(L, "ConnectionResetError", -1);
     lua_remove(L, -2);
@@ -231,7 +231,8 @@ static int run_step(lua_State *L, reader *r, int op, aio_task *t);
 /* A waiter that was cancelled or woken no longer holds the reader. */
 static int busy(reader *r) {
   aio_task *w = r->waiter;
-  return w && w->f.state == AIO_PENDING && w->wait == AIO_WAIT_PARK && w->parked_on == r;
+  return w && !r->loop->closed && w->f.state == AIO_PENDING && w->wait == AIO_WAIT_PARK &&
+         w->parked_on == r;
 }
 
 static int read_k(lua_State *L, int status, lua_KContext op) {
@@ -240,11 +241,7 @@ static int read_k(lua_State *L, int status, lua_KContext op) {
   reader *r = lua_touserdata(L, 1);
   int failed = r->failed == t;
   (void)status;
-  if (r->waiter == t) {
-    r->waiter = NULL;
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_WAITER);
-  }
+  if (r->waiter == t) r->waiter = NULL;
   if (failed) r->failed = NULL;
   if (!busy(r)) r->to_eof = 0;
   aio_task_unparked(L, t);
@@ -284,8 +281,6 @@ static int wait_data(lua_State *L, reader *r, int op, aio_task *t, int to_eof) {
   if (r->paused) resume_transport(L, r, 1);
   r->waiter = t;
   r->to_eof = (uint8_t)to_eof;
-  aio_task_push(L, t->f.loop, t);
-  lua_setiuservalue(L, 1, UV_WAITER);
   return aio_task_park(L, t, r, op, read_k);
 }
 
@@ -555,7 +550,7 @@ static int l_feed_data(lua_State *L) {
 }
 
 static int l_feed_eof(lua_State *L) {
-  feed_eof(L, check_reader(L, 1), 1);
+  feed_eof(check_reader(L, 1));
   return 0;
 }
 
@@ -587,6 +582,13 @@ static void prune_drains(lua_State *L, int idx) {
     lua_pushnil(L);
     lua_rawseti(L, idx, j);
   }
+}
+
+/* StreamWriter.drain's fast path (writer.c): 0 when drain has nothing to
+ * do - no exception, connection not lost, writing not paused. */
+int aio_reader_drain_pending(lua_State *L, int idx) {
+  reader *r = aio_test_tagged(L, idx, AIO_T_READER);
+  return !r || r->has_exc || r->lost || r->write_paused;
 }
 
 /* For StreamWriter.drain: nothing while writing flows, else a Future that
@@ -630,7 +632,7 @@ static int l_tostring(lua_State *L) {
   static const struct {
     int uv;
     const char *label;
-  } values[] = {{UV_WAITER, " waiter="}, {UV_EXC, " exception="}, {UV_TRANSPORT, " transport="}};
+  } values[] = {{UV_EXC, " exception="}, {UV_TRANSPORT, " transport="}};
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "<StreamReader");
   if (r->buf.len) {
@@ -642,9 +644,15 @@ static int l_tostring(lua_State *L) {
     lua_pushfstring(L, " limit=%I", (lua_Integer)r->limit);
     luaL_addvalue(&b);
   }
-  for (i = 0; i < 3; i++) {
+  if (busy(r)) {
+    luaL_addstring(&b, " waiter=");
+    aio_task_push(L, r->loop, r->waiter);
+    luaL_tolstring(L, -1, NULL);
+    lua_remove(L, -2);
+    luaL_addvalue(&b);
+  }
+  for (i = 0; i < 2; i++) {
     int present;
-    if (values[i].uv == UV_WAITER && !busy(r)) continue;
     present = lua_getiuservalue(L, 1, values[i].uv) != LUA_TNIL;
     lua_pop(L, 1); /* the buffer wants its own stack level back */
     if (!present) continue;
@@ -686,6 +694,7 @@ static int l_new(lua_State *L) {
   }
   r = lua_newuserdatauv(L, sizeof *r, UV_N);
   memset(r, 0, sizeof *r);
+  r->tag = &aio_tags[AIO_T_READER];
   aio_buf_init(&r->buf);
   r->loop = lp;
   r->limit = (uint64_t)limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;

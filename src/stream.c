@@ -28,7 +28,7 @@ struct aio_wreq {
 static const aio_proto_ops lua_ops;
 
 static aio_tp *check_tp(lua_State *L, int idx) {
-  aio_tp_box *b = aio_checkudata(L, idx, AIO_T_TRANSPORT, AIO_T_TRANSPORT, "Transport");
+  aio_tp_box *b = aio_check_tagged(L, idx, AIO_T_TRANSPORT, "Transport");
   if (!b->tp) luaL_argerror(L, idx, "transport is gone");
   return b->tp;
 }
@@ -121,6 +121,7 @@ static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *w
 aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   aio_tp_box *b = lua_newuserdatauv(L, sizeof *b, UV_NUSER);
   aio_tp *tp;
+  b->head.tag = &aio_tags[AIO_T_TRANSPORT];
   b->head.lp = lp;
   b->tp = NULL;
   aio_setmetatable(L, lp->S, AIO_T_TRANSPORT);
@@ -349,6 +350,36 @@ static void tp_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx) {
   maybe_pause_protocol(L, tp, tp_idx);
 }
 
+/* For callers that hold any transport (writer.c): ours directly, another
+ * kind (TLS) through its methods. */
+void aio_transport_write(lua_State *L, int tp_idx, int s_idx) {
+  aio_tp_box *b = aio_test_tagged(L, tp_idx, AIO_T_TRANSPORT);
+  if (b && b->tp) {
+    luaL_checktype(L, s_idx, LUA_TSTRING);
+    tp_write(L, b->tp, tp_idx, s_idx);
+    return;
+  }
+  tp_idx = lua_absindex(L, tp_idx);
+  s_idx = lua_absindex(L, s_idx);
+  lua_getfield(L, tp_idx, "write");
+  lua_pushvalue(L, tp_idx);
+  lua_pushvalue(L, s_idx);
+  lua_call(L, 2, 0);
+}
+
+int aio_transport_is_closing(lua_State *L, int tp_idx) {
+  aio_tp_box *b = aio_test_tagged(L, tp_idx, AIO_T_TRANSPORT);
+  int closing;
+  if (b && b->tp) return b->tp->state != AIO_TP_OPEN;
+  tp_idx = lua_absindex(L, tp_idx);
+  lua_getfield(L, tp_idx, "is_closing");
+  lua_pushvalue(L, tp_idx);
+  lua_call(L, 1, 1);
+  closing = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return closing;
+}
+
 static int l_write(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   luaL_checktype(L, 2, LUA_TSTRING);
@@ -519,7 +550,7 @@ static void set_protocol(lua_State *L, aio_tp *tp, const aio_proto_ops *ops, int
 }
 
 static const aio_proto_ops *ops_for(lua_State *L, int idx) {
-  if (aio_testudata(L, idx, AIO_T_READER, AIO_T_READER)) return &aio_reader_ops;
+  if (aio_test_tagged(L, idx, AIO_T_READER)) return &aio_reader_ops;
   if (lua_istable(L, idx)) return &lua_ops;
   luaL_typeerror(L, idx, "protocol table or StreamReader");
   return NULL;

@@ -34,14 +34,15 @@ StreamWriter.__name = "asyncio.StreamWriter"
 M.StreamWriter = StreamWriter
 
 function M.new_writer(transport, reader)
-  return setmetatable({ transport = transport, _reader = reader }, StreamWriter)
+  -- [1] and [2] are for the C methods (writer.c)
+  return setmetatable({ transport, reader, transport = transport, _reader = reader }, StreamWriter)
 end
 
 function StreamWriter:__tostring()
   return "<StreamWriter " .. tostring(self.transport) .. ">"
 end
 
-function StreamWriter:write(data) return self.transport:write(data) end
+StreamWriter.write = core.stream_write -- C: the echo loop's hot path
 function StreamWriter:writelines(list) return self.transport:writelines(list) end
 function StreamWriter:can_write_eof() return self.transport:can_write_eof() end
 function StreamWriter:write_eof() return self.transport:write_eof() end
@@ -56,14 +57,16 @@ function StreamWriter:wait_closed()
 end
 
 -- Waits while the transport's buffer is above its high-water mark; raises
--- the connection's error once it is lost (Python's drain).
-function StreamWriter:drain()
+-- the connection's error once it is lost (Python's drain). The C method
+-- returns at once when there is nothing to wait for, else runs this.
+local function drain(self)
   local exc = self._reader:exception()
   if exc ~= nil then error(exc, 0) end
   if self.transport:is_closing() then core.sleep(0) end
   local waiter = self._reader:_drain_helper()
   if waiter then waiter:await() end
 end
+StreamWriter.drain = core.stream_drain(drain)
 
 function StreamWriter:start_tls()
   error(errors.RuntimeError("TLS is not available yet"), 2)
