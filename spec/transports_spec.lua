@@ -394,10 +394,17 @@ describe("TCP transports", function()
     end)
   end)
 
-  it("does not leak file descriptors over 2,000 connections", function()
+  it("does not leak file descriptors or Lua references over 2,000 connections", function()
     run(function()
       local loop = asyncio.get_running_loop()
       local server, port = echo_server(loop)
+      local function refs()
+        helper.gc()
+        local n = 0
+        for _ in pairs(debug.getregistry()) do n = n + 1 end
+        return n
+      end
+      local refs_before = refs()
       local before = open_fds()
       for _ = 1, 20 do
         local batch = {}
@@ -419,7 +426,45 @@ describe("TCP transports", function()
       server:wait_closed()
       helper.gc()
       assert.equal(before - 1, open_fds()) -- the listening socket went too
+      assert.is_true(refs() <= refs_before, "registry references leaked")
     end, 60)
+  end)
+
+  it("sendfile sends a file, or a slice of it, through the transport", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local got, eof = {}, loop:create_future()
+      local server = loop:create_server(function()
+        return recorder {
+          data = function(_, d) got[#got + 1] = d end,
+          eof = function() eof:set_result(table.concat(got)) end,
+        }
+      end, "127.0.0.1", 0)
+      local port = server.sockets[1]:getsockname()[2]
+      local name = os.tmpname()
+      local parts = {}
+      for i = 1, 50000 do parts[i] = ("%06d\n"):format(i) end
+      local content = table.concat(parts) -- 350,000 bytes
+      local f = assert(io.open(name, "wb"))
+      f:write(content)
+      f:close()
+      f = assert(io.open(name, "rb"))
+      local tp = loop:create_connection(recorder, "127.0.0.1", port)
+      tp:set_write_buffer_limits(4096)
+      assert.equal(#content, loop:sendfile(tp, f))
+      assert.equal(1000, loop:sendfile(tp, f, 7, 1000))
+      assert.equal(7 + 1000, f:seek())
+      helper.assert_class(asyncio.SendfileNotAvailableError,
+        helper.err_of(loop.sendfile, loop, tp, f, 0, 10, false))
+      assert.has_error(function() loop:sendfile(tp, "not a file") end)
+      tp:write_eof()
+      local all = eof:await()
+      assert.equal(content .. content:sub(8, 1007), all)
+      f:close()
+      os.remove(name)
+      tp:close()
+      server:close()
+    end)
   end)
 
   it("Server: serve_forever, close, wait_closed, close_clients, abort_clients", function()

@@ -14,7 +14,8 @@ enum {
   UV_INFLIGHT,
   UV_SERVER,
   UV_LOST,
-  UV_NUSER = UV_LOST
+  UV_FLUSH, /* the future of _drain_waiter */
+  UV_NUSER = UV_FLUSH
 };
 
 /* A queued write; its string sits in the in-flight table at [slot]. */
@@ -43,6 +44,24 @@ static void tp_free_if_done(aio_tp *tp) {
   free(tp);
 }
 
+/* Settles _drain_waiter's future: resolved, or failed when `lost`. */
+static void settle_flush(lua_State *L, int tp_idx, int lost) {
+  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) == LUA_TUSERDATA &&
+      ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING) {
+    if (lost) {
+      lua_pushliteral(L, "Connection lost");
+      aio_push_error(L, "ConnectionResetError", -1);
+      aio_future_set_exc(L, -3, -1);
+      lua_pop(L, 2);
+    } else {
+      aio_future_set_results(L, -1, -1, 0);
+    }
+  }
+  lua_pop(L, 1);
+  lua_pushnil(L);
+  lua_setiuservalue(L, tp_idx, UV_FLUSH);
+}
+
 /* ---- closing ----------------------------------------------------------- */
 
 static void on_closed(uv_handle_t *h) {
@@ -65,6 +84,7 @@ static void on_closed(uv_handle_t *h) {
       aio_call_reporting(L, lp, base, "Server._detach", "transport", box);
     }
     lua_settop(L, box);
+    settle_flush(L, box, 1);
     for (int i = 1; i <= UV_NUSER; i++) {
       lua_pushnil(L);
       lua_setiuservalue(L, box, i);
@@ -279,6 +299,7 @@ static void on_written(uv_write_t *req, int status) {
     close_now(L, tp, top + 1, 0);
   else
     maybe_resume_protocol(L, tp, top + 1);
+  if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, top + 1, 0);
   lua_settop(L, top);
 }
 
@@ -509,6 +530,20 @@ static int l_get_write_buffer_size(lua_State *L) {
   return 1;
 }
 
+/* _drain_waiter(): nil while the write buffer is at or below its low-water
+ * mark, else a Future resolved once it is (sendfile's flow control, which
+ * must not depend on the protocol's pause_writing). */
+static int l_drain_waiter(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
+  if (tp->wsize <= tp->low) return 0;
+  if (lua_getiuservalue(L, 1, UV_FLUSH) == LUA_TUSERDATA) return 1;
+  aio_future_new(L, tp->lp);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, 1, UV_FLUSH);
+  return 1;
+}
+
 static int l_get_extra_info(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   const char *name = luaL_checkstring(L, 2);
@@ -716,6 +751,7 @@ void aio_stream_open(lua_State *L, aio_state *S) {
                                      {"get_protocol", l_get_protocol},
                                      {"set_protocol", l_set_protocol},
                                      {"_start", l_start},
+                                     {"_drain_waiter", l_drain_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", tp_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
   aio_newclass(L, S, AIO_T_TRANSPORT, "asyncio.Transport", methods, meta);

@@ -213,6 +213,38 @@ end
 function Loop:connect_read_pipe(factory, f) return pipe(self, factory, f, "r", "connect_read_pipe") end
 function Loop:connect_write_pipe(factory, f) return pipe(self, factory, f, "w", "connect_write_pipe") end
 
+-- Sends a file's bytes over a stream transport: Python's fallback path
+-- (read a chunk, write it, wait while the write buffer is above its
+-- low-water mark). No zero-copy path: libuv's stream handles own their
+-- sockets' polling, so a sendfile(2) loop beside them cannot wait for
+-- writability. Returns the number of bytes sent.
+function Loop:sendfile(transport, file, offset, count, fallback)
+  argcheck(io.type(file) == "file", 2, "sendfile", "open file expected")
+  argcheck(offset == nil or (math.type(offset) == "integer" and offset >= 0), 3, "sendfile",
+    "offset must be a non-negative integer")
+  argcheck(count == nil or (math.type(count) == "integer" and count > 0), 4, "sendfile",
+    "count must be a positive integer")
+  if not pcall(core.Transport._drain_waiter, transport) and not transport:is_closing() then
+    error(errors.SendfileNotAvailableError("not a stream transport"), 2)
+  end
+  if fallback == false then
+    error(errors.SendfileNotAvailableError("there is no zero-copy sendfile; fallback disabled"), 2)
+  end
+  if transport:is_closing() then error(errors.RuntimeError("Transport is closing"), 2) end
+  if offset then assert(file:seek("set", offset)) end
+  local total = 0
+  while count == nil or total < count do
+    local n = count and math.min(65536, count - total) or 65536
+    local chunk = file:read(n)
+    if not chunk then break end
+    transport:write(chunk)
+    total = total + #chunk
+    local waiter = transport:_drain_waiter()
+    if waiter then waiter:await() end
+  end
+  return total
+end
+
 -- ---- Server --------------------------------------------------------------
 
 local Server = {}

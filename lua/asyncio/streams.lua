@@ -68,10 +68,6 @@ local function drain(self)
 end
 StreamWriter.drain = core.stream_drain(drain)
 
-function StreamWriter:start_tls()
-  error(errors.RuntimeError("TLS is not available yet"), 2)
-end
-
 function StreamWriter:__close()
   self:close()
   self:wait_closed()
