@@ -1,6 +1,8 @@
 # lua-asyncio developer entry points.
 #
-#   make demo    install missing packages, build, run examples/hello.lua
+#   make demo    install missing packages, build, run the examples: hello.lua,
+#                crawler.lua, echo_server.lua with echo_client.lua, and the
+#                --demo modes of chat_server.lua and http_get.lua
 #   make test    install missing packages, build, run every test pass;
 #                the last line is "N passed, M failed"
 #   make build   luarocks make into the local tree .build/tree
@@ -88,6 +90,38 @@ demo: deps build
 	@echo
 	@echo "$(LUA) examples/crawler.lua"
 	@$(TREE_ENV) $(LUA) examples/crawler.lua
+	@echo
+	@echo "$(LUA) examples/echo_server.lua 0 3  (in the background) + 3 x $(LUA) examples/echo_client.lua PORT"
+	@$(TREE_ENV) bash -c "$$ECHO_DEMO"
+	@echo
+	@echo "$(LUA) examples/chat_server.lua --demo"
+	@$(TREE_ENV) $(LUA) examples/chat_server.lua --demo
+	@echo
+	@echo "$(LUA) examples/http_get.lua --demo"
+	@$(TREE_ENV) $(LUA) examples/http_get.lua --demo
+
+# The echo server in the background on a free port, which it prints when
+# ready; three clients against it; the server stops by itself after the
+# third connection. timeout bounds each process, and the EXIT trap kills the
+# server when anything fails; the server's log is shown at the end.
+define ECHO_DEMO
+set -eu
+log=$$(mktemp)
+timeout 30 $(LUA) examples/echo_server.lua 0 3 > "$$log" 2>&1 &
+server=$$!
+trap 'kill $$server 2>/dev/null || true; rm -f "$$log"' EXIT
+port=
+for _ in $$(seq 100); do
+  port=$$(sed -n 's/.*listening on 127\.0\.0\.1:\([0-9]*\).*/\1/p' "$$log")
+  if [ -n "$$port" ] || ! kill -0 $$server 2>/dev/null; then break; fi
+  sleep 0.1
+done
+if [ -z "$$port" ]; then echo "make demo: the echo server did not start" >&2; cat "$$log" >&2; exit 1; fi
+for n in 3 10 1000; do timeout 20 $(LUA) examples/echo_client.lua $$port $$n; done
+wait $$server
+cat "$$log"
+endef
+export ECHO_DEMO
 
 C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h)
 

@@ -45,26 +45,7 @@ local function echo_server(loop, opts)
   return server, server.sockets[1]:getsockname()[2]
 end
 
-local function wait_for(pred, secs)
-  local deadline = asyncio.get_running_loop():time() + (secs or 5)
-  while not pred() do
-    if asyncio.get_running_loop():time() > deadline then error("condition not reached", 2) end
-    asyncio.sleep(0.001)
-  end
-end
-
-local function open_fds()
-  local n = 0
-  for _ in io.popen("ls /proc/" .. helper.pid() .. "/fd"):lines() do n = n + 1 end
-  return n
-end
-
-local function tmpdir()
-  local p = os.tmpname()
-  os.remove(p)
-  assert(os.execute("mkdir -p " .. p))
-  return p
-end
+local wait_for, open_fds, tmpdir = helper.wait_until, helper.open_fds, helper.tmpdir
 
 describe("TCP transports", function()
   it("echo: connection_made once, data both ways, connection_lost once", function()

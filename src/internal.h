@@ -331,5 +331,6 @@ void aio_poll_open(lua_State *L, aio_state *S);
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);
 void aio_signal_close_all(aio_loop *lp);
+void aio_signal_ignore_sigpipe(void);
 
 #endif

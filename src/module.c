@@ -183,6 +183,7 @@ int luaopen_asyncio_core(lua_State *L) {
   static const luaL_Reg funcs[] = {{"set_hooks", set_hooks}, {NULL, NULL}};
   aio_state *S = aio_get_state(L);
   if (!S) S = state_new(L);
+  aio_signal_ignore_sigpipe();
   lua_newtable(L);
   aio_setfuncs(L, S, funcs);
   aio_loop_open(L, S);

@@ -23,6 +23,20 @@ static const struct {
                 {"SIGCONT", SIGCONT}, {"SIGTSTP", SIGTSTP},   {"SIGTTIN", SIGTTIN},
                 {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
 
+/* A write to a socket or pipe whose reader is gone raises SIGPIPE, and its
+ * default action kills the process before the write can return EPIPE.
+ * Python ignores it at startup; so does this module, unless the host has
+ * a disposition of its own. libuv puts the default back when the last
+ * handler of a signal goes, so removing a SIGPIPE handler calls this too. */
+void aio_signal_ignore_sigpipe(void) {
+  struct sigaction sa;
+  if (sigaction(SIGPIPE, NULL, &sa) != 0 || sa.sa_handler != SIG_DFL) return;
+  sa.sa_handler = SIG_IGN;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;
+  sigaction(SIGPIPE, &sa, NULL);
+}
+
 static int check_signal(lua_State *L, int idx) {
   int num;
   if (lua_type(L, idx) == LUA_TSTRING) {
@@ -79,6 +93,7 @@ static int remove_handler(lua_State *L, aio_loop *lp, int num) {
       *pw = w->next;
       uv_signal_stop(&w->h);
       release(L, w);
+      if (num == SIGPIPE) aio_signal_ignore_sigpipe();
       return 1;
     }
   }

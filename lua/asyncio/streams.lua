@@ -4,6 +4,7 @@
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local network = require "asyncio.network"
+local tasks = require "asyncio.tasks"
 
 local StreamReader = core.StreamReader
 local M = { StreamReader = StreamReader }
@@ -52,17 +53,27 @@ function StreamWriter:get_extra_info(name, default)
   return self.transport:get_extra_info(name, default)
 end
 
+-- Shielded: every wait_closed shares one future, which a cancelled waiter
+-- would otherwise cancel for all the later ones.
 function StreamWriter:wait_closed()
-  self._reader:_closed_waiter():await()
+  tasks.shield(self._reader:_closed_waiter()):await()
 end
 
 -- Waits while the transport's buffer is above its high-water mark; raises
--- the connection's error once it is lost (Python's drain). The C method
+-- the connection's error once it is lost (Python's drain). On a closing
+-- transport it waits for connection_lost, which comes from libuv's close
+-- callback, possibly several loop turns later (Python's single sleep(0)
+-- would let write(); drain() in a loop run on without ever seeing the loss),
+-- then raises the error the connection was lost with, if any. The C method
 -- returns at once when there is nothing to wait for, else runs this.
 local function drain(self)
   local exc = self._reader:exception()
   if exc ~= nil then error(exc, 0) end
-  if self.transport:is_closing() then core.sleep(0) end
+  if self.transport:is_closing() then
+    self:wait_closed()
+    exc = self._reader:exception()
+    if exc ~= nil then error(exc, 0) end
+  end
   local waiter = self._reader:_drain_helper()
   if waiter then waiter:await() end
 end
@@ -97,29 +108,30 @@ function M.open_unix_connection(path, opts)
 end
 
 -- Each connection: a reader as the transport's protocol, and cb(reader,
--- writer) in a task of its own; an error escaping cb is reported and the
--- connection closed (Python's client_connected_cb handling).
+-- writer) in a task of its own; the connection is closed when that task is
+-- cancelled or fails, and the error reported (Python's client_connected_cb
+-- handling).
 local function stream_handler(loop, cb, limit)
-  local function done(task)
-    if task:cancelled() then return end
-    local exc = task:exception()
-    if exc ~= nil then
-      loop:call_exception_handler {
-        message = "Unhandled exception in client_connected_cb",
-        exception = exc,
-        task = task,
-      }
-    end
-  end
   return function(server, tp)
     local reader = StreamReader(limit, loop)
     server:_attach(tp)
     tp:_start(reader, server)
-    local writer = M.new_writer(tp, reader)
-    local task = loop:create_task(cb, reader, writer)
+    local task = loop:create_task(cb, reader, M.new_writer(tp, reader))
     task:add_done_callback(function(t)
-      done(t)
-      if not t:cancelled() and t:exception() ~= nil then tp:close() end
+      if t:cancelled() then
+        tp:close()
+        return
+      end
+      local exc = t:exception()
+      if exc ~= nil then
+        loop:call_exception_handler {
+          message = "Unhandled exception in client_connected_cb",
+          exception = exc,
+          transport = tp,
+          task = t,
+        }
+        tp:close()
+      end
     end)
   end
 end

@@ -24,11 +24,13 @@
 --
 -- helper.pid() is the process id (from /proc/self/stat), helper.now() the
 -- loop clock outside any loop, helper.busy(s) spins for s seconds without
--- yielding, helper.gc() runs full collections.
+-- yielding, helper.gc() runs full collections, helper.open_fds() counts the
+-- process's open file descriptors, helper.tmpdir() makes a fresh directory.
 --
 -- Shortcuts and assertions shared by the specs: helper.runner(timeout) (run
 -- with another timeout), helper.loop(), helper.current(), helper.sleep0(n),
--- helper.sleeper(delay, ...), helper.within(secs, fn), helper.is(cls, e),
+-- helper.sleeper(delay, ...), helper.within(secs, fn),
+-- helper.wait_until(pred, secs), helper.is(cls, e),
 -- helper.err_of(fn, ...), helper.assert_class(cls, e) and
 -- helper.await_cancelled(t); each is described where it is defined.
 local asyncio = require "asyncio"
@@ -225,6 +227,32 @@ function helper.within(secs, fn)
 end
 
 ---------------------------------------------------------------------------
+-- Inside a task: sleeps in 1 ms steps until pred() is true; fails the test
+-- after `secs` (default 5).
+function helper.wait_until(pred, secs)
+  local loop = asyncio.get_running_loop()
+  local deadline = loop:time() + (secs or 5)
+  while not pred() do
+    if loop:time() > deadline then error("condition not reached", 2) end
+    asyncio.sleep(0.001)
+  end
+end
+
+function helper.open_fds()
+  local n = 0
+  local p = io.popen("ls /proc/" .. helper.pid() .. "/fd")
+  for _ in p:lines() do n = n + 1 end
+  p:close()
+  return n - 1 -- the pipe of this listing
+end
+
+function helper.tmpdir()
+  local p = os.tmpname()
+  os.remove(p)
+  assert(os.execute("mkdir -p " .. p))
+  return p
+end
+
 -- Errors
 
 function helper.is(cls, e)
