@@ -18,7 +18,7 @@ typedef struct udp_ep {
   size_t wbuf; /* bytes in uv_udp_send requests not completed yet */
   size_t high, low;
   int nsend;          /* those requests */
-  int keep_ref;       /* the box, while close() waits for sends to drain */
+  int keep_ref;       /* the box, from open until the socket closes */
   uint8_t closing;    /* close() or abort() was called, or the loop closed */
   uint8_t uv_closing; /* uv_close started */
   uint8_t lost_sched; /* connection_lost is scheduled */
@@ -47,8 +47,8 @@ typedef struct {
   int fut_ref;
 } resolve_req;
 
-/* Registry key of the weak table u -> box: the loop reaches a transport
- * through it without keeping it alive, so an unreferenced one is collected. */
+/* Registry key of the weak table u -> box: how callbacks find a transport
+ * (keep_ref keeps an open one alive). */
 static const char boxes_key = 0;
 
 static udp_ep *check_ep(lua_State *L, int idx) {
@@ -367,12 +367,7 @@ static int l_close(lua_State *L) {
   if (u->closing) return 0;
   u->closing = 1;
   uv_udp_recv_stop(&u->h);
-  if (u->nsend == 0) {
-    finish_close(L, u, 1);
-  } else {
-    lua_pushvalue(L, 1);
-    u->keep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  }
+  if (u->nsend == 0) finish_close(L, u, 1);
   return 0;
 }
 
@@ -681,6 +676,10 @@ static int l_udp_open(lua_State *L) {
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u);
   lua_pop(L, 1);
+  /* as in Python, where the selector holds it, an open endpoint is kept by
+   * the loop: a server nobody refers to goes on serving */
+  lua_pushvalue(L, -1);
+  u->keep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   if ((err = configure(u, local, remote, lua_toboolean(L, 5), lua_toboolean(L, 6), &what)) != 0) {
     start_close(L, u);
     return aio_raise_os(L, err, what);
