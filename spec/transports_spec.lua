@@ -319,6 +319,41 @@ describe("TCP transports", function()
     end)
   end)
 
+  it("reuse_port lets two servers bind one port", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local s1 = loop:create_server(recorder, "127.0.0.1", 0, { reuse_port = true })
+      local port = s1.sockets[1]:getsockname()[2]
+      local s2 = loop:create_server(recorder, "127.0.0.1", port, { reuse_port = true })
+      assert.equal(port, s2.sockets[1]:getsockname()[2])
+      local tp, p = loop:create_connection(recorder, "127.0.0.1", port)
+      tp:close()
+      p.lost_fut:await()
+      s1:close()
+      s2:close()
+    end)
+  end)
+
+  it("works over IPv6 loopback", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local ok, server = pcall(loop.create_server, loop, function()
+        return recorder { data = function(self, d) self.transport:write(d) end }
+      end, "::1", 0)
+      if not ok then
+        assert.equal("EADDRNOTAVAIL", server.errno) -- no IPv6 on this machine
+        return
+      end
+      local port = server.sockets[1]:getsockname()[2]
+      local tp, p = loop:create_connection(recorder, "::1", port)
+      assert.same({ "::1", port }, tp:get_extra_info("peername"))
+      tp:write("six")
+      wait_for(function() return p:text() == "six" end)
+      tp:close()
+      server:close()
+    end)
+  end)
+
   it("protocol callback errors reach the exception handler and close the transport", function()
     run(function()
       local loop = asyncio.get_running_loop()
