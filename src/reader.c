@@ -11,11 +11,10 @@
 #define DEFAULT_LIMIT 65536
 
 /* Uservalues: the transport (streams mode), the exception, the list of
- * drain futures, the loop, the future StreamWriter.wait_closed awaits, and
- * bytes handed straight to a waiting read (see op_data_received).
+ * drain futures, the loop, and the future StreamWriter.wait_closed awaits.
  * The parked task needs no reference: a pending task is kept by its loop,
  * and once the loop is closed r->waiter is never followed. */
-enum { UV_TRANSPORT = 1, UV_EXC, UV_DRAIN, UV_LOOP, UV_CLOSED, UV_READY, UV_N = UV_READY };
+enum { UV_TRANSPORT = 1, UV_EXC, UV_DRAIN, UV_LOOP, UV_CLOSED, UV_N = UV_CLOSED };
 
 typedef struct reader {
   const char *tag; /* first: aio_test_tagged */
@@ -24,8 +23,6 @@ typedef struct reader {
   size_t limit;
   aio_task *waiter; /* parked on this reader, until woken */
   aio_task *failed; /* a waiter woken by set_exception: it raises the exception */
-  size_t want;      /* the waiter's read(n): bytes it may take straight from a chunk */
-  size_t ready;     /* bytes in UV_READY */
   uint8_t eof;
   uint8_t has_exc;
   uint8_t has_transport;
@@ -39,26 +36,8 @@ typedef struct reader {
 /* What a parked read resumes with (its continuation context). */
 enum { OP_READ, OP_READEXACTLY, OP_READUNTIL, OP_READLINE, OP_LINES };
 
-/* Bytes handed to a waiting read that has not run yet are still the
- * front of the stream: another reader coming first gets them (Python's
- * order), and so does the next read of a cancelled waiter. */
-static void reclaim(lua_State *L, reader *r, int idx) {
-  size_t n;
-  const char *s;
-  idx = lua_absindex(L, idx);
-  lua_getiuservalue(L, idx, UV_READY);
-  s = lua_tolstring(L, -1, &n);
-  if (aio_buf_unread(&r->buf, s, n) != 0) luaL_error(L, "not enough memory");
-  lua_pop(L, 1);
-  lua_pushnil(L);
-  lua_setiuservalue(L, idx, UV_READY);
-  r->ready = 0;
-}
-
 static reader *check_reader(lua_State *L, int idx) {
-  reader *r = aio_check_tagged(L, idx, AIO_T_READER, "StreamReader");
-  if (r->ready) reclaim(L, r, idx);
-  return r;
+  return aio_check_tagged(L, idx, AIO_T_READER, "StreamReader");
 }
 
 /* ---- the transport ---------------------------------------------------- */
@@ -112,13 +91,6 @@ static void maybe_resume(lua_State *L, reader *r, int ridx) {
 
 /* ---- waking the reader ------------------------------------------------- */
 
-/* A waiter that was cancelled or woken no longer holds the reader. */
-static int busy(reader *r) {
-  aio_task *w = r->waiter;
-  return w && !r->loop->closed && w->f.state == AIO_PENDING && w->wait == AIO_WAIT_PARK &&
-         w->parked_on == r;
-}
-
 static void wake(reader *r, int failed) {
   aio_task *t = r->waiter;
   if (!t) return;
@@ -139,23 +111,9 @@ static void set_exception(lua_State *L, reader *r, int ridx, int err_idx) {
   wake(r, 1);
 }
 
-/* Returns 0, or -1 when the bytes could not be stored. A chunk for a task
- * waiting in read(n) on an empty buffer becomes its result string at once:
- * from a transport, one copy out of the receive buffer instead of two. */
+/* Returns 0, or -1 when the bytes could not be stored. */
 static int feed_data(lua_State *L, reader *r, int ridx, const char *p, size_t n) {
   if (n == 0 || r->eof || r->gone) return 0; /* Python asserts on data after EOF */
-  if (r->want && r->buf.len == 0 && !r->ready && !r->has_exc && busy(r)) {
-    size_t k = n < r->want ? n : r->want;
-    lua_pushlstring(L, p, k);
-    lua_setiuservalue(L, ridx, UV_READY);
-    aio_buf_skip(&r->buf, k);
-    r->ready = k;
-    r->want = 0;
-    wake(r, 0);
-    p += k;
-    n -= k;
-    if (n == 0) return 0;
-  }
   if (aio_buf_append(&r->buf, p, n) != 0) return -1;
   if (r->has_transport && !r->paused && !r->to_eof && r->buf.len > r->limit &&
       r->buf.len - r->limit > r->limit) {
@@ -270,6 +228,13 @@ const aio_proto_ops aio_reader_ops = {op_connection_made, op_data_received, op_e
 
 static int run_step(lua_State *L, reader *r, int op, aio_task *t);
 
+/* A waiter that was cancelled or woken no longer holds the reader. */
+static int busy(reader *r) {
+  aio_task *w = r->waiter;
+  return w && !r->loop->closed && w->f.state == AIO_PENDING && w->wait == AIO_WAIT_PARK &&
+         w->parked_on == r;
+}
+
 static int read_k(lua_State *L, int status, lua_KContext op) {
   aio_state *S = aio_state_of(L);
   aio_task *t = S->running->current;
@@ -279,16 +244,6 @@ static int read_k(lua_State *L, int status, lua_KContext op) {
   if (r->waiter == t) r->waiter = NULL;
   if (failed) r->failed = NULL;
   if (!busy(r)) r->to_eof = 0;
-  r->want = 0;
-  if (r->ready && !t->must_cancel) {
-    lua_getiuservalue(L, 1, UV_READY);
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_READY);
-    r->ready = 0;
-    aio_task_unparked(L, t);
-    return 1;
-  }
-  if (r->ready) reclaim(L, r, 1);
   aio_task_unparked(L, t);
   if (failed) {
     lua_getiuservalue(L, 1, UV_EXC);
@@ -326,7 +281,6 @@ static int wait_data(lua_State *L, reader *r, int op, aio_task *t, int to_eof) {
   if (r->paused) resume_transport(L, r, 1);
   r->waiter = t;
   r->to_eof = (uint8_t)to_eof;
-  r->want = op == OP_READ && !to_eof ? (size_t)lua_tointeger(L, 2) : 0;
   return aio_task_park(L, t, r, op, read_k);
 }
 
@@ -581,7 +535,7 @@ static int l_lines(lua_State *L) {
 
 static int l_at_eof(lua_State *L) {
   reader *r = check_reader(L, 1);
-  lua_pushboolean(L, r->eof && r->buf.len == 0 && !r->ready);
+  lua_pushboolean(L, r->eof && r->buf.len == 0);
   return 1;
 }
 

@@ -145,34 +145,8 @@ static void test_find(void) {
   aio_buf_free(&b);
 }
 
-/* aio_buf_skip/aio_buf_unread: bytes handed straight to a reader and put
- * back, with room in front and without. */
-static void test_unread(void) {
-  aio_buf b;
-  uint64_t pos;
-  size_t ms, me;
-  aio_sep sep = {"cd", 2};
-  aio_buf_init(&b);
-  aio_buf_skip(&b, 3);
-  CHECK(b.consumed == 3 && b.len == 0, "skipped bytes count as consumed");
-  CHECK(aio_buf_append(&b, "def", 3) == 0 && aio_buf_unread(&b, "abc", 3) == 0,
-        "unread into a buffer without room in front");
-  CHECK(b.len == 6 && memcmp(aio_buf_bytes(&b), "abcdef", 6) == 0 && b.consumed == 0,
-        "the bytes come back in front, positions too");
-  pos = b.consumed;
-  CHECK(aio_buf_find(&b, &sep, 1, &pos, &ms, &me) == 1 && ms == 2 && me == 4,
-        "a search sees the stream in order");
-  aio_buf_consume(&b, 4);
-  aio_buf_skip(&b, 2);
-  CHECK(aio_buf_unread(&b, "xy", 2) == 0 && b.len == 4 &&
-            memcmp(aio_buf_bytes(&b), "xyef", 4) == 0 && b.consumed == 4,
-        "unread into the room consumed bytes left in front");
-  aio_buf_free(&b);
-}
-
 int main(void) {
   test_append_consume();
-  test_unread();
   test_steady_stream();
   test_growth_and_shrink();
   test_compaction();

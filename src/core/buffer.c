@@ -58,21 +58,6 @@ int aio_buf_append(aio_buf *b, const char *p, size_t n) {
   return 0;
 }
 
-int aio_buf_unread(aio_buf *b, const char *p, size_t n) {
-  size_t len = b->len;
-  if (n == 0) return 0;
-  if (b->start >= n) { /* room in front */
-    b->start -= n;
-  } else {
-    if (aio_buf_append(b, p, n) != 0) return -1; /* grows; the bytes are moved below */
-    memmove(b->data + b->start + n, b->data + b->start, len);
-  }
-  memcpy(b->data + b->start, p, n);
-  b->len = len + n;
-  b->consumed -= n;
-  return 0;
-}
-
 void aio_buf_consume(aio_buf *b, size_t n) {
   if (n > b->len) n = b->len;
   b->start += n;

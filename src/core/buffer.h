@@ -28,12 +28,6 @@ void aio_buf_free(aio_buf *b);
 /* returns 0, or -1 when memory runs out (the buffer is unchanged then) */
 int aio_buf_append(aio_buf *b, const char *p, size_t n);
 void aio_buf_consume(aio_buf *b, size_t n);
-/* Counts n bytes that went straight to a reader, as appended and consumed. */
-static inline void aio_buf_skip(aio_buf *b, size_t n) {
-  b->consumed += n;
-}
-/* Puts back in front n bytes that aio_buf_skip counted; 0 or -1 (no memory). */
-int aio_buf_unread(aio_buf *b, const char *p, size_t n);
 
 /* NULL while nothing is allocated (no offset is applied to a null pointer) */
 static inline const char *aio_buf_bytes(const aio_buf *b) {
