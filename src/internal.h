@@ -268,6 +268,8 @@ void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
 void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
+int aio_loop_enter(aio_loop *lp);
+void aio_loop_leave(aio_loop *lp, int entered);
 void aio_closable_link(aio_loop *lp, aio_closable *c);
 void aio_closable_unlink(aio_closable *c);
 

@@ -105,8 +105,9 @@ static void on_connection(uv_stream_t *s, int status) {
   aio_listener *ls = s->data;
   aio_loop *lp = ls->lp;
   lua_State *L;
-  int top;
+  int top, entered;
   if (ls->closed || lp->closed) return;
+  entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
@@ -127,6 +128,7 @@ static void on_connection(uv_stream_t *s, int status) {
     aio_loop_call_exception_handler(L, lp, -1);
   }
   lua_settop(L, top);
+  aio_loop_leave(lp, entered);
 }
 
 /* listen(backlog, on_connection(transport)) */

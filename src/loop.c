@@ -159,19 +159,33 @@ static int tick(lua_State *L) {
   return 0;
 }
 
+/* A libuv callback about to call Lua. Under our run_forever or run_once the
+ * loop is running already; when the host runs the uv loop itself, the loop
+ * counts as running while the callback runs (a protocol's data_received may
+ * call get_running_loop()), unless another loop of this state is running
+ * right now. Returns 1 when aio_loop_leave has that to undo. */
+int aio_loop_enter(aio_loop *lp) {
+  if (lp->running || lp->S->running) return 0;
+  lp->running = 1;
+  lp->L = lp->mainL;
+  lp->S->running = lp;
+  return 1;
+}
+
+void aio_loop_leave(aio_loop *lp, int entered) {
+  if (!entered) return;
+  lp->running = 0;
+  lp->L = NULL;
+  lp->S->running = NULL;
+  lp->stopping = 0;
+}
+
 static void on_check(uv_check_t *h) {
   aio_loop *lp = h->data;
-  int hosted = !lp->running, top;
+  int entered, top;
   lua_State *L;
-  if (lp->ticking) return;
-  if (hosted) {
-    /* the host runs the uv loop itself: the loop counts as running for the
-     * tick, unless another loop of this state is running right now */
-    if (lp->S->running) return;
-    lp->running = 1;
-    lp->L = lp->mainL;
-    lp->S->running = lp;
-  }
+  if (lp->ticking || (!lp->running && lp->S->running)) return; /* not this loop's turn */
+  entered = aio_loop_enter(lp);
   L = lp->L;
   top = lua_gettop(L);
   lp->ticking = 1;
@@ -184,12 +198,7 @@ static void on_check(uv_check_t *h) {
   }
   lua_settop(L, top);
   lp->ticking = 0;
-  if (hosted) {
-    lp->running = 0;
-    lp->L = NULL;
-    lp->S->running = NULL;
-    lp->stopping = 0;
-  }
+  aio_loop_leave(lp, entered);
   if (!lp->closed) loop_arm(lp);
 }
 

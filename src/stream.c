@@ -69,6 +69,7 @@ static void on_closed(uv_handle_t *h) {
   aio_loop *lp = tp->lp;
   tp->handle_closed = 1;
   if (!lp->closed && tp->ref != LUA_NOREF) {
+    int entered = aio_loop_enter(lp);
     lua_State *L = aio_loop_thread(lp);
     int top = lua_gettop(L), box;
     lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
@@ -92,6 +93,7 @@ static void on_closed(uv_handle_t *h) {
     luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
     lua_settop(L, top);
+    aio_loop_leave(lp, entered);
   }
   tp_free_if_done(tp);
   aio_loop_handle_closed(lp); /* may free lp: last */
@@ -233,11 +235,12 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_tp *tp = s->data;
   aio_loop *lp = tp->lp;
   lua_State *L;
-  int top;
+  int top, entered;
   if (nread == 0 || tp->state == AIO_TP_CLOSED || lp->closed) {
     release_buf(lp, buf);
     return;
   }
+  entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
@@ -256,6 +259,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     }
   }
   lua_settop(L, top);
+  aio_loop_leave(lp, entered);
 }
 
 /* ---- writing ----------------------------------------------------------- */
@@ -280,12 +284,13 @@ static void on_written(uv_write_t *req, int status) {
   aio_wreq *w = (aio_wreq *)req;
   aio_tp *tp = req->handle->data;
   lua_State *L;
-  int top;
+  int top, entered;
   tp->inflight--;
   tp->wsize -= w->buf.len;
   w->next = tp->free_reqs;
   tp->free_reqs = w;
   if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* the box drops the strings */
+  entered = aio_loop_enter(tp->lp);
   L = aio_loop_thread(tp->lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
@@ -301,6 +306,7 @@ static void on_written(uv_write_t *req, int status) {
     maybe_resume_protocol(L, tp, top + 1);
   if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, top + 1, 0);
   lua_settop(L, top);
+  aio_loop_leave(tp->lp, entered);
 }
 
 static aio_wreq *take_req(lua_State *L, aio_tp *tp) {

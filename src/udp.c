@@ -69,12 +69,14 @@ static int push_box(lua_State *L, udp_ep *u) {
 /* Runs f(ev) under pcall from a libuv callback, where an error must not
  * unwind through libuv; protocol errors are reported inside f already. */
 static void protected_call(aio_loop *lp, lua_CFunction f, void *ev) {
+  int entered = aio_loop_enter(lp);
   lua_State *L = aio_loop_thread(lp);
   int top = lua_gettop(L);
   lua_pushcfunction(L, f);
   lua_pushlightuserdata(L, ev);
   lua_pcall(L, 1, 0, 0);
   lua_settop(L, top);
+  aio_loop_leave(lp, entered);
 }
 
 /* proto:name(...) where proto is at 1, name at 2 */

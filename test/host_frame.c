@@ -4,7 +4,8 @@
  *   2. its own poller sleeping in poll(2) on asyncio_loop_backend_fd for
  *      asyncio_loop_backend_timeout milliseconds;
  *   3. its own uv_run(UV_RUN_NOWAIT) calls beside its own uv_timer_t, the
- *      asyncio callbacks then running inside the host's uv_run.
+ *      asyncio callbacks then running inside the host's uv_run, protocol
+ *      callbacks of TCP transports included.
  * Each ends by closing the asyncio loop (loop:close() or lua_close) and then
  * the host's uv loop, which must have no handle of ours left. */
 #include <poll.h>
@@ -325,6 +326,23 @@ static const char *host_tasks =
     "  loop:call_soon(function() note(); f:set_result() end)\n"
     "  f:await()\n"
     "  note()\n"
+    /* network callbacks come from the host's uv_run too (5 notes) */
+    "  local server = loop:create_server(function()\n"
+    "    return { connection_made = function(self, t) note(); self.t = t end,\n"
+    "             data_received = function(self, d) note(); self.t:write(d) end,\n"
+    "             connection_lost = function() note() end }\n"
+    "  end, '127.0.0.1', 0)\n"
+    "  local got, lost = loop:create_future(), loop:create_future()\n"
+    "  local tp = loop:create_connection(function()\n"
+    "    return { data_received = function(_, d) note(); got:set_result(d) end,\n"
+    "             connection_lost = function() note(); lost:set_result() end }\n"
+    "  end, '127.0.0.1', server.sockets[1]:getsockname()[2])\n"
+    "  tp:write('ping')\n"
+    "  assert(got:await() == 'ping')\n"
+    "  tp:close()\n"
+    "  lost:await()\n"
+    "  server:close()\n"
+    "  server:wait_closed()\n"
     "  done = true\n"
     "end)\n";
 
@@ -358,7 +376,7 @@ static void scenario_host_uv_run(void) {
   elapsed = harness_now() - t0;
   CHECK(harness_global_bool(L, "done"),
         "host uv_run: the Lua task finished after %d host iterations", runs);
-  CHECK(harness_global_int(L, "outside") == 0 && harness_global_int(L, "inside") == 9,
+  CHECK(harness_global_int(L, "outside") == 0 && harness_global_int(L, "inside") == 14,
         "host uv_run: all %d asyncio callbacks ran inside the host's uv_run as the running loop "
         "(%d did not)",
         (int)harness_global_int(L, "inside"), (int)harness_global_int(L, "outside"));
