@@ -270,6 +270,8 @@ void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
 int aio_loop_enter(aio_loop *lp);
 void aio_loop_leave(aio_loop *lp, int entered);
+void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf);
+void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf);
 void aio_closable_link(aio_loop *lp, aio_closable *c);
 void aio_closable_unlink(aio_closable *c);
 

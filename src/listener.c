@@ -37,7 +37,7 @@ static void unlink_path(aio_listener *ls) {
     unlink(ls->path);
 }
 
-static void release(lua_State *L, aio_listener *ls) {
+void aio_listener_close(lua_State *L, aio_listener *ls) {
   if (ls->closed) return;
   ls->closed = 1;
   unlink_path(ls);
@@ -50,7 +50,7 @@ static void release(lua_State *L, aio_listener *ls) {
 
 static void on_loop_close(aio_closable *c) {
   aio_listener *ls = (aio_listener *)((char *)c - offsetof(aio_listener, cl));
-  release(aio_loop_thread(ls->lp), ls);
+  aio_listener_close(aio_loop_thread(ls->lp), ls);
 }
 
 aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
@@ -91,9 +91,7 @@ static int accept_one(lua_State *L, aio_listener *ls) {
     return err;
   }
   if ((err = uv_accept(&ls->u.s, &tp->u.s)) != 0) {
-    lua_getfield(L, -1, "close");
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
+    aio_tp_abandon(L, tp, -1);
     lua_pop(L, 1);
     return err;
   }
@@ -152,7 +150,7 @@ static int l_listen(lua_State *L) {
 }
 
 static int l_close(lua_State *L) {
-  release(L, check_listener(L, 1));
+  aio_listener_close(L, check_listener(L, 1));
   return 0;
 }
 
@@ -198,7 +196,7 @@ static int l_gc(lua_State *L) {
   *b = NULL;
   ls->box = NULL;
   if (!ls->closed)
-    release(NULL, ls); /* unreferenced, so it was not listening */
+    aio_listener_close(NULL, ls); /* unreferenced, so it was not listening */
   else
     free_if_done(ls);
   return 0;

@@ -9,12 +9,7 @@
 
 typedef struct aio_listener aio_listener;
 struct aio_listener {
-  union {
-    uv_handle_t h;
-    uv_stream_t s;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  aio_stream_handle u;
   aio_closable cl;
   aio_loop *lp;
   aio_listener **box; /* the Lua object, NULL once collected */
@@ -32,5 +27,6 @@ struct aio_listener {
 aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind);
 /* For a listener whose handle init failed. */
 void aio_listener_discard(aio_listener *ls);
+void aio_listener_close(lua_State *L, aio_listener *ls);
 
 #endif

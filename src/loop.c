@@ -243,6 +243,26 @@ static void loop_free(aio_loop *lp) {
   free(lp);
 }
 
+/* The receive buffer every read of the loop lands in (libuv alloc
+ * callbacks of streams and datagram endpoints); a second buffer is malloc'd
+ * only while the first is still being delivered. */
+void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf) {
+  if (!lp->rbuf_busy && (lp->rbuf || (lp->rbuf = malloc(AIO_RBUF_SIZE)) != NULL)) {
+    lp->rbuf_busy = 1;
+    *buf = uv_buf_init(lp->rbuf, AIO_RBUF_SIZE);
+    return;
+  }
+  buf->base = malloc(AIO_RBUF_SIZE);
+  buf->len = buf->base ? AIO_RBUF_SIZE : 0;
+}
+
+void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf) {
+  if (buf->base == lp->rbuf)
+    lp->rbuf_busy = 0;
+  else
+    free(buf->base);
+}
+
 void aio_closable_link(aio_loop *lp, aio_closable *c) {
   c->next = lp->closables.next;
   c->prev = &lp->closables;

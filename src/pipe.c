@@ -8,50 +8,11 @@
 
 #include "listener.h"
 
-typedef struct aio_pconnect {
-  uv_connect_t req;
-  aio_loop *lp;
-  int fut_ref, tp_ref;
-} aio_pconnect;
-
-static void on_connect(uv_connect_t *req, int status) {
-  aio_pconnect *c = (aio_pconnect *)req;
-  aio_loop *lp = c->lp;
-  lua_State *L;
-  int top;
-  if (lp->orphan) {
-    free(c);
-    return;
-  }
-  L = aio_loop_thread(lp);
-  top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->fut_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->tp_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->fut_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->tp_ref);
-  free(c);
-  if (!lp->closed) {
-    int pending = ((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING;
-    if (status == 0 && pending) {
-      aio_future_set_results(L, top + 1, top + 2, 1);
-    } else {
-      lua_getfield(L, top + 2, "close");
-      lua_pushvalue(L, top + 2);
-      lua_call(L, 1, 0);
-      if (status != 0 && pending) {
-        aio_push_os_error(L, status, "Connect call failed");
-        aio_future_set_exc(L, top + 1, -1);
-      }
-    }
-  }
-  lua_settop(L, top);
-}
-
 /* unix_connect(loop, path) -> Future of a Transport */
 static int l_unix_connect(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   const char *path = luaL_checkstring(L, 2);
-  aio_pconnect *c;
+  aio_connect *c;
   aio_tp *tp;
   int err;
   aio_loop_check_open(L, lp);
@@ -63,12 +24,13 @@ static int l_unix_connect(lua_State *L) {
     return aio_raise_os(L, err, "socket");
   }
   c = malloc(sizeof *c);
-  if (!c) return luaL_error(L, "not enough memory");
+  if (!c) {
+    aio_tp_abandon(L, tp, 4);
+    return luaL_error(L, "not enough memory");
+  }
   c->lp = lp;
-  uv_pipe_connect(&c->req, &tp->u.pipe, path, on_connect);
-  c->tp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 3);
-  c->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  uv_pipe_connect(&c->req, &tp->u.pipe, path, aio_tp_on_connect);
+  aio_connect_hold(L, c, 3);
   return 1;
 }
 
@@ -94,9 +56,7 @@ static int l_unix_listen(lua_State *L) {
     ls->ino = st.st_ino;
   }
   if (err) {
-    lua_getfield(L, -1, "close");
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
+    aio_listener_close(L, ls);
     return aio_raise_os(L, err, "error while attempting to bind on address");
   }
   return 1;
@@ -129,9 +89,7 @@ static int l_pipe_open(lua_State *L) {
   }
   if ((err = uv_pipe_open(&tp->u.pipe, fd)) != 0) {
     if (!lua_isinteger(L, 2)) close(fd);
-    lua_getfield(L, -1, "close");
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
+    aio_tp_abandon(L, tp, -1);
     return aio_raise_os(L, err, "pipe");
   }
   tp->readable = mode[0] == 'r';

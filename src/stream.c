@@ -46,8 +46,11 @@ static void tp_free_if_done(aio_tp *tp) {
 
 /* Settles _drain_waiter's future: resolved, or failed when `lost`. */
 static void settle_flush(lua_State *L, int tp_idx, int lost) {
-  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) == LUA_TUSERDATA &&
-      ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING) {
+  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) != LUA_TUSERDATA) {
+    lua_pop(L, 1);
+    return;
+  }
+  if (((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING) {
     if (lost) {
       lua_pushliteral(L, "Connection lost");
       aio_push_error(L, "ConnectionResetError", -1);
@@ -99,19 +102,24 @@ static void on_closed(uv_handle_t *h) {
   aio_loop_handle_closed(lp); /* may free lp: last */
 }
 
+/* Every path that shuts the handle ends here. */
+static void start_uv_close(aio_tp *tp) {
+  tp->state = AIO_TP_CLOSED;
+  tp->reading = 0;
+  aio_closable_unlink(&tp->cl);
+  tp->lp->nhandles_open++;
+  uv_close(&tp->u.h, on_closed);
+}
+
 /* Starts uv_close; the protocol hears connection_lost(<error at err_idx>)
  * from the close callback, never from inside the call that closed. */
 static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
-  tp->state = AIO_TP_CLOSED;
-  tp->reading = 0;
   if (err_idx) {
     lua_pushvalue(L, err_idx);
     lua_setiuservalue(L, tp_idx, UV_LOST);
   }
-  aio_closable_unlink(&tp->cl);
-  tp->lp->nhandles_open++;
-  uv_close(&tp->u.h, on_closed);
+  start_uv_close(tp);
 }
 
 /* Loop close: no callback will reach Lua any more. */
@@ -121,9 +129,7 @@ static void on_loop_close(aio_closable *c) {
     luaL_unref(aio_loop_thread(tp->lp), LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
   }
-  tp->state = AIO_TP_CLOSED;
-  tp->lp->nhandles_open++;
-  uv_close(&tp->u.h, on_closed);
+  start_uv_close(tp);
 }
 
 static void force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
@@ -179,10 +185,7 @@ static int tp_gc(lua_State *L) {
   b->tp = NULL;
   tp->box = NULL;
   if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
-    tp->state = AIO_TP_CLOSED;
-    aio_closable_unlink(&tp->cl);
-    tp->lp->nhandles_open++;
-    uv_close(&tp->u.h, on_closed);
+    start_uv_close(tp);
     return 0;
   }
   tp_free_if_done(tp);
@@ -192,22 +195,8 @@ static int tp_gc(lua_State *L) {
 /* ---- reading ----------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  aio_loop *lp = ((aio_tp *)h->data)->lp;
   (void)suggested;
-  if (!lp->rbuf_busy && (lp->rbuf || (lp->rbuf = malloc(AIO_RBUF_SIZE)) != NULL)) {
-    lp->rbuf_busy = 1;
-    *buf = uv_buf_init(lp->rbuf, AIO_RBUF_SIZE);
-    return;
-  }
-  buf->base = malloc(AIO_RBUF_SIZE); /* only while another read is being delivered */
-  buf->len = buf->base ? AIO_RBUF_SIZE : 0;
-}
-
-static void release_buf(aio_loop *lp, const uv_buf_t *buf) {
-  if (buf->base == lp->rbuf)
-    lp->rbuf_busy = 0;
-  else
-    free(buf->base);
+  aio_loop_rbuf_take(((aio_tp *)h->data)->lp, buf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -237,7 +226,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lua_State *L;
   int top, entered;
   if (nread == 0 || tp->state == AIO_TP_CLOSED || lp->closed) {
-    release_buf(lp, buf);
+    aio_loop_rbuf_give(lp, buf);
     return;
   }
   entered = aio_loop_enter(lp);
@@ -247,9 +236,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   lua_getiuservalue(L, top + 1, UV_PROTO);
   if (nread > 0) {
     tp->ops->data_received(L, top + 2, top + 1, buf->base, (size_t)nread);
-    release_buf(lp, buf);
+    aio_loop_rbuf_give(lp, buf);
   } else {
-    release_buf(lp, buf);
+    aio_loop_rbuf_give(lp, buf);
     if (nread == UV_EOF) {
       tp->at_eof = 1;
       stop_reading(tp);
@@ -456,15 +445,60 @@ static int l_can_write_eof(lua_State *L) {
 
 /* ---- the rest of the Transport API -------------------------------------- */
 
+void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx) {
+  close_now(L, tp, lua_absindex(L, idx), 0);
+}
+
 static int l_close(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  if (tp->ref == LUA_NOREF && tp->state == AIO_TP_OPEN) { /* not started */
-    tp->state = AIO_TP_CLOSING;
-    close_now(L, tp, 1, 0);
-    return 0;
-  }
-  tp_close(L, tp, 1);
+  if (tp->ref == LUA_NOREF) /* not started */
+    aio_tp_abandon(L, tp, 1);
+  else
+    tp_close(L, tp, 1);
   return 0;
+}
+
+/* ---- connecting ---------------------------------------------------------- */
+
+void aio_connect_hold(lua_State *L, aio_connect *c, int fut_idx) {
+  fut_idx = lua_absindex(L, fut_idx);
+  c->tp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_pushvalue(L, fut_idx);
+  c->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Resolves the connect future with the Transport, or fails it; a Transport
+ * nobody waits for any more (the future was cancelled) is closed. */
+void aio_tp_on_connect(uv_connect_t *req, int status) {
+  aio_connect *c = (aio_connect *)req;
+  aio_loop *lp = c->lp;
+  lua_State *L;
+  aio_future *f;
+  int top;
+  if (lp->orphan) { /* the Lua state is gone */
+    free(c);
+    return;
+  }
+  L = aio_loop_thread(lp);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->fut_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, c->tp_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->fut_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, c->tp_ref);
+  free(c);
+  f = lua_touserdata(L, top + 1);
+  if (!lp->closed) {
+    if (status == 0 && f->state == AIO_PENDING) {
+      aio_future_set_results(L, top + 1, top + 2, 1);
+    } else {
+      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp, top + 2);
+      if (status != 0 && f->state == AIO_PENDING) {
+        aio_push_os_error(L, status, "Connect call failed");
+        aio_future_set_exc(L, top + 1, -1);
+      }
+    }
+  }
+  lua_settop(L, top);
 }
 
 static int l_abort(lua_State *L) {

@@ -13,6 +13,14 @@ enum { AIO_TP_OPEN, AIO_TP_CLOSING, AIO_TP_CLOSED };
 typedef struct aio_wreq aio_wreq;
 typedef struct aio_tp aio_tp;
 
+/* The libuv handle of a Transport or a Listener. */
+typedef union aio_stream_handle {
+  uv_handle_t h;
+  uv_stream_t s;
+  uv_tcp_t tcp;
+  uv_pipe_t pipe;
+} aio_stream_handle;
+
 /* The Lua object; the C record outlives it while libuv still holds the
  * handle, and it outlives the handle so methods keep working after close. */
 typedef struct aio_tp_box {
@@ -21,12 +29,7 @@ typedef struct aio_tp_box {
 } aio_tp_box;
 
 struct aio_tp {
-  union {
-    uv_handle_t h;
-    uv_stream_t s;
-    uv_tcp_t tcp;
-    uv_pipe_t pipe;
-  } u;
+  aio_stream_handle u;
   uv_shutdown_t shutdown;
   aio_closable cl;
   aio_loop *lp;
@@ -56,5 +59,19 @@ struct aio_tp {
 aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind);
 /* For a record whose handle init failed: frees it with its Lua object. */
 void aio_tp_discard(aio_tp *tp);
+/* Closes a Transport (at idx) that was never started: no protocol hears. */
+void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx);
+
+/* A connect in progress (tcp.c, pipe.c): the Future it resolves with the
+ * Transport, both kept by registry refs until aio_tp_on_connect. */
+typedef struct aio_connect {
+  uv_connect_t req;
+  aio_loop *lp;
+  int fut_ref, tp_ref;
+} aio_connect;
+
+/* Takes the refs: the Transport on top (popped) and the Future at fut_idx. */
+void aio_connect_hold(lua_State *L, aio_connect *c, int fut_idx);
+void aio_tp_on_connect(uv_connect_t *req, int status);
 
 #endif

@@ -7,51 +7,6 @@
 
 #include "listener.h"
 
-/* A connect in progress: the Future it resolves and the Transport it fills,
- * both kept alive by registry refs until the callback. */
-typedef struct aio_connect {
-  uv_connect_t req;
-  aio_loop *lp;
-  aio_tp *tp;
-  int fut_ref, tp_ref;
-} aio_connect;
-
-/* Pushes the connect future; on success it resolves with the Transport. */
-static void on_connect(uv_connect_t *req, int status) {
-  aio_connect *c = (aio_connect *)req;
-  aio_loop *lp = c->lp;
-  lua_State *L;
-  int top;
-  if (lp->orphan) { /* the Lua state is gone */
-    free(c);
-    return;
-  }
-  L = aio_loop_thread(lp);
-  top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->fut_ref);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, c->tp_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->fut_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, c->tp_ref);
-  free(c);
-  if (lp->closed) {
-    lua_settop(L, top);
-    return;
-  }
-  if (status == 0 && ((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
-    aio_future_set_results(L, top + 1, top + 2, 1);
-  } else {
-    /* failed, or nobody waits any more (the future was cancelled) */
-    lua_getfield(L, top + 2, "close");
-    lua_pushvalue(L, top + 2);
-    lua_call(L, 1, 0);
-    if (status != 0 && ((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
-      aio_push_os_error(L, status, "Connect call failed");
-      aio_future_set_exc(L, top + 1, -1);
-    }
-  }
-  lua_settop(L, top);
-}
-
 static int bind_local(lua_State *L, aio_tp *tp, int idx) {
   struct sockaddr_storage ss;
   int err = aio_to_sockaddr(L, idx, &ss);
@@ -79,25 +34,21 @@ static int l_tcp_connect(lua_State *L) {
   }
   uv_tcp_nodelay(&tp->u.tcp, 1);
   if (!lua_isnil(L, 3) && (err = bind_local(L, tp, 3)) != 0) {
-    lua_getfield(L, 5, "close");
-    lua_pushvalue(L, 5);
-    lua_call(L, 1, 0);
+    aio_tp_abandon(L, tp, 5);
     return aio_raise_os(L, err, "error while attempting to bind on address");
   }
   c = malloc(sizeof *c);
-  if (!c) return luaL_error(L, "not enough memory");
+  if (!c) {
+    aio_tp_abandon(L, tp, 5);
+    return luaL_error(L, "not enough memory");
+  }
   c->lp = lp;
-  c->tp = tp;
-  if ((err = uv_tcp_connect(&c->req, &tp->u.tcp, (struct sockaddr *)&ss, on_connect)) != 0) {
+  if ((err = uv_tcp_connect(&c->req, &tp->u.tcp, (struct sockaddr *)&ss, aio_tp_on_connect)) != 0) {
     free(c);
-    lua_getfield(L, 5, "close");
-    lua_pushvalue(L, 5);
-    lua_call(L, 1, 0);
+    aio_tp_abandon(L, tp, 5);
     return aio_raise_os(L, err, "Connect call failed");
   }
-  c->tp_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_pushvalue(L, 4);
-  c->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  aio_connect_hold(L, c, 4);
   return 1;
 }
 
@@ -132,9 +83,7 @@ static int l_tcp_listen(lua_State *L) {
                                                 : sizeof(struct sockaddr_in)) != 0)
     err = uv_translate_sys_error(errno);
   if (err) {
-    lua_getfield(L, -1, "close");
-    lua_pushvalue(L, -2);
-    lua_call(L, 1, 0);
+    aio_listener_close(L, ls);
     return aio_raise_os(L, err, "error while attempting to bind on address");
   }
   return 1;

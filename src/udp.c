@@ -165,18 +165,8 @@ static void finish_close(lua_State *L, udp_ep *u, int box) {
 /* ---- receiving --------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
-  aio_loop *lp = ((udp_ep *)h->data)->lp;
   (void)suggested;
-  if (!lp->rbuf_busy) {
-    if (!lp->rbuf) lp->rbuf = malloc(AIO_RBUF_SIZE);
-    if (lp->rbuf) {
-      lp->rbuf_busy = 1;
-      *buf = uv_buf_init(lp->rbuf, AIO_RBUF_SIZE);
-      return;
-    }
-  }
-  buf->base = malloc(AIO_RBUF_SIZE);
-  buf->len = buf->base ? AIO_RBUF_SIZE : 0;
+  aio_loop_rbuf_take(((udp_ep *)h->data)->lp, buf);
 }
 
 typedef struct {
@@ -216,10 +206,7 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     ev.addr = addr;
     protected_call(lp, deliver_recv, &ev);
   }
-  if (buf->base == lp->rbuf)
-    lp->rbuf_busy = 0;
-  else
-    free(buf->base);
+  aio_loop_rbuf_give(lp, buf);
 }
 
 /* ---- sending ----------------------------------------------------------- */

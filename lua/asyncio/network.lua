@@ -9,14 +9,18 @@ local dns = require "asyncio.dns"
 local Loop = core.Loop
 local M = {}
 
+-- Argument checks, shared with streams.lua; errors name the API function.
 local function argcheck(cond, n, fname, msg)
   if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
 end
 
-local function check_factory(f, fname)
+-- argument 1 of fname, a function or a callable table (`what` in the message)
+local function check_callable(f, fname, what)
   local ok = type(f) == "function" or (getmetatable(f) or {}).__call ~= nil
-  argcheck(ok, 1, fname, "protocol factory (function) expected, got " .. type(f))
+  argcheck(ok, 1, fname, what .. " expected, got " .. type(f))
 end
+
+local function check_factory(f, fname) check_callable(f, fname, "protocol factory (function)") end
 
 local function check_opts(opts, n, fname)
   if opts == nil then return {} end
@@ -29,6 +33,8 @@ local function no_ssl(opts)
     error(errors.ValueError("TLS transports are not available yet (ssl option)"), 3)
   end
 end
+
+M.argcheck, M.check_callable, M.check_opts, M.no_ssl = argcheck, check_callable, check_opts, no_ssl
 
 -- A numeric host needs no resolver (Python's _ipaddr_info fast path).
 local function numeric(host, port, family)

@@ -11,15 +11,7 @@ local M = { StreamReader = StreamReader }
 
 local DEFAULT_LIMIT = 65536
 
-local function argcheck(cond, n, fname, msg)
-  if not cond then error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3) end
-end
-
-local function check_opts(opts, n, fname)
-  if opts == nil then return {} end
-  argcheck(type(opts) == "table", n, fname, "options table expected, got " .. type(opts))
-  return opts
-end
+local check_opts, check_callable, no_ssl = network.check_opts, network.check_callable, network.no_ssl
 
 local function running_loop()
   local loop = core.get_running_loop()
@@ -136,24 +128,20 @@ local function stream_handler(loop, cb, limit)
   end
 end
 
-local function check_cb(cb, fname)
-  argcheck(type(cb) == "function" or (getmetatable(cb) or {}).__call ~= nil, 1, fname,
-    "function expected, got " .. type(cb))
-end
 
 function M.start_server(cb, host, port, opts)
-  check_cb(cb, "start_server")
+  check_callable(cb, "start_server", "function")
   opts = check_opts(opts, 4, "start_server")
-  if opts.ssl then error(errors.ValueError("TLS transports are not available yet (ssl option)"), 2) end
+  no_ssl(opts)
   local loop = running_loop()
   return network.create_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
     host, port, opts)
 end
 
 function M.start_unix_server(cb, path, opts)
-  check_cb(cb, "start_unix_server")
+  check_callable(cb, "start_unix_server", "function")
   opts = check_opts(opts, 3, "start_unix_server")
-  if opts.ssl then error(errors.ValueError("TLS transports are not available yet (ssl option)"), 2) end
+  no_ssl(opts)
   local loop = running_loop()
   return network.create_unix_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
     path, opts)
