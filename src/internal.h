@@ -53,6 +53,7 @@ typedef struct aio_future aio_future;
 typedef struct aio_task aio_task;
 typedef struct aio_handle aio_handle;
 typedef struct aio_sigwatch aio_sigwatch;
+typedef struct aio_blockcache aio_blockcache;
 
 /* Per-lua_State data, one userdata in the registry. Every C function of the
  * module gets it as upvalue 1, so no lookup is needed on hot paths. */
@@ -63,9 +64,10 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
-  aio_loop *loops;   /* every loop of the state, freed when the state closes */
-  int mt[AIO_T_N];   /* registry refs of the metatables */
-  int mt_debug_task; /* the Task metatable plus a __gc that reports pending tasks */
+  aio_loop *loops;        /* every loop of the state, freed when the state closes */
+  int mt[AIO_T_N];        /* registry refs of the metatables */
+  int mt_debug_task;      /* the Task metatable plus a __gc that reports pending tasks */
+  aio_blockcache *blocks; /* in front of the state's allocator, or NULL */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -230,6 +232,11 @@ void aio_writer_open(lua_State *L, aio_state *S);
 #define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
 
 #define AIO_RBUF_SIZE 65536
+
+/* blockcache.c: freed blocks reused by exact size, in front of the allocator */
+aio_blockcache *aio_blockcache_install(lua_State *L);
+void aio_blockcache_flush(aio_blockcache *c);
+void aio_blockcache_remove(lua_State *L, aio_blockcache *c);
 
 /* anchor.c */
 void aio_anchors_init(lua_State *L, aio_anchors *a);

@@ -538,6 +538,8 @@ static void run_loop(lua_State *L, aio_loop *lp, aio_future *until) {
     uv_unref((uv_handle_t *)&lp->async);
     uv_unref((uv_handle_t *)&lp->timer);
   }
+  /* what the run freed is not held past it */
+  aio_blockcache_flush(lp->S->blocks);
   run_leave(lp);
 }
 

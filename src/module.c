@@ -153,7 +153,9 @@ static int set_hooks(lua_State *L) {
 
 /* lua_close: every loop's C record goes with the state. */
 static int state_gc(lua_State *L) {
-  aio_loop_free_all(lua_touserdata(L, 1));
+  aio_state *S = lua_touserdata(L, 1);
+  aio_loop_free_all(S);
+  aio_blockcache_remove(L, S->blocks);
   return 0;
 }
 
@@ -176,6 +178,7 @@ static aio_state *state_new(lua_State *L) {
   lua_setmetatable(L, -2);
   S->extras = luaL_ref(L, LUA_REGISTRYINDEX);
   S->event_loop = LUA_NOREF;
+  S->blocks = aio_blockcache_install(L);
   return S;
 }
 

@@ -1,0 +1,145 @@
+/* blockcache: the cache of freed blocks that asyncio.core puts in front of a
+ * state's allocator (src/blockcache.c), seen from the allocator underneath:
+ * repeated sizes stop reaching it, no block is handed out for another size,
+ * and at lua_close every block it gave comes back to it, also when the host
+ * wrapped the allocator again after asyncio did. */
+#include <unistd.h>
+
+#include "harness.h"
+
+typedef struct {
+  long live;   /* blocks given and not yet freed */
+  long allocs; /* fresh blocks asked for (ptr == NULL) */
+  size_t big;  /* fresh blocks of exactly this size asked for */
+  long big_allocs;
+} counts;
+
+static void *counting_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  counts *c = ud;
+  if (nsize == 0) {
+    if (ptr) c->live--;
+    free(ptr);
+    return NULL;
+  }
+  if (!ptr) {
+    c->live++;
+    c->allocs++;
+    if (nsize == c->big) c->big_allocs++;
+  }
+  (void)osize;
+  return realloc(ptr, nsize);
+}
+
+/* A host allocator installed after asyncio's: it only passes calls on. */
+typedef struct {
+  lua_Alloc f;
+  void *ud;
+  long calls;
+} outer;
+
+static void *outer_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  outer *o = ud;
+  o->calls++;
+  return o->f(o->ud, ptr, osize, nsize);
+}
+
+static lua_State *new_state(counts *c) {
+  lua_State *L = lua_newstate(counting_alloc, c);
+  assert(L != NULL);
+  luaL_openlibs(L);
+  luaL_requiref(L, "asyncio.core", luaopen_asyncio_core, 0);
+  lua_pop(L, 1);
+  return L;
+}
+
+/* Makes `rounds` rounds of `per_round` strings of n bytes, dropping each round
+ * before the next, with a full collection in between. */
+static void churn(lua_State *L, int n, int rounds, int per_round) {
+  lua_pushinteger(L, n);
+  lua_pushinteger(L, rounds);
+  lua_pushinteger(L, per_round);
+  harness_run(L, "churn",
+              "local n, rounds, per = ...\n"
+              "for r = 1, rounds do\n"
+              "  local t = {}\n"
+              "  for i = 1, per do t[i] = string.rep(string.char(65 + i % 26), n) end\n"
+              "  for i = 1, per do assert(#t[i] == n and t[i]:byte(n) == 65 + i % 26) end\n"
+              "  t = nil\n"
+              "  collectgarbage()\n"
+              "end",
+              3, 0);
+}
+
+/* churn, counting the blocks of the strings' size asked from underneath */
+static long churn_counted(lua_State *L, counts *c, int n, int rounds, int per_round) {
+  c->big = 24 + (size_t)n + 1; /* a string's block: its header, n bytes and a NUL */
+  c->big_allocs = 0;
+  churn(L, n, rounds, per_round);
+  return c->big_allocs;
+}
+
+static void test_reuse(void) {
+  counts c = {0, 0, 0, 0};
+  lua_State *L = new_state(&c);
+  long n = churn_counted(L, &c, 1500, 50, 20);
+  CHECK(n > 0 && n <= 40, "50 rounds of 20 strings of one size: %ld blocks of it from underneath",
+        n);
+  n = churn_counted(L, &c, 100, 20, 20);
+  CHECK(n >= 20 * 20, "small sizes are left to the allocator underneath (%ld)", n);
+  /* sizes next to each other must never share blocks: each string is
+   * checked after all of a round are made (ASan would see an overflow) */
+  churn(L, 2000, 10, 10);
+  churn(L, 2001, 10, 10);
+  churn(L, 1999, 10, 10);
+  lua_close(L);
+  CHECK(c.live == 0, "after lua_close every block went back (%ld left)", c.live);
+}
+
+static void test_outer_wrapper(void) {
+  counts c = {0, 0, 0, 0};
+  lua_State *L = new_state(&c);
+  outer o;
+  o.f = lua_getallocf(L, &o.ud);
+  o.calls = 0;
+  lua_setallocf(L, outer_alloc, &o);
+  churn(L, 3000, 10, 10);
+  CHECK(o.calls > 0, "a host wrapper installed after asyncio sees the calls");
+  lua_close(L);
+  CHECK(c.live == 0, "with a host wrapper on top, lua_close still gives every block back (%ld)",
+        c.live);
+}
+
+static void test_run_gives_back(void) {
+  counts c = {0, 0, 0, 0};
+  lua_State *L = new_state(&c);
+  long before;
+  if (asyncio_open(L) != LUA_OK) {
+    fprintf(stderr, "asyncio_open failed (is LUA_PATH set?): %s\n", lua_tostring(L, -1));
+    abort();
+  }
+  lua_setglobal(L, "asyncio");
+  harness_run(L, "warm", "collectgarbage(); collectgarbage()", 0, 0);
+  before = c.live;
+  harness_run(L, "run",
+              "asyncio.run(function()\n"
+              "  local t = {}\n"
+              "  for i = 1, 30 do t[i] = string.rep('x', 5000 + i % 3) end\n"
+              "  t = nil\n"
+              "  collectgarbage()\n"
+              "end)\n"
+              "collectgarbage(); collectgarbage()",
+              0, 0);
+  CHECK(c.live <= before + 8,
+        "blocks cached while a loop ran are given back when it stops (%ld live, %ld before)",
+        c.live, before);
+  lua_close(L);
+  CHECK(c.live == 0, "lua_close gives every block back (%ld)", c.live);
+}
+
+int main(void) {
+  alarm(HARNESS_ALARM_SECONDS);
+  test_reuse();
+  test_outer_wrapper();
+  test_run_gives_back();
+  return 0;
+}
