@@ -17,7 +17,7 @@
 #endif
 
 #define BC_MIN 1025                 /* below this, glibc's tcache is as fast */
-#define BC_MAX (128 * 1024)         /* above, glibc maps and unmaps anyway */
+#define BC_MAX (AIO_RBUF_SIZE + 64) /* a full receive buffer's string */
 #define BC_BUDGET (4 * 1024 * 1024) /* bytes held at most */
 #define BC_SLOTS 16
 #define BC_DEPTH 64

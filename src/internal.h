@@ -231,7 +231,7 @@ void aio_writer_open(lua_State *L, aio_state *S);
 /* The thread to call Lua in from a libuv callback. */
 #define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
 
-#define AIO_RBUF_SIZE 65536
+#define AIO_RBUF_SIZE (256 * 1024)
 
 /* blockcache.c: freed blocks reused by exact size, in front of the allocator */
 aio_blockcache *aio_blockcache_install(lua_State *L);
