@@ -204,6 +204,11 @@ typedef struct aio_proto_ops {
   void (*connection_lost)(lua_State *L, int proto_idx, int tp_idx, int err_idx); /* 0: none */
   void (*pause_writing)(lua_State *L, int proto_idx, int tp_idx);
   void (*resume_writing)(lua_State *L, int proto_idx, int tp_idx);
+  /* Optional (NULL for Lua protocols), Python's BufferedProtocol: where the
+   * transport may read into (NULL: use the loop's buffer and data_received),
+   * then how many bytes it read there. */
+  char *(*get_buffer)(void *proto, size_t *len);
+  void (*buffer_updated)(lua_State *L, int proto_idx, int tp_idx, size_t n);
 } aio_proto_ops;
 
 /* Every transport userdata begins with its type's tag (see aio_test_tagged)

@@ -23,6 +23,8 @@ typedef struct reader {
   size_t limit;
   aio_task *waiter; /* parked on this reader, until woken */
   aio_task *failed; /* a waiter woken by set_exception: it raises the exception */
+  size_t room;      /* what the transport is offered to read into (op_get_buffer) */
+  size_t offered;   /* what it was offered last time */
   uint8_t eof;
   uint8_t has_exc;
   uint8_t has_transport;
@@ -111,10 +113,9 @@ static void set_exception(lua_State *L, reader *r, int ridx, int err_idx) {
   wake(r, 1);
 }
 
-/* Returns 0, or -1 when the bytes could not be stored. */
-static int feed_data(lua_State *L, reader *r, int ridx, const char *p, size_t n) {
-  if (n == 0 || r->eof || r->gone) return 0; /* Python asserts on data after EOF */
-  if (aio_buf_append(&r->buf, p, n) != 0) return -1;
+/* New bytes are in the buffer: pause a transport that outruns the reader,
+ * wake the waiter. */
+static void data_added(lua_State *L, reader *r, int ridx) {
   if (r->has_transport && !r->paused && !r->to_eof && r->buf.len > r->limit &&
       r->buf.len - r->limit > r->limit) {
     /* a transport that cannot pause is forgotten, as Python does */
@@ -124,6 +125,13 @@ static int feed_data(lua_State *L, reader *r, int ridx, const char *p, size_t n)
       forget_transport(L, r, ridx);
   }
   wake(r, 0);
+}
+
+/* Returns 0, or -1 when the bytes could not be stored. */
+static int feed_data(lua_State *L, reader *r, int ridx, const char *p, size_t n) {
+  if (n == 0 || r->eof || r->gone) return 0; /* Python asserts on data after EOF */
+  if (aio_buf_append(&r->buf, p, n) != 0) return -1;
+  data_added(L, r, ridx);
   return 0;
 }
 
@@ -147,6 +155,37 @@ static void op_data_received(lua_State *L, int proto_idx, int tp_idx, const char
     set_exception(L, r, proto_idx, -1);
     lua_pop(L, 2);
   }
+}
+
+/* The transport reads straight into the buffer, which saves copying every
+ * chunk out of the loop's receive buffer. The room offered follows the
+ * reads: it doubles after a read that filled it and halves after one that
+ * used a quarter, so a connection of small messages asks for little, and a
+ * 64 KiB message fits in one read instead of filling the room and costing a
+ * read that finds EAGAIN. Its ceiling keeps a buffer below glibc's mmap
+ * threshold (128 KiB), so buffers that come and go are heap blocks that the
+ * block cache reuses, not fresh mappings that fault in page by page. */
+#define ROOM_MIN 4096
+#define ROOM_MAX (120 * 1024)
+
+static char *op_get_buffer(void *proto, size_t *len) {
+  reader *r = proto;
+  char *p;
+  if (r->eof || r->gone) return NULL;
+  if (!(p = aio_buf_reserve(&r->buf, r->room, len))) return NULL;
+  r->offered = *len;
+  return p;
+}
+
+static void op_buffer_updated(lua_State *L, int proto_idx, int tp_idx, size_t n) {
+  reader *r = lua_touserdata(L, proto_idx);
+  (void)tp_idx;
+  if (n >= r->offered && r->room < ROOM_MAX)
+    r->room = r->room * 2 < ROOM_MAX ? r->room * 2 : ROOM_MAX;
+  else if (n <= r->room / 4 && r->room > ROOM_MIN)
+    r->room /= 2;
+  aio_buf_commit(&r->buf, n);
+  data_added(L, r, lua_absindex(L, proto_idx));
 }
 
 static int op_eof_received(lua_State *L, int proto_idx, int tp_idx) {
@@ -219,7 +258,8 @@ static void op_resume_writing(lua_State *L, int proto_idx, int tp_idx) {
 }
 
 const aio_proto_ops aio_reader_ops = {op_connection_made, op_data_received, op_eof_received,
-                                      op_connection_lost, op_pause_writing, op_resume_writing};
+                                      op_connection_lost, op_pause_writing, op_resume_writing,
+                                      op_get_buffer,      op_buffer_updated};
 
 /* ---- reading ------------------------------------------------------------ */
 /* Each read method normalizes its stack to (reader, argument, state) and
@@ -695,7 +735,12 @@ static int l_new(lua_State *L) {
   r = lua_newuserdatauv(L, sizeof *r, UV_N);
   memset(r, 0, sizeof *r);
   r->tag = &aio_tags[AIO_T_READER];
-  aio_buf_init(&r->buf);
+  {
+    void *ud;
+    lua_Alloc f = lua_getallocf(L, &ud);
+    aio_buf_init(&r->buf, f, ud);
+  }
+  r->room = ROOM_MIN;
   r->loop = lp;
   r->limit = (uint64_t)limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;
   aio_setmetatable(L, S, AIO_T_READER);

@@ -1,6 +1,7 @@
 /* Transport over a libuv stream (TCP, Unix socket, pipe): reads land in the
  * loop's receive buffer and go to the protocol; writes go to the socket at
  * once and only what it refuses is queued, referencing the Lua string. */
+#include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,8 +196,16 @@ static int tp_gc(lua_State *L) {
 /* ---- reading ----------------------------------------------------------- */
 
 static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf) {
+  aio_tp *tp = h->data;
+  size_t len;
+  char *p;
   (void)suggested;
-  aio_loop_rbuf_take(((aio_tp *)h->data)->lp, buf);
+  if (tp->ops->get_buffer && (p = tp->ops->get_buffer(tp->proto_ud, &len)) != NULL) {
+    tp->direct = 1;
+    *buf = uv_buf_init(p, (unsigned)(len > UINT_MAX ? UINT_MAX : len));
+    return;
+  }
+  aio_loop_rbuf_take(tp->lp, buf);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
@@ -225,8 +234,10 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_loop *lp = tp->lp;
   lua_State *L;
   int top, entered;
+  int direct = tp->direct; /* the protocol's own buffer: nothing to give back */
+  tp->direct = 0;
   if (nread == 0 || tp->state == AIO_TP_CLOSED || lp->closed) {
-    aio_loop_rbuf_give(lp, buf);
+    if (!direct) aio_loop_rbuf_give(lp, buf);
     return;
   }
   entered = aio_loop_enter(lp);
@@ -234,11 +245,13 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
   lua_getiuservalue(L, top + 1, UV_PROTO);
-  if (nread > 0) {
+  if (nread > 0 && direct) {
+    tp->ops->buffer_updated(L, top + 2, top + 1, (size_t)nread);
+  } else if (nread > 0) {
     tp->ops->data_received(L, top + 2, top + 1, buf->base, (size_t)nread);
     aio_loop_rbuf_give(lp, buf);
   } else {
-    aio_loop_rbuf_give(lp, buf);
+    if (!direct) aio_loop_rbuf_give(lp, buf);
     if (nread == UV_EOF) {
       tp->at_eof = 1;
       stop_reading(tp);
@@ -615,6 +628,7 @@ static int l_get_extra_info(lua_State *L) {
 /* Sets the protocol at idx on the transport at 1. */
 static void set_protocol(lua_State *L, aio_tp *tp, const aio_proto_ops *ops, int idx) {
   tp->ops = ops;
+  tp->proto_ud = ops->get_buffer ? lua_touserdata(L, idx) : NULL;
   lua_pushvalue(L, idx);
   lua_setiuservalue(L, 1, UV_PROTO);
   if (ops == &lua_ops)
@@ -769,8 +783,8 @@ static void lua_resume_writing(lua_State *L, int proto_idx, int tp_idx) {
   lua_pop(L, 1);
 }
 
-static const aio_proto_ops lua_ops = {lua_made, lua_data,          lua_eof,
-                                      lua_lost, lua_pause_writing, lua_resume_writing};
+static const aio_proto_ops lua_ops = {lua_made,          lua_data,           lua_eof, lua_lost,
+                                      lua_pause_writing, lua_resume_writing, NULL,    NULL};
 
 void aio_stream_open(lua_State *L, aio_state *S) {
   static const luaL_Reg methods[] = {{"write", l_write},

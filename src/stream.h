@@ -35,6 +35,7 @@ struct aio_tp {
   aio_loop *lp;
   aio_tp_box *box;          /* NULL once the Lua object is collected */
   const aio_proto_ops *ops; /* NULL until started */
+  void *proto_ud;           /* the protocol's C record, for ops->get_buffer */
   aio_wreq *free_reqs;      /* write requests kept for reuse */
   int ref;                  /* registry ref of the box from start to close */
   int nreqs;                /* write requests allocated (slots 1..nreqs) */
@@ -51,6 +52,7 @@ struct aio_tp {
   uint8_t eof;              /* write_eof() was called */
   uint8_t writing_paused;   /* the protocol was told pause_writing */
   uint8_t readable, writable;
+  uint8_t direct; /* the read in progress goes to the protocol's buffer */
 };
 
 /* Pushes a new Transport around a C record whose handle the caller then

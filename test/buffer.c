@@ -4,6 +4,24 @@
 #include "core/buffer.h"
 #include "harness.h"
 
+/* The buffer's allocator: counts live blocks, and fails on request. */
+static struct {
+  long live;
+  int fail;
+} mem;
+
+static void *test_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  (void)ud, (void)osize;
+  if (nsize == 0) {
+    if (ptr) mem.live--;
+    free(ptr);
+    return NULL;
+  }
+  if (mem.fail) return NULL;
+  if (!ptr) mem.live++;
+  return realloc(ptr, nsize);
+}
+
 static int holds(const aio_buf *b, const char *s) {
   size_t n = strlen(s);
   return b->len == n && (n == 0 || memcmp(aio_buf_bytes(b), s, n) == 0);
@@ -11,7 +29,7 @@ static int holds(const aio_buf *b, const char *s) {
 
 static void test_append_consume(void) {
   aio_buf b;
-  aio_buf_init(&b);
+  aio_buf_init(&b, test_alloc, &mem);
   CHECK(b.len == 0 && b.cap == 0 && aio_buf_bytes(&b) == NULL, "a new buffer holds nothing");
   CHECK(aio_buf_append(&b, "", 0) == 0 && b.cap == 0, "appending nothing allocates nothing");
   CHECK(aio_buf_append(&b, "hello ", 6) == 0 && aio_buf_append(&b, "world", 5) == 0,
@@ -36,7 +54,7 @@ static void test_steady_stream(void) {
   size_t i, maxcap = 0;
   unsigned next_in = 0, next_out = 0;
   int ok = 1;
-  aio_buf_init(&b);
+  aio_buf_init(&b, test_alloc, &mem);
   for (i = 0; i < 20000; i++) {
     size_t j, take;
     for (j = 0; j < sizeof chunk; j++) chunk[j] = (char)(next_in++ % 251);
@@ -56,7 +74,7 @@ static void test_growth_and_shrink(void) {
   static char piece[1024];
   size_t i;
   memset(piece, 'a', sizeof piece);
-  aio_buf_init(&b);
+  aio_buf_init(&b, test_alloc, &mem);
   for (i = 0; i < 64 * 1024; i++) aio_buf_append(&b, piece, sizeof piece);
   CHECK(b.len == 64u << 20, "64 MiB appended in 1 KiB pieces");
   CHECK(b.cap >= b.len && b.cap <= 2 * b.len, "capacity grew by doubling (%zu)", b.cap);
@@ -75,7 +93,7 @@ static void test_compaction(void) {
   static char block[3000];
   size_t cap;
   memset(block, 'b', sizeof block);
-  aio_buf_init(&b);
+  aio_buf_init(&b, test_alloc, &mem);
   aio_buf_append(&b, block, sizeof block);
   cap = b.cap;
   aio_buf_consume(&b, 2500); /* 500 live, 2500 consumed */
@@ -87,13 +105,39 @@ static void test_compaction(void) {
   aio_buf_free(&b);
 }
 
+/* A read straight into the buffer: reserve, write in place, commit. */
+static void test_reserve(void) {
+  aio_buf b;
+  size_t avail;
+  char *to;
+  aio_buf_init(&b, test_alloc, &mem);
+  to = aio_buf_reserve(&b, 100, &avail);
+  CHECK(to != NULL && avail >= 100 && b.len == 0, "reserve offers room and adds nothing");
+  memcpy(to, "chunk", 5);
+  aio_buf_commit(&b, 5);
+  CHECK(holds(&b, "chunk"), "commit adds what was written in place");
+  to = aio_buf_reserve(&b, 300000, &avail);
+  CHECK(to == aio_buf_bytes(&b) + 5 && avail >= 300000 && holds(&b, "chunk"),
+        "growing for a big reserve keeps the bytes (room %zu)", avail);
+  memcpy(to, "!", 1);
+  aio_buf_commit(&b, 1);
+  CHECK(holds(&b, "chunk!"), "and the next bytes follow them");
+  mem.fail = 1;
+  CHECK(aio_buf_reserve(&b, 1u << 20, &avail) == NULL && holds(&b, "chunk!"),
+        "when memory runs out, reserve fails and the buffer is unchanged");
+  mem.fail = 0;
+  aio_buf_consume(&b, 6);
+  CHECK(b.cap == 0, "an allocation above AIO_BUF_KEEP is given back when the buffer empties");
+  aio_buf_free(&b);
+}
+
 static void test_find(void) {
   aio_buf b;
   aio_sep nl = {"\n", 1}, two[2] = {{"DEF", 3}, {"BCDE", 4}}, tie[2] = {{"ome dataA", 9}, {"A", 1}};
   aio_sep longsep[2] = {{"A", 1}, {"long sep", 8}}, aaa = {"aaa", 3};
   uint64_t pos;
   size_t s, e;
-  aio_buf_init(&b);
+  aio_buf_init(&b, test_alloc, &mem);
 
   pos = b.consumed;
   CHECK(aio_buf_find(&b, &nl, 1, &pos, &s, &e) == 0 && pos == 0, "nothing found in nothing");
@@ -150,6 +194,8 @@ int main(void) {
   test_steady_stream();
   test_growth_and_shrink();
   test_compaction();
+  test_reserve();
   test_find();
+  CHECK(mem.live == 0, "every block went back to the allocator (%ld left)", mem.live);
   return 0;
 }

@@ -2,19 +2,20 @@
  * offset; compaction and shrinking are lazy so each byte is copied O(1) times. */
 #include "buffer.h"
 
-#include <stdlib.h>
 #include <string.h>
 
 #define MIN_CAP 4096
 
-void aio_buf_init(aio_buf *b) {
+void aio_buf_init(aio_buf *b, aio_buf_alloc alloc, void *ud) {
+  b->alloc = alloc;
+  b->ud = ud;
   b->data = NULL;
   b->start = b->len = b->cap = 0;
   b->consumed = 0;
 }
 
 void aio_buf_free(aio_buf *b) {
-  free(b->data);
+  if (b->data) b->alloc(b->ud, b->data, b->cap, 0);
   b->data = NULL;
   b->start = b->len = b->cap = 0;
 }
@@ -26,10 +27,9 @@ static void compact(aio_buf *b) {
   b->start = 0;
 }
 
-int aio_buf_append(aio_buf *b, const char *p, size_t n) {
+char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail) {
   size_t need;
-  if (n == 0) return 0;
-  if (n > SIZE_MAX - b->len) return -1;
+  if (n > SIZE_MAX - b->len) return NULL;
   need = b->len + n;
   if (b->start + need > b->cap) {
     /* Compacting moves len bytes; doing it only when at least as many were
@@ -37,24 +37,38 @@ int aio_buf_append(aio_buf *b, const char *p, size_t n) {
     if (need <= b->cap && b->start >= b->len) {
       compact(b);
     } else {
-      size_t cap = b->cap ? b->cap : MIN_CAP / 2;
+      size_t cap = b->cap;
       char *data;
-      do {
-        if (cap > SIZE_MAX / 2) {
-          cap = need;
-          break;
-        }
-        cap *= 2;
-      } while (cap < need);
+      if (!cap) { /* a first allocation is what was asked for, in whole pages */
+        cap = need < MIN_CAP ? MIN_CAP : need;
+        if (cap <= SIZE_MAX - (MIN_CAP - 1)) cap = (cap + MIN_CAP - 1) & ~(size_t)(MIN_CAP - 1);
+      } else {
+        do {
+          if (cap > SIZE_MAX / 2) {
+            cap = need;
+            break;
+          }
+          cap *= 2;
+        } while (cap < need);
+      }
       compact(b);
-      data = realloc(b->data, cap);
-      if (!data) return -1;
+      data = b->alloc(b->ud, b->data, b->data ? b->cap : 0, cap);
+      if (!data) return NULL;
       b->data = data;
       b->cap = cap;
     }
   }
-  memcpy(b->data + b->start + b->len, p, n);
-  b->len = need;
+  *avail = b->cap - b->start - b->len;
+  return b->data + b->start + b->len;
+}
+
+int aio_buf_append(aio_buf *b, const char *p, size_t n) {
+  size_t avail;
+  char *to;
+  if (n == 0) return 0;
+  if (!(to = aio_buf_reserve(b, n, &avail))) return -1;
+  memcpy(to, p, n);
+  aio_buf_commit(b, n);
   return 0;
 }
 

@@ -7,10 +7,18 @@
 #include <stdint.h>
 
 /* An allocation above this is given back when the buffer empties, so one
- * burst does not pin its memory; below it, it is kept for the next bytes. */
+ * burst does not pin its memory; below it, it is kept for the next bytes
+ * (freeing and taking it again per message makes glibc trim and regrow its
+ * heap: thousands of brk calls a second in a 64 KiB echo). */
 #define AIO_BUF_KEEP (256 * 1024)
 
+/* The allocator the buffer's memory comes from, with lua_Alloc's contract:
+ * (ud, NULL, 0, n) allocates, (ud, p, old, n) reallocates, n == 0 frees. */
+typedef void *(*aio_buf_alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
+
 typedef struct aio_buf {
+  aio_buf_alloc alloc;
+  void *ud;
   char *data;
   size_t start;      /* offset of the first live byte in data */
   size_t len;        /* live bytes */
@@ -23,10 +31,17 @@ typedef struct aio_sep {
   size_t len; /* > 0 */
 } aio_sep;
 
-void aio_buf_init(aio_buf *b);
+void aio_buf_init(aio_buf *b, aio_buf_alloc alloc, void *ud);
 void aio_buf_free(aio_buf *b);
 /* returns 0, or -1 when memory runs out (the buffer is unchanged then) */
 int aio_buf_append(aio_buf *b, const char *p, size_t n);
+/* Room for at least n more bytes at the end, to be filled in place (a read
+ * straight into the buffer): returns where they go and, in *avail, how many
+ * fit; NULL when memory runs out. aio_buf_commit then adds what was written. */
+char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail);
+static inline void aio_buf_commit(aio_buf *b, size_t n) {
+  b->len += n;
+}
 void aio_buf_consume(aio_buf *b, size_t n);
 
 /* NULL while nothing is allocated (no offset is applied to a null pointer) */
