@@ -16,6 +16,13 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
+/* Rare paths stay out of line, so bc_alloc's common ones save no registers. */
+#if defined(__GNUC__)
+#define COLD __attribute__((noinline, cold))
+#else
+#define COLD
+#endif
+
 #define BC_MIN 1025                 /* below this, glibc's tcache is as fast */
 #define BC_MAX (AIO_RBUF_SIZE + 64) /* a full receive buffer's string */
 #define BC_BUDGET (4 * 1024 * 1024) /* bytes held at most */
@@ -46,21 +53,36 @@ static void slot_empty(aio_blockcache *c, bc_slot *s) {
   }
 }
 
-/* Each size may live in two slots; a size freed when both hold others takes
- * the second one, whose blocks go back underneath (a size that stops
- * recurring must not keep its slot). */
+/* Each size may live in two slots: its own, and the next when its own holds
+ * another size. Sizes that differ in their low bits (message lengths do)
+ * fall in different slots. */
 static bc_slot *slot_of(aio_blockcache *c, size_t size) {
-  size_t h = (size * (size_t)0x9E3779B97F4A7C15u) >> 32;
-  bc_slot *a = &c->slot[h % BC_SLOTS], *b = &c->slot[(h + 1) % BC_SLOTS];
-  return b->size == size ? b : a;
+  size_t h = (size ^ (size >> 4) ^ (size >> 8)) % BC_SLOTS;
+  bc_slot *b = &c->slot[(h + 1) % BC_SLOTS];
+  return b->size == size ? b : &c->slot[h];
 }
 
 /* Removed while a host's allocator wraps ours: calls pass through, and the
  * cache goes with the state's last block. */
-static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
+COLD static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
   c->f(c->ud, ptr, osize, 0);
   if (ptr == c->last) c->f(c->ud, c, sizeof *c, 0);
   return NULL;
+}
+
+/* A freed block whose size holds no slot takes the second of its two; the
+ * blocks there go back underneath (a size that stops recurring must not
+ * keep its slot). */
+COLD static void *put_claiming(aio_blockcache *c, bc_slot *s, void *ptr, size_t osize) {
+  if (s->n) s = s == &c->slot[BC_SLOTS - 1] ? c->slot : s + 1;
+  if (s->size != osize) slot_empty(c, s), s->size = osize;
+  if (s->n < BC_DEPTH && c->bytes + osize <= BC_BUDGET) {
+    s->blk[s->n++] = ptr;
+    c->bytes += osize;
+    POISON(ptr, osize);
+    return NULL;
+  }
+  return c->f(c->ud, ptr, osize, 0);
 }
 
 static void *bc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -72,10 +94,7 @@ static void *bc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
      * request of exactly that size: no block is ever handed out too small. */
     if (ptr && osize - BC_MIN <= (size_t)(BC_MAX - BC_MIN)) {
       s = slot_of(c, osize);
-      if (s->size != osize) {
-        if (s->n) s = s == &c->slot[BC_SLOTS - 1] ? c->slot : s + 1;
-        if (s->size != osize) slot_empty(c, s), s->size = osize;
-      }
+      if (s->size != osize) return put_claiming(c, s, ptr, osize);
       if (s->n < BC_DEPTH && c->bytes + osize <= BC_BUDGET) {
         s->blk[s->n++] = ptr;
         c->bytes += osize;

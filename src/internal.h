@@ -41,9 +41,9 @@ extern const char aio_tags[AIO_T_N];
  * begin with their tag, so the check is one compare instead of a metatable
  * lookup. Lua code cannot write a userdata's bytes: the tag is unforgeable. */
 static inline void *aio_test_tagged(lua_State *L, int idx, int type) {
-  void *p;
-  if (lua_type(L, idx) != LUA_TUSERDATA || lua_rawlen(L, idx) < sizeof(const char *)) return NULL;
-  p = lua_touserdata(L, idx);
+  void *p = lua_touserdata(L, idx);
+  /* a light userdata's raw length is 0: only a full one that can hold a tag passes */
+  if (!p || lua_rawlen(L, idx) < sizeof(const char *)) return NULL;
   return *(const char **)p == &aio_tags[type] ? p : NULL;
 }
 
