@@ -441,7 +441,11 @@ describe("TCP transports", function()
       server:close()
       server:wait_closed()
       helper.gc()
-      assert.equal(before - 1, open_fds()) -- the listening socket went too
+      -- the listening socket went too; a descriptor open only for a moment
+      -- (another thread's, such as a resolver worker's) may be counted once,
+      -- a leaked one stays
+      pcall(helper.wait_until, function() return open_fds() <= before - 1 end, 2)
+      assert.equal(before - 1, open_fds())
       assert.is_true(refs() <= refs_before, "registry references leaked")
     end, 60)
   end)
