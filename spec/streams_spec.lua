@@ -650,7 +650,7 @@ describe("streams over TCP", function()
       -- (another thread's, such as a resolver worker's) may be counted once,
       -- a leaked one stays
       pcall(helper.wait_until, function() return open_fds() <= before - 1 end, 2)
-      assert.equal(before - 1, open_fds())
+      assert.equal(before - 1, open_fds(), "open descriptors now:\n" .. helper.fd_list())
     end, 60)
   end)
 

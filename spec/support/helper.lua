@@ -246,6 +246,18 @@ function helper.open_fds()
   return n - 1 -- the pipe of this listing
 end
 
+-- "fd -> target" for every open descriptor: what a leak check shows on failure.
+function helper.fd_list()
+  local p = io.popen("ls -l /proc/" .. helper.pid() .. "/fd")
+  local out = {}
+  for line in p:lines() do
+    local fd, target = line:match("(%d+) %-> (.*)$")
+    if fd then out[#out + 1] = fd .. " -> " .. target end
+  end
+  p:close()
+  return table.concat(out, "\n")
+end
+
 function helper.tmpdir()
   local p = os.tmpname()
   os.remove(p)
