@@ -24,7 +24,6 @@ typedef struct reader {
   aio_task *waiter; /* parked on this reader, until woken */
   aio_task *failed; /* a waiter woken by set_exception: it raises the exception */
   size_t room;      /* what the transport is offered to read into (op_get_buffer) */
-  size_t offered;   /* what it was offered last time */
   uint8_t eof;
   uint8_t has_exc;
   uint8_t has_transport;
@@ -170,21 +169,18 @@ static void op_data_received(lua_State *L, int proto_idx, int tp_idx, const char
 
 static char *op_get_buffer(void *proto, size_t *len) {
   reader *r = proto;
-  char *p;
   if (r->eof || r->gone) return NULL;
-  if (!(p = aio_buf_reserve(&r->buf, r->room, len))) return NULL;
-  r->offered = *len;
-  return p;
+  return aio_buf_reserve(&r->buf, r->room, len);
 }
 
 static void op_buffer_updated(lua_State *L, int proto_idx, int tp_idx, size_t n) {
   reader *r = lua_touserdata(L, proto_idx);
   (void)tp_idx;
-  if (n >= r->offered && r->room < ROOM_MAX)
+  aio_buf_commit(&r->buf, n);
+  if (aio_buf_room(&r->buf) == 0 && r->room < ROOM_MAX) /* the read filled all it was offered */
     r->room = r->room * 2 < ROOM_MAX ? r->room * 2 : ROOM_MAX;
   else if (n <= r->room / 4 && r->room > ROOM_MIN)
     r->room /= 2;
-  aio_buf_commit(&r->buf, n);
   data_added(L, r, lua_absindex(L, proto_idx));
 }
 
@@ -722,6 +718,8 @@ static int l_new(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 1, DEFAULT_LIMIT);
   aio_loop *lp;
   reader *r;
+  void *ud;
+  lua_Alloc alloc = lua_getallocf(L, &ud); /* the buffer's memory comes from the state's */
   if (limit <= 0) return aio_raise(L, "ValueError", "Limit cannot be <= 0");
   if (!lua_isnoneornil(L, 2)) {
     lp = aio_check_loop(L, 2);
@@ -735,11 +733,7 @@ static int l_new(lua_State *L) {
   r = lua_newuserdatauv(L, sizeof *r, UV_N);
   memset(r, 0, sizeof *r);
   r->tag = &aio_tags[AIO_T_READER];
-  {
-    void *ud;
-    lua_Alloc f = lua_getallocf(L, &ud);
-    aio_buf_init(&r->buf, f, ud);
-  }
+  aio_buf_init(&r->buf, alloc, ud);
   r->room = ROOM_MIN;
   r->loop = lp;
   r->limit = (uint64_t)limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;

@@ -44,12 +44,7 @@ static void *outer_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 }
 
 static lua_State *new_state(counts *c) {
-  lua_State *L = lua_newstate(counting_alloc, c);
-  assert(L != NULL);
-  luaL_openlibs(L);
-  luaL_requiref(L, "asyncio.core", luaopen_asyncio_core, 0);
-  lua_pop(L, 1);
-  return L;
+  return harness_open(lua_newstate(counting_alloc, c));
 }
 
 /* Makes `rounds` rounds of `per_round` strings of n bytes, dropping each round
@@ -113,11 +108,6 @@ static void test_run_gives_back(void) {
   counts c = {0, 0, 0, 0};
   lua_State *L = new_state(&c);
   long before;
-  if (asyncio_open(L) != LUA_OK) {
-    fprintf(stderr, "asyncio_open failed (is LUA_PATH set?): %s\n", lua_tostring(L, -1));
-    abort();
-  }
-  lua_setglobal(L, "asyncio");
   harness_run(L, "warm", "collectgarbage(); collectgarbage()", 0, 0);
   before = c.live;
   harness_run(L, "run",

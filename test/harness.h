@@ -73,11 +73,10 @@ static inline void harness_run(lua_State *L, const char *name, const char *code,
   abort();
 }
 
-/* A new state the way a host opens asyncio: the core comes from this program
- * (linked in, not core.so), the Lua half from LUA_PATH. The module table is
- * the global `asyncio`. */
-static inline lua_State *harness_state(void) {
-  lua_State *L = luaL_newstate();
+/* Opens asyncio in a new state the way a host does: the core comes from this
+ * program (linked in, not core.so), the Lua half from LUA_PATH. The module
+ * table is the global `asyncio`. */
+static inline lua_State *harness_open(lua_State *L) {
   assert(L != NULL);
   luaL_openlibs(L);
   luaL_requiref(L, "asyncio.core", luaopen_asyncio_core, 0);
@@ -88,6 +87,10 @@ static inline lua_State *harness_state(void) {
   }
   lua_setglobal(L, "asyncio");
   return L;
+}
+
+static inline lua_State *harness_state(void) {
+  return harness_open(luaL_newstate());
 }
 
 static inline int harness_global_bool(lua_State *L, const char *name) {

@@ -58,7 +58,7 @@ char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail) {
       b->cap = cap;
     }
   }
-  *avail = b->cap - b->start - b->len;
+  *avail = aio_buf_room(b);
   return b->data + b->start + b->len;
 }
 

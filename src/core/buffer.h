@@ -42,6 +42,10 @@ char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail);
 static inline void aio_buf_commit(aio_buf *b, size_t n) {
   b->len += n;
 }
+/* Free bytes after the live ones. */
+static inline size_t aio_buf_room(const aio_buf *b) {
+  return b->cap - b->start - b->len;
+}
 void aio_buf_consume(aio_buf *b, size_t n);
 
 /* NULL while nothing is allocated (no offset is applied to a null pointer) */
