@@ -123,13 +123,14 @@ cat "$$log"
 endef
 export ECHO_DEMO
 
-C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h)
+C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h \
+             bench/*.c)
 
 # formatting drift and cppcheck findings fail the build like a test does
 lint: deps
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --enable=warning,style,performance,portability \
-	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test
+	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test bench
 
 test: deps lint build
 	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \
@@ -145,13 +146,20 @@ clean:
 	rm -rf .build build.luarocks
 
 # both echo servers as EXTRA peers of the shared echo benchmark (knobs such as
-# PEERS, SIZES, CONNS, DURATION, REPS pass through to run_echo.sh)
+# PEERS, SIZES, CONNS, DURATION, REPS pass through to run_echo.sh), and
+# uv-copy: raw libuv plus the copy into a Lua string, their ceiling
 define ECHO_PEERS
 lasync-proto=$(LUA) $(CURDIR)/bench/echo_protocol.lua {port}
 lasync-streams=$(LUA) $(CURDIR)/bench/echo_streams.lua {port}
+uv-copy=$(BUILD)/echo_uv_copy {port}
 endef
 export ECHO_PEERS
 
-bench-echo: deps-bench build
-	@echo "$(SHARED)/bench/run_echo.sh  (EXTRA peers lasync-proto, lasync-streams: bench/echo_*.lua)"
+$(BUILD)/echo_uv_copy: bench/echo_uv_copy.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -o $@ $< -luv
+
+bench-echo: deps-bench build $(BUILD)/echo_uv_copy
+	@echo "$(SHARED)/bench/run_echo.sh  (EXTRA peers lasync-proto, lasync-streams: bench/echo_*.lua;"
+	@echo "  uv-copy: bench/echo_uv_copy.c)"
 	@$(TREE_ENV) EXTRA="$$ECHO_PEERS" bash $(SHARED)/bench/run_echo.sh
