@@ -1,8 +1,10 @@
-/* A cache of recently freed memory blocks, by exact size, in front of the
- * state's allocator. The strings a loop makes for reads repeat a few sizes (a
- * full receive buffer, a fixed-size message), and glibc serves blocks above
- * its 1 KiB thread cache from bins that split and coalesce: a malloc/free
- * pair there cost about 540 instructions, a fifth of a 1 KiB echo request. */
+/* A cache of recently freed memory blocks, by exact size, in front of an
+ * allocator. The strings a loop makes for reads repeat a few sizes (a full
+ * receive buffer, a fixed-size message), and glibc serves blocks above its
+ * 1 KiB thread cache from bins that split and coalesce: a malloc/free pair
+ * there cost about 540 instructions, a fifth of a 1 KiB echo request. One
+ * cache sits in front of the state's allocator; stream readers have one of
+ * their own (see reader.c), so their buffers never compete with strings. */
 #include <string.h>
 
 #include "internal.h"
@@ -16,7 +18,7 @@
 #define UNPOISON(p, n) ((void)(p), (void)(n))
 #endif
 
-/* Rare paths stay out of line, so bc_alloc's common ones save no registers. */
+/* Rare paths stay out of line, so the common ones save no registers. */
 #if defined(__GNUC__)
 #define COLD __attribute__((noinline, cold))
 #else
@@ -25,9 +27,9 @@
 
 #define BC_MIN 1025                 /* below this, glibc's tcache is as fast */
 #define BC_MAX (AIO_RBUF_SIZE + 64) /* a full receive buffer's string */
-#define BC_BUDGET (4 * 1024 * 1024) /* bytes held at most */
+#define BC_BUDGET (4 * 1024 * 1024) /* bytes the state's cache holds at most */
 #define BC_SLOTS 16
-#define BC_DEPTH 64
+#define BC_DEPTH 128
 
 typedef struct {
   size_t size; /* every block in the slot has this size; any when n == 0 */
@@ -39,8 +41,9 @@ struct aio_blockcache {
   lua_Alloc f; /* the allocator underneath, which owns every block */
   void *ud;
   size_t bytes;
-  int on;     /* 0 once removed: the wrapper then only passes calls through */
-  void *last; /* the block lua_close frees last: the main thread's */
+  size_t budget; /* bytes held at most */
+  int on;        /* 0 once removed: the wrapper then only passes calls through */
+  void *last;    /* the block lua_close frees last: the main thread's */
   bc_slot slot[BC_SLOTS];
 };
 
@@ -76,7 +79,7 @@ COLD static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
 COLD static void *put_claiming(aio_blockcache *c, bc_slot *s, void *ptr, size_t osize) {
   if (s->n) s = s == &c->slot[BC_SLOTS - 1] ? c->slot : s + 1;
   if (s->size != osize) slot_empty(c, s), s->size = osize;
-  if (s->n < BC_DEPTH && c->bytes + osize <= BC_BUDGET) {
+  if (s->n < BC_DEPTH && c->bytes + osize <= c->budget) {
     s->blk[s->n++] = ptr;
     c->bytes += osize;
     POISON(ptr, osize);
@@ -85,7 +88,7 @@ COLD static void *put_claiming(aio_blockcache *c, bc_slot *s, void *ptr, size_t 
   return c->f(c->ud, ptr, osize, 0);
 }
 
-static void *bc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+void *aio_blockcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   aio_blockcache *c = ud;
   bc_slot *s;
   if (nsize == 0) {
@@ -95,7 +98,7 @@ static void *bc_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (ptr && osize - BC_MIN <= (size_t)(BC_MAX - BC_MIN)) {
       s = slot_of(c, osize);
       if (s->size != osize) return put_claiming(c, s, ptr, osize);
-      if (s->n < BC_DEPTH && c->bytes + osize <= BC_BUDGET) {
+      if (s->n < BC_DEPTH && c->bytes + osize <= c->budget) {
         s->blk[s->n++] = ptr;
         c->bytes += osize;
         POISON(ptr, osize);
@@ -119,34 +122,44 @@ void aio_blockcache_flush(aio_blockcache *c) {
   for (int i = 0; i < BC_SLOTS; i++) slot_empty(c, &c->slot[i]);
 }
 
-aio_blockcache *aio_blockcache_install(lua_State *L) {
-  void *ud;
-  lua_Alloc f = lua_getallocf(L, &ud);
+aio_blockcache *aio_blockcache_new(lua_Alloc f, void *ud, size_t budget) {
   aio_blockcache *c = f(ud, NULL, 0, sizeof *c);
   if (!c) return NULL;
   memset(c, 0, sizeof *c);
   c->f = f;
   c->ud = ud;
+  c->budget = budget;
   c->on = 1;
+  return c;
+}
+
+void aio_blockcache_free(aio_blockcache *c) {
+  if (!c) return;
+  aio_blockcache_flush(c);
+  c->f(c->ud, c, sizeof *c, 0);
+}
+
+aio_blockcache *aio_blockcache_install(lua_State *L) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
+  aio_blockcache *c = aio_blockcache_new(f, ud, BC_BUDGET);
+  if (!c) return NULL;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   c->last = lua_getextraspace(lua_tothread(L, -1)); /* where lua_close's last free points */
   lua_pop(L, 1);
-  lua_setallocf(L, bc_alloc, c);
+  lua_setallocf(L, aio_blockcache_alloc, c);
   return c;
 }
 
 /* At lua_close, from the state's finalizer: later frees go to the allocator
- * underneath. Stream readers keep this allocator for their buffers; their
- * finalizers have run by then, as Lua finalizes in the reverse order of
- * marking and the state's record is marked first. If a host wrapped the
- * allocator after us, our wrapper stays in its chain, so it must stay valid:
- * it is emptied and passes calls through until the state's own block is
- * freed (see pass_until_last). */
+ * underneath. If a host wrapped the allocator after us, our wrapper stays in
+ * its chain, so it must stay valid: it is emptied and passes calls through
+ * until the state's own block is freed (see pass_until_last). */
 void aio_blockcache_remove(lua_State *L, aio_blockcache *c) {
   void *ud;
   if (!c) return;
   aio_blockcache_flush(c);
-  if (lua_getallocf(L, &ud) == bc_alloc && ud == c) {
+  if (lua_getallocf(L, &ud) == aio_blockcache_alloc && ud == c) {
     lua_setallocf(L, c->f, c->ud);
     c->f(c->ud, c, sizeof *c, 0);
   } else {

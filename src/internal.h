@@ -64,10 +64,11 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
-  aio_loop *loops;        /* every loop of the state, freed when the state closes */
-  int mt[AIO_T_N];        /* registry refs of the metatables */
-  int mt_debug_task;      /* the Task metatable plus a __gc that reports pending tasks */
-  aio_blockcache *blocks; /* in front of the state's allocator, or NULL */
+  aio_loop *loops;         /* every loop of the state, freed when the state closes */
+  int mt[AIO_T_N];         /* registry refs of the metatables */
+  int mt_debug_task;       /* the Task metatable plus a __gc that reports pending tasks */
+  aio_blockcache *blocks;  /* in front of the state's allocator, or NULL */
+  aio_blockcache *buffers; /* stream readers' buffers, or NULL */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -238,9 +239,13 @@ void aio_writer_open(lua_State *L, aio_state *S);
 
 #define AIO_RBUF_SIZE (256 * 1024)
 
-/* blockcache.c: freed blocks reused by exact size, in front of the allocator */
-aio_blockcache *aio_blockcache_install(lua_State *L);
+/* blockcache.c: freed blocks reused by exact size, in front of an allocator:
+ * a cache of its own (new/alloc/free), or the state's (install/remove) */
+aio_blockcache *aio_blockcache_new(lua_Alloc f, void *ud, size_t budget);
+void *aio_blockcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
 void aio_blockcache_flush(aio_blockcache *c);
+void aio_blockcache_free(aio_blockcache *c);
+aio_blockcache *aio_blockcache_install(lua_State *L);
 void aio_blockcache_remove(lua_State *L, aio_blockcache *c);
 
 /* anchor.c */

@@ -540,6 +540,7 @@ static void run_loop(lua_State *L, aio_loop *lp, aio_future *until) {
   }
   /* what the run freed is not held past it */
   aio_blockcache_flush(lp->S->blocks);
+  aio_blockcache_flush(lp->S->buffers);
   run_leave(lp);
 }
 

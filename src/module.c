@@ -151,15 +151,21 @@ static int set_hooks(lua_State *L) {
   return 0;
 }
 
-/* lua_close: every loop's C record goes with the state. */
+/* lua_close: every loop's C record goes with the state, and both block
+ * caches. The readers' finalizers, which give their buffers back, have run
+ * by then: Lua finalizes in the reverse order of marking, and the state's
+ * record is marked first. */
 static int state_gc(lua_State *L) {
   aio_state *S = lua_touserdata(L, 1);
   aio_loop_free_all(S);
+  aio_blockcache_free(S->buffers);
   aio_blockcache_remove(L, S->blocks);
   return 0;
 }
 
 static aio_state *state_new(lua_State *L) {
+  void *ud;
+  lua_Alloc f = lua_getallocf(L, &ud);
   aio_state *S = lua_newuserdatauv(L, sizeof *S, 0);
   memset(S, 0, sizeof *S);
   lua_createtable(L, 0, 1);
@@ -178,6 +184,11 @@ static aio_state *state_new(lua_State *L) {
   lua_setmetatable(L, -2);
   S->extras = luaL_ref(L, LUA_REGISTRYINDEX);
   S->event_loop = LUA_NOREF;
+  /* Readers free their buffer whenever it empties and take one again for
+   * the next read: their cache is sized for a burst on every connection of
+   * a busy server at once (100 x 120 KiB), and sits on the host's allocator
+   * beside the state's cache, not behind it, so strings never crowd it out. */
+  S->buffers = aio_blockcache_new(f, ud, 16 * 1024 * 1024);
   S->blocks = aio_blockcache_install(L);
   return S;
 }

@@ -21,9 +21,10 @@ typedef struct reader {
   aio_buf buf;
   aio_loop *loop;
   size_t limit;
-  aio_task *waiter; /* parked on this reader, until woken */
-  aio_task *failed; /* a waiter woken by set_exception: it raises the exception */
-  size_t room;      /* what the transport is offered to read into (op_get_buffer) */
+  aio_task *waiter;    /* parked on this reader, until woken */
+  aio_task *failed;    /* a waiter woken by set_exception: it raises the exception */
+  size_t room;         /* what the transport is offered to read into (op_get_buffer) */
+  uint8_t short_reads; /* reads in a row that used a quarter of the room or less */
   uint8_t eof;
   uint8_t has_exc;
   uint8_t has_transport;
@@ -99,8 +100,14 @@ static void wake(reader *r, int failed) {
   r->waiter = NULL;
 }
 
+/* No more bytes will come: the room lent for a read that found none goes. */
+static void release_empty(reader *r) {
+  if (r->buf.len == 0) aio_buf_free(&r->buf);
+}
+
 static void feed_eof(reader *r) {
   r->eof = 1;
+  release_empty(r);
   wake(r, 0);
 }
 
@@ -158,29 +165,43 @@ static void op_data_received(lua_State *L, int proto_idx, int tp_idx, const char
 
 /* The transport reads straight into the buffer, which saves copying every
  * chunk out of the loop's receive buffer. The room offered follows the
- * reads: it doubles after a read that filled it and halves after one that
- * used a quarter, so a connection of small messages asks for little, and a
- * 64 KiB message fits in one read instead of filling the room and costing a
- * read that finds EAGAIN. Its ceiling keeps a buffer below glibc's mmap
- * threshold (128 KiB), so buffers that come and go are heap blocks that the
- * block cache reuses, not fresh mappings that fault in page by page. */
+ * reads: it doubles after a read that filled it and halves after
+ * SHRINK_AFTER reads in a row that used a quarter of it, so a connection of
+ * small messages asks for little, and a 64 KiB message fits in one read
+ * instead of filling the room and costing a read that finds EAGAIN. One
+ * short read is no sign: a 64 KiB write on loopback arrives as 65,483 bytes
+ * and then 53, and halving on the 53 would split the next message and, as
+ * the buffer is freed whenever it empties, change the size of the buffers
+ * the reader takes, which the cache keeps by exact size. The ceiling keeps
+ * a buffer below glibc's mmap threshold (128 KiB): one the readers' cache
+ * cannot keep is a heap block for glibc to reuse, not a fresh mapping that
+ * faults in page by page. */
 #define ROOM_MIN 4096
 #define ROOM_MAX (120 * 1024)
+#define SHRINK_AFTER 4
 
 static char *op_get_buffer(void *proto, size_t *len) {
   reader *r = proto;
+  size_t want = r->room;
   if (r->eof || r->gone) return NULL;
-  return aio_buf_reserve(&r->buf, r->room, len);
+  /* bytes still wait for the task: the rest of a message usually fits after
+   * them, and growing the buffer for a whole room would make a block of
+   * another size (a 120 KiB buffer holding 65,483 bytes, grown for the 53
+   * that follow, becomes a 240 KiB one, which glibc maps and unmaps) */
+  if (r->buf.len && aio_buf_room(&r->buf) >= ROOM_MIN) want = aio_buf_room(&r->buf);
+  return aio_buf_reserve(&r->buf, want, len);
 }
 
 static void op_buffer_updated(lua_State *L, int proto_idx, int tp_idx, size_t n) {
   reader *r = lua_touserdata(L, proto_idx);
   (void)tp_idx;
   aio_buf_commit(&r->buf, n);
+  if (n > r->room / 4 || r->room == ROOM_MIN)
+    r->short_reads = 0;
+  else if (++r->short_reads == SHRINK_AFTER)
+    r->room /= 2, r->short_reads = 0;
   if (aio_buf_room(&r->buf) == 0 && r->room < ROOM_MAX) /* the read filled all it was offered */
     r->room = r->room * 2 < ROOM_MAX ? r->room * 2 : ROOM_MAX;
-  else if (n <= r->room / 4 && r->room > ROOM_MIN)
-    r->room /= 2;
   data_added(L, r, lua_absindex(L, proto_idx));
 }
 
@@ -227,6 +248,7 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
     aio_push_error(L, "ConnectionResetError", -1);
     lua_remove(L, -2);
   } else {
+    release_empty(r);
     err_idx = lua_absindex(L, err_idx);
     set_exception(L, r, proto_idx, err_idx);
     lua_pushvalue(L, err_idx);
@@ -718,8 +740,9 @@ static int l_new(lua_State *L) {
   lua_Integer limit = luaL_optinteger(L, 1, DEFAULT_LIMIT);
   aio_loop *lp;
   reader *r;
-  void *ud;
-  lua_Alloc alloc = lua_getallocf(L, &ud); /* the buffer's memory comes from the state's */
+  void *ud = S->buffers;
+  lua_Alloc alloc = aio_blockcache_alloc;
+  if (!ud) alloc = lua_getallocf(L, &ud);
   if (limit <= 0) return aio_raise(L, "ValueError", "Limit cannot be <= 0");
   if (!lua_isnoneornil(L, 2)) {
     lp = aio_check_loop(L, 2);

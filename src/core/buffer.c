@@ -77,10 +77,7 @@ void aio_buf_consume(aio_buf *b, size_t n) {
   b->start += n;
   b->len -= n;
   b->consumed += n;
-  if (b->len == 0) {
-    b->start = 0;
-    if (b->cap > AIO_BUF_KEEP) aio_buf_free(b);
-  }
+  if (b->len == 0) aio_buf_free(b);
 }
 
 /* First occurrence of sep in hay[0, hlen), or SIZE_MAX. */

@@ -6,12 +6,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* An allocation above this is given back when the buffer empties, so one
- * burst does not pin its memory; below it, it is kept for the next bytes
- * (freeing and taking it again per message makes glibc trim and regrow its
- * heap: thousands of brk calls a second in a 64 KiB echo). */
-#define AIO_BUF_KEEP (256 * 1024)
-
 /* The allocator the buffer's memory comes from, with lua_Alloc's contract:
  * (ud, NULL, 0, n) allocates, (ud, p, old, n) reallocates, n == 0 frees. */
 typedef void *(*aio_buf_alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
@@ -46,6 +40,9 @@ static inline void aio_buf_commit(aio_buf *b, size_t n) {
 static inline size_t aio_buf_room(const aio_buf *b) {
   return b->cap - b->start - b->len;
 }
+/* Drops n bytes from the front; the memory goes back to the allocator when
+ * the buffer empties, so an idle buffer holds none (the allocator should
+ * keep freed blocks for reuse: one is taken again per message). */
 void aio_buf_consume(aio_buf *b, size_t n);
 
 /* NULL while nothing is allocated (no offset is applied to a null pointer) */
