@@ -4,7 +4,7 @@
  * 1 KiB thread cache from bins that split and coalesce: a malloc/free pair
  * there cost about 540 instructions, a fifth of a 1 KiB echo request. One
  * cache sits in front of the state's allocator; stream readers have one of
- * their own (see reader.c), so their buffers never compete with strings. */
+ * their own (made in module.c), so their buffers never compete with strings. */
 #include <string.h>
 
 #include "internal.h"
