@@ -65,6 +65,15 @@ static bc_slot *slot_of(aio_blockcache *c, size_t size) {
   return b->size == size ? b : &c->slot[h];
 }
 
+/* Keeps a freed block of s's size, if depth and budget allow: returns 1. */
+static inline int slot_put(aio_blockcache *c, bc_slot *s, void *ptr, size_t osize) {
+  if (s->n == BC_DEPTH || c->bytes + osize > c->budget) return 0;
+  s->blk[s->n++] = ptr;
+  c->bytes += osize;
+  POISON(ptr, osize);
+  return 1;
+}
+
 /* Removed while a host's allocator wraps ours: calls pass through, and the
  * cache goes with the state's last block. */
 COLD static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
@@ -79,13 +88,7 @@ COLD static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
 COLD static void *put_claiming(aio_blockcache *c, bc_slot *s, void *ptr, size_t osize) {
   if (s->n) s = s == &c->slot[BC_SLOTS - 1] ? c->slot : s + 1;
   if (s->size != osize) slot_empty(c, s), s->size = osize;
-  if (s->n < BC_DEPTH && c->bytes + osize <= c->budget) {
-    s->blk[s->n++] = ptr;
-    c->bytes += osize;
-    POISON(ptr, osize);
-    return NULL;
-  }
-  return c->f(c->ud, ptr, osize, 0);
+  return slot_put(c, s, ptr, osize) ? NULL : c->f(c->ud, ptr, osize, 0);
 }
 
 void *aio_blockcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
@@ -98,12 +101,7 @@ void *aio_blockcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (ptr && osize - BC_MIN <= (size_t)(BC_MAX - BC_MIN)) {
       s = slot_of(c, osize);
       if (s->size != osize) return put_claiming(c, s, ptr, osize);
-      if (s->n < BC_DEPTH && c->bytes + osize <= c->budget) {
-        s->blk[s->n++] = ptr;
-        c->bytes += osize;
-        POISON(ptr, osize);
-        return NULL;
-      }
+      if (slot_put(c, s, ptr, osize)) return NULL;
     }
   } else if (!ptr && nsize - BC_MIN <= (size_t)(BC_MAX - BC_MIN)) {
     s = slot_of(c, nsize);

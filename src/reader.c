@@ -182,13 +182,13 @@ static void op_data_received(lua_State *L, int proto_idx, int tp_idx, const char
 
 static char *op_get_buffer(void *proto, size_t *len) {
   reader *r = proto;
-  size_t want = r->room;
+  size_t want = r->room, tail = aio_buf_room(&r->buf);
   if (r->eof || r->gone) return NULL;
   /* bytes still wait for the task: the rest of a message usually fits after
    * them, and growing the buffer for a whole room would make a block of
    * another size (a 120 KiB buffer holding 65,483 bytes, grown for the 53
    * that follow, becomes a 240 KiB one, which glibc maps and unmaps) */
-  if (r->buf.len && aio_buf_room(&r->buf) >= ROOM_MIN) want = aio_buf_room(&r->buf);
+  if (r->buf.len && tail >= ROOM_MIN) want = tail;
   return aio_buf_reserve(&r->buf, want, len);
 }
 
