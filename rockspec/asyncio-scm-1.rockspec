@@ -2,6 +2,7 @@
 --
 -- Command-line variables (VAR=VALUE after the rockspec):
 --   LIBUV_DIR=/opt/libuv          libuv prefix (or LIBUV_INCDIR= / LIBUV_LIBDIR=)
+--   OPENSSL_DIR=/opt/openssl      OpenSSL 3 prefix (or OPENSSL_INCDIR= / OPENSSL_LIBDIR=)
 --   ASYNCIO_SANITIZE=ON           build with ASan + UBSan (default OFF; when the
 --                                 variable is not given LuaRocks warns
 --                                 "unmatched variable ASYNCIO_SANITIZE": harmless).
@@ -29,6 +30,10 @@ external_dependencies = {
       header = "uv.h",
       library = "uv",
    },
+   OPENSSL = {
+      header = "openssl/ssl.h",
+      library = "ssl",
+   },
 }
 build = {
    type = "cmake",
@@ -36,6 +41,8 @@ build = {
       LUA_INCDIR = "$(LUA_INCDIR)",
       LIBUV_INCDIR = "$(LIBUV_INCDIR)",
       LIBUV_LIBDIR = "$(LIBUV_LIBDIR)",
+      OPENSSL_INCDIR = "$(OPENSSL_INCDIR)",
+      OPENSSL_LIBDIR = "$(OPENSSL_LIBDIR)",
       LUADIR = "$(LUADIR)",
       LIBDIR = "$(LIBDIR)",
       ASYNCIO_SANITIZE = "$(ASYNCIO_SANITIZE)",

@@ -33,6 +33,9 @@ enum {
   AIO_T_LISTENER,  /* listener.c */
   AIO_T_READER,    /* reader.c: StreamReader */
   AIO_T_DATAGRAM,  /* udp.c */
+  AIO_T_TLS,       /* tls.c: TLS transport */
+  AIO_T_SSLCTX,    /* sslcontext.c: SSLContext */
+  AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -69,6 +72,8 @@ struct aio_state {
   int mt_debug_task;       /* the Task metatable plus a __gc that reports pending tasks */
   aio_blockcache *blocks;  /* in front of the state's allocator, or NULL */
   aio_blockcache *buffers; /* stream readers' buffers, or NULL */
+  void *bio_method;        /* tls.c: the BIO_METHOD of TLS transports, made on first use */
+  int tls_live;            /* SSL objects this state holds a reference to */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -79,7 +84,16 @@ enum { AIO_RUN_HANDLE, AIO_RUN_STEP, AIO_RUN_DONECB, AIO_RUN_CFUNC };
 enum { AIO_PENDING, AIO_FINISHED, AIO_CANCELLED };
 
 /* aio_timer.kind */
-enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK };
+enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK, AIO_TIMER_CFUNC };
+
+/* A timer of C code (a TLS connection's handshake and shutdown deadlines):
+ * cb runs from the loop's timer phase with the loop's thread, once. The
+ * owner embeds it and removes it (aio_loop_remove_timer) before it goes. */
+typedef struct aio_ctimer aio_ctimer;
+struct aio_ctimer {
+  aio_timer timer; /* first */
+  void (*cb)(lua_State *L, aio_ctimer *ct);
+};
 
 /* Future flags */
 #define AIO_F_EXC 0x01      /* uv1 holds an exception */
@@ -129,6 +143,8 @@ struct aio_handle {
 
 typedef struct aio_post aio_post;
 
+#define AIO_RBUF_SLOTS 4
+
 /* An open libuv handle of the loop's that loop close must shut: each I/O
  * object links one while its handle is open; close() starts uv_close and
  * unlinks it (aio_closable_unlink) before returning. */
@@ -158,9 +174,9 @@ struct asyncio_loop {
   uv_mutex_t post_mutex;
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
-  aio_closable closables; /* list head of open I/O objects */
-  char *rbuf;             /* the receive buffer every read of the loop lands in */
-  uint8_t rbuf_busy;
+  aio_closable closables;     /* list head of open I/O objects */
+  char *rbuf[AIO_RBUF_SLOTS]; /* receive buffers kept for reuse (aio_loop_rbuf_take) */
+  uint8_t rbuf_busy;          /* bit i: rbuf[i] is taken */
   aio_state *S;
   lua_State *L;        /* thread running callbacks during a run */
   lua_State *mainL;    /* main thread of the owning state */
@@ -228,11 +244,25 @@ typedef struct aio_transport_head {
 extern const aio_proto_ops aio_reader_ops;
 void aio_reader_open(lua_State *L, aio_state *S);
 int aio_reader_drain_pending(lua_State *L, int idx);
+/* pushes the bytes buffered and not read yet, and forgets them */
+void aio_reader_take_buffered(lua_State *L, int idx);
 
 /* stream.c: any transport, ours or not */
+extern const aio_proto_ops aio_lua_proto_ops;
+const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx);
 void aio_transport_write(lua_State *L, int tp_idx, int s_idx);
 int aio_transport_is_closing(lua_State *L, int tp_idx);
 void aio_writer_open(lua_State *L, aio_state *S);
+
+/* tls.c: the TLS transport, the protocol of the transport it wraps */
+extern const aio_proto_ops aio_tls_ops;
+void aio_tls_open(lua_State *L, aio_state *S);
+void aio_tls_write(lua_State *L, int idx, int s_idx);
+int aio_tls_is_closing(lua_State *L, int idx);
+void aio_tls_free_method(aio_state *S);
+
+/* sslcontext.c: SSLContext, SSLObject (the rest in tls.h) */
+void aio_sslcontext_open(lua_State *L, aio_state *S);
 
 /* The thread to call Lua in from a libuv callback. */
 #define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
@@ -281,6 +311,8 @@ double aio_loop_time(aio_loop *lp);
 void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2);
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when);
 void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
+/* (re)arms ct to fire after delay seconds */
+void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay);
 void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
 void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);

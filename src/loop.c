@@ -74,6 +74,15 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
   if (tm->index) aio_heap_remove(&lp->timers, tm);
 }
 
+static void loop_arm(aio_loop *lp);
+
+void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay) {
+  ct->timer.kind = AIO_TIMER_CFUNC;
+  aio_loop_remove_timer(lp, &ct->timer);
+  aio_loop_add_timer(lp, &ct->timer, aio_loop_time(lp) + delay);
+  if (!lp->ticking) loop_arm(lp);
+}
+
 /* Keeps libuv's view in step with ours: never block while work is queued or
  * a timer is due, else wake up for the earliest timer. Also the uv timer's
  * callback: libuv's clock is coarse and may fire it a little early, and in
@@ -102,7 +111,9 @@ static void loop_arm_cb(uv_timer_t *h) {
   loop_arm(h->data);
 }
 
-static void run_due_timers(aio_loop *lp) {
+/* A C timer's callback runs here, at once: its owner removes it from the
+ * heap before it goes, so no ready-queue entry may outlive the owner. */
+static void run_due_timers(lua_State *L, aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double now;
   if (!top) return;
@@ -113,6 +124,10 @@ static void run_due_timers(aio_loop *lp) {
       aio_handle *h = (aio_handle *)((char *)top - offsetof(aio_handle, timer));
       aio_loop_push(lp, AIO_RUN_HANDLE, h, h->slot, LUA_NOREF); /* the anchor moves on */
       h->slot = 0;
+    } else if (top->kind == AIO_TIMER_CFUNC) {
+      aio_ctimer *ct = (aio_ctimer *)top;
+      ct->cb(L, ct);
+      lua_settop(L, 0);
     } else {
       aio_task *t = (aio_task *)((char *)top - offsetof(aio_task, timer));
       t->wait = AIO_WAIT_SOON;
@@ -149,7 +164,7 @@ static int tick(lua_State *L) {
   lua_settop(L, 0);
   do {
     size_t n;
-    run_due_timers(lp);
+    run_due_timers(L, lp);
     for (n = lp->ready.len; n > 0 && !lp->closed; n--) {
       aio_ready e = *aio_ring_shift(&lp->ready);
       run_entry(L, lp, &e);
@@ -238,18 +253,24 @@ static void on_async(uv_async_t *h) {
  * keep a pointer to it, so it is freed only with the state (or, for a host's
  * uv loop still closing our handles then, by the last close callback). */
 static void loop_free(aio_loop *lp) {
+  int i;
   uv_mutex_destroy(&lp->post_mutex);
-  free(lp->rbuf);
+  for (i = 0; i < AIO_RBUF_SLOTS; i++) free(lp->rbuf[i]);
   free(lp);
 }
 
-/* The receive buffer every read of the loop lands in (libuv alloc
- * callbacks of streams and datagram endpoints); a second buffer is malloc'd
- * only while the first is still being delivered. */
+/* The receive buffers reads of the loop land in (libuv alloc callbacks of
+ * streams and datagram endpoints, and a TLS layer's plaintext and
+ * ciphertext): a few kept for reuse, taken while in use, so a TLS read that
+ * holds ciphertext can decrypt into a second one and encrypt a reply into a
+ * third without a malloc; only past those is a buffer malloc'd and freed. */
 void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf) {
-  if (!lp->rbuf_busy && (lp->rbuf || (lp->rbuf = malloc(AIO_RBUF_SIZE)) != NULL)) {
-    lp->rbuf_busy = 1;
-    *buf = uv_buf_init(lp->rbuf, AIO_RBUF_SIZE);
+  int i;
+  for (i = 0; i < AIO_RBUF_SLOTS; i++) {
+    if (lp->rbuf_busy & (1u << i)) continue;
+    if (!lp->rbuf[i] && (lp->rbuf[i] = malloc(AIO_RBUF_SIZE)) == NULL) break;
+    lp->rbuf_busy |= (uint8_t)(1u << i);
+    *buf = uv_buf_init(lp->rbuf[i], AIO_RBUF_SIZE);
     return;
   }
   buf->base = malloc(AIO_RBUF_SIZE);
@@ -257,10 +278,14 @@ void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf) {
 }
 
 void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf) {
-  if (buf->base == lp->rbuf)
-    lp->rbuf_busy = 0;
-  else
-    free(buf->base);
+  int i;
+  for (i = 0; i < AIO_RBUF_SLOTS; i++) {
+    if (buf->base == lp->rbuf[i]) {
+      lp->rbuf_busy &= (uint8_t) ~(1u << i);
+      return;
+    }
+  }
+  free(buf->base);
 }
 
 void aio_closable_link(aio_loop *lp, aio_closable *c) {

@@ -160,6 +160,7 @@ static int state_gc(lua_State *L) {
   aio_loop_free_all(S);
   aio_blockcache_free(S->buffers);
   aio_blockcache_remove(L, S->blocks);
+  aio_tls_free_method(S);
   return 0;
 }
 
@@ -214,5 +215,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_poll_open(L, S);
   aio_reader_open(L, S);
   aio_writer_open(L, S);
+  aio_sslcontext_open(L, S);
+  aio_tls_open(L, S);
   return 1;
 }

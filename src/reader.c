@@ -642,6 +642,16 @@ static void prune_drains(lua_State *L, int idx) {
   }
 }
 
+void aio_reader_take_buffered(lua_State *L, int idx) {
+  reader *r = aio_test_tagged(L, idx, AIO_T_READER);
+  if (!r || r->buf.len == 0) {
+    lua_pushliteral(L, "");
+    return;
+  }
+  lua_pushlstring(L, aio_buf_bytes(&r->buf), r->buf.len);
+  aio_buf_consume(&r->buf, r->buf.len);
+}
+
 /* StreamWriter.drain's fast path (writer.c): 0 when drain has nothing to
  * do - no exception, connection not lost, writing not paused. */
 int aio_reader_drain_pending(lua_State *L, int idx) {

@@ -27,11 +27,13 @@ struct aio_wreq {
   int slot;
 };
 
-static const aio_proto_ops lua_ops;
-
+/* A transport that start_tls wrapped belongs to its TLS layer: a write
+ * through it would put plaintext between TLS records. */
 static aio_tp *check_tp(lua_State *L, int idx) {
   aio_tp_box *b = aio_check_tagged(L, idx, AIO_T_TRANSPORT, "Transport");
   if (!b->tp) luaL_argerror(L, idx, "transport is gone");
+  if (b->tp->wrapped)
+    aio_raise(L, "RuntimeError", "transport was upgraded to TLS: use the transport start_tls gave");
   return b->tp;
 }
 
@@ -133,7 +135,7 @@ static void on_loop_close(aio_closable *c) {
   start_uv_close(tp);
 }
 
-static void force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   tp->conn_lost++;
   close_now(L, tp, tp_idx, err_idx); /* uv_close cancels the queued writes */
@@ -143,7 +145,7 @@ static void force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
  * Python, OS errors are not reported to the exception handler. */
 static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *what) {
   aio_push_os_error(L, uverr, what);
-  force_close(L, tp, tp_idx, lua_gettop(L));
+  aio_tp_force_close(L, tp, tp_idx, lua_gettop(L));
   lua_pop(L, 1);
 }
 
@@ -221,7 +223,7 @@ static void stop_reading(aio_tp *tp) {
   tp->reading = 0;
 }
 
-static void tp_close(lua_State *L, aio_tp *tp, int tp_idx) {
+void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx) {
   if (tp->state != AIO_TP_OPEN) return;
   tp->state = AIO_TP_CLOSING;
   tp->conn_lost++;
@@ -255,7 +257,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread == UV_EOF) {
       tp->at_eof = 1;
       stop_reading(tp);
-      if (!tp->ops->eof_received(L, top + 2, top + 1)) tp_close(L, tp, top + 1);
+      if (!tp->ops->eof_received(L, top + 2, top + 1)) aio_tp_close(L, tp, top + 1);
     } else {
       fatal(L, tp, top + 1, (int)nread, "Fatal read error on socket transport");
     }
@@ -348,12 +350,10 @@ static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const c
   tp->wsize += n;
 }
 
-static void tp_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx) {
-  size_t n;
-  const char *p = lua_tolstring(L, s_idx, &n);
-  if (tp->eof) aio_raise(L, "RuntimeError", "Cannot call write() after write_eof()");
-  if (!tp->writable) aio_raise(L, "RuntimeError", "transport is not writable");
-  if (n == 0) return;
+/* Writes p[0..n): to the socket at once, what it refuses queued behind what
+ * is in flight, referencing the string at s_idx it lies in, or (s_idx 0) a
+ * copy of it. */
+static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
   if (tp->state != AIO_TP_OPEN) {
     if (tp->conn_lost++ == 5) {
       aio_push_hook(L, tp->lp->S, "log");
@@ -375,17 +375,40 @@ static void tp_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx) {
       return;
     }
   }
-  queue_write(L, tp, tp_idx, s_idx, p, n);
+  if (s_idx == 0) {
+    p = lua_pushlstring(L, p, n);
+    queue_write(L, tp, tp_idx, lua_gettop(L), p, n);
+    lua_pop(L, 1);
+  } else {
+    queue_write(L, tp, tp_idx, s_idx, p, n);
+  }
   maybe_pause_protocol(L, tp, tp_idx);
 }
 
+void aio_tp_write_buf(lua_State *L, aio_tp *tp, int tp_idx, const char *p, size_t n) {
+  if (n) send_bytes(L, tp, lua_absindex(L, tp_idx), 0, p, n);
+}
+
+static void tp_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx) {
+  size_t n;
+  const char *p = lua_tolstring(L, s_idx, &n);
+  if (tp->eof) aio_raise(L, "RuntimeError", "Cannot call write() after write_eof()");
+  if (!tp->writable) aio_raise(L, "RuntimeError", "transport is not writable");
+  if (n) send_bytes(L, tp, tp_idx, s_idx, p, n);
+}
+
 /* For callers that hold any transport (writer.c): ours directly, another
- * kind (TLS) through its methods. */
+ * kind through its methods. */
 void aio_transport_write(lua_State *L, int tp_idx, int s_idx) {
   aio_tp_box *b = aio_test_tagged(L, tp_idx, AIO_T_TRANSPORT);
-  if (b && b->tp) {
+  if (b && b->tp && !b->tp->wrapped) {
     luaL_checktype(L, s_idx, LUA_TSTRING);
     tp_write(L, b->tp, tp_idx, s_idx);
+    return;
+  }
+  if (aio_test_tagged(L, tp_idx, AIO_T_TLS)) {
+    luaL_checktype(L, s_idx, LUA_TSTRING);
+    aio_tls_write(L, tp_idx, s_idx);
     return;
   }
   tp_idx = lua_absindex(L, tp_idx);
@@ -400,6 +423,7 @@ int aio_transport_is_closing(lua_State *L, int tp_idx) {
   aio_tp_box *b = aio_test_tagged(L, tp_idx, AIO_T_TRANSPORT);
   int closing;
   if (b && b->tp) return b->tp->state != AIO_TP_OPEN;
+  if (aio_test_tagged(L, tp_idx, AIO_T_TLS)) return aio_tls_is_closing(L, tp_idx);
   tp_idx = lua_absindex(L, tp_idx);
   lua_getfield(L, tp_idx, "is_closing");
   lua_pushvalue(L, tp_idx);
@@ -443,11 +467,11 @@ static int l_write_eof(lua_State *L) {
   if (tp->state != AIO_TP_OPEN || tp->eof) return 0;
   tp->eof = 1;
   if (!tp->readable) { /* a write-only pipe has no half-close: it closes */
-    tp_close(L, tp, 1);
+    aio_tp_close(L, tp, 1);
     return 0;
   }
   if (uv_shutdown(&tp->shutdown, &tp->u.s, on_shutdown) != 0 && tp->inflight == 0)
-    tp_close(L, tp, 1);
+    aio_tp_close(L, tp, 1);
   return 0;
 }
 
@@ -467,7 +491,7 @@ static int l_close(lua_State *L) {
   if (tp->ref == LUA_NOREF) /* not started */
     aio_tp_abandon(L, tp, 1);
   else
-    tp_close(L, tp, 1);
+    aio_tp_close(L, tp, 1);
   return 0;
 }
 
@@ -515,14 +539,14 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
 }
 
 static int l_abort(lua_State *L) {
-  force_close(L, check_tp(L, 1), 1, 0);
+  aio_tp_force_close(L, check_tp(L, 1), 1, 0);
   return 0;
 }
 
 /* _force_close(err): what a failing protocol callback leads to */
 static int l_force_close(lua_State *L) {
   lua_settop(L, 2);
-  force_close(L, check_tp(L, 1), 1, lua_isnil(L, 2) ? 0 : 2);
+  aio_tp_force_close(L, check_tp(L, 1), 1, lua_isnil(L, 2) ? 0 : 2);
   return 0;
 }
 
@@ -532,18 +556,12 @@ static int l_is_closing(lua_State *L) {
 }
 
 static int l_pause_reading(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
-  if (tp->state != AIO_TP_OPEN || tp->paused) return 0;
-  tp->paused = 1;
-  stop_reading(tp);
+  aio_tp_set_paused(check_tp(L, 1), 1);
   return 0;
 }
 
 static int l_resume_reading(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
-  if (tp->state != AIO_TP_OPEN || !tp->paused) return 0;
-  tp->paused = 0;
-  if (tp->ref != LUA_NOREF) start_reading(tp);
+  aio_tp_set_paused(check_tp(L, 1), 0);
   return 0;
 }
 
@@ -553,8 +571,8 @@ static int l_is_reading(lua_State *L) {
   return 1;
 }
 
-static int l_set_write_buffer_limits(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
+/* set_write_buffer_limits([high [, low]]) at 2 and 3, Python's defaults */
+void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
   lua_Integer high, low;
   if (lua_isnoneornil(L, 2)) {
     low = luaL_optinteger(L, 3, -1);
@@ -564,9 +582,14 @@ static int l_set_write_buffer_limits(lua_State *L) {
   }
   low = lua_isnoneornil(L, 3) ? high / 4 : luaL_checkinteger(L, 3);
   if (!(high >= low && low >= 0))
-    return aio_raise(L, "ValueError", "high (%I) must be >= low (%I) must be >= 0", high, low);
-  tp->high = (size_t)high;
-  tp->low = (size_t)low;
+    aio_raise(L, "ValueError", "high (%I) must be >= low (%I) must be >= 0", high, low);
+  *hp = (size_t)high;
+  *lp = (size_t)low;
+}
+
+static int l_set_write_buffer_limits(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  aio_check_write_limits(L, &tp->high, &tp->low);
   if (tp->ref != LUA_NOREF) maybe_pause_protocol(L, tp, 1);
   return 0;
 }
@@ -597,20 +620,17 @@ static int l_drain_waiter(lua_State *L) {
   return 1;
 }
 
-static int l_get_extra_info(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
-  const char *name = luaL_checkstring(L, 2);
+int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name) {
   struct sockaddr_storage ss;
   int len = sizeof ss, err = UV_EINVAL;
   uv_os_fd_t fd;
-  lua_settop(L, 3);
-  if (tp->state == AIO_TP_CLOSED) return 1;
+  if (tp->state == AIO_TP_CLOSED) return 0;
   if (strcmp(name, "socket") == 0 || strcmp(name, "pipe") == 0) {
-    if (uv_fileno(&tp->u.h, &fd) != 0) return 1;
+    if (uv_fileno(&tp->u.h, &fd) != 0) return 0;
     lua_pushinteger(L, fd);
     return 1;
   }
-  if (strcmp(name, "peername") != 0 && strcmp(name, "sockname") != 0) return 1;
+  if (strcmp(name, "peername") != 0 && strcmp(name, "sockname") != 0) return 0;
   if (tp->kind == AIO_TP_TCP) {
     err = name[0] == 'p' ? uv_tcp_getpeername(&tp->u.tcp, (struct sockaddr *)&ss, &len)
                          : uv_tcp_getsockname(&tp->u.tcp, (struct sockaddr *)&ss, &len);
@@ -622,27 +642,56 @@ static int l_get_extra_info(lua_State *L) {
                          : uv_pipe_getsockname(&tp->u.pipe, path, &n);
     if (err == 0) lua_pushlstring(L, path, n);
   }
+  return err == 0;
+}
+
+static int l_get_extra_info(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  const char *name = luaL_checkstring(L, 2);
+  lua_settop(L, 3);
+  aio_tp_push_extra(L, tp, name);
   return 1;
 }
 
-/* Sets the protocol at idx on the transport at 1. */
-static void set_protocol(lua_State *L, aio_tp *tp, const aio_proto_ops *ops, int idx) {
+/* Sets the protocol at idx on the transport at tp_idx. */
+static void set_protocol(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int idx) {
   tp->ops = ops;
   tp->proto_ud = ops->get_buffer ? lua_touserdata(L, idx) : NULL;
   lua_pushvalue(L, idx);
-  lua_setiuservalue(L, 1, UV_PROTO);
-  if (ops == &lua_ops)
+  lua_setiuservalue(L, tp_idx, UV_PROTO);
+  if (ops == &aio_lua_proto_ops)
     lua_getfield(L, idx, "data_received");
   else
     lua_pushnil(L);
-  lua_setiuservalue(L, 1, UV_DATACB);
+  lua_setiuservalue(L, tp_idx, UV_DATACB);
 }
 
-static const aio_proto_ops *ops_for(lua_State *L, int idx) {
+const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx) {
   if (aio_test_tagged(L, idx, AIO_T_READER)) return &aio_reader_ops;
-  if (lua_istable(L, idx)) return &lua_ops;
+  if (lua_istable(L, idx)) return &aio_lua_proto_ops;
   luaL_typeerror(L, idx, "protocol table or StreamReader");
   return NULL;
+}
+
+void aio_tp_wrap(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int proto_idx) {
+  tp_idx = lua_absindex(L, tp_idx);
+  set_protocol(L, tp, tp_idx, ops, lua_absindex(L, proto_idx));
+  tp->wrapped = 1;
+  if (tp->ref == LUA_NOREF) {
+    lua_pushvalue(L, tp_idx);
+    tp->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  tp->paused = 0;
+  start_reading(tp);
+}
+
+void aio_tp_set_paused(aio_tp *tp, int paused) {
+  if (tp->state != AIO_TP_OPEN || tp->paused == paused) return;
+  tp->paused = (uint8_t)paused;
+  if (paused)
+    stop_reading(tp);
+  else if (tp->ref != LUA_NOREF)
+    start_reading(tp);
 }
 
 static int l_get_protocol(lua_State *L) {
@@ -653,9 +702,9 @@ static int l_get_protocol(lua_State *L) {
 
 static int l_set_protocol(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  const aio_proto_ops *ops = ops_for(L, 2);
+  const aio_proto_ops *ops = aio_proto_ops_for(L, 2);
   if (tp->state == AIO_TP_CLOSED) return 0;
-  set_protocol(L, tp, ops, 2);
+  set_protocol(L, tp, 1, ops, 2);
   return 0;
 }
 
@@ -663,11 +712,11 @@ static int l_set_protocol(lua_State *L) {
  * the transport is only a Lua object, which the GC may close. */
 static int l_start(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  const aio_proto_ops *ops = ops_for(L, 2);
+  const aio_proto_ops *ops = aio_proto_ops_for(L, 2);
   lua_settop(L, 3);
   if (tp->ref != LUA_NOREF) return aio_raise(L, "RuntimeError", "transport already started");
   if (tp->state != AIO_TP_OPEN) return aio_raise(L, "RuntimeError", "transport is closed");
-  set_protocol(L, tp, ops, 2);
+  set_protocol(L, tp, 1, ops, 2);
   lua_pushvalue(L, 3);
   lua_setiuservalue(L, 1, UV_SERVER);
   lua_pushvalue(L, 1);
@@ -783,8 +832,8 @@ static void lua_resume_writing(lua_State *L, int proto_idx, int tp_idx) {
   lua_pop(L, 1);
 }
 
-static const aio_proto_ops lua_ops = {lua_made,          lua_data,           lua_eof, lua_lost,
-                                      lua_pause_writing, lua_resume_writing, NULL,    NULL};
+const aio_proto_ops aio_lua_proto_ops = {lua_made,          lua_data,           lua_eof, lua_lost,
+                                         lua_pause_writing, lua_resume_writing, NULL,    NULL};
 
 void aio_stream_open(lua_State *L, aio_state *S) {
   static const luaL_Reg methods[] = {{"write", l_write},

@@ -52,7 +52,8 @@ struct aio_tp {
   uint8_t eof;              /* write_eof() was called */
   uint8_t writing_paused;   /* the protocol was told pause_writing */
   uint8_t readable, writable;
-  uint8_t direct; /* the read in progress goes to the protocol's buffer */
+  uint8_t direct;  /* the read in progress goes to the protocol's buffer */
+  uint8_t wrapped; /* a TLS layer owns it (start_tls): its methods refuse */
 };
 
 /* Pushes a new Transport around a C record whose handle the caller then
@@ -63,6 +64,17 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind);
 void aio_tp_discard(aio_tp *tp);
 /* Closes a Transport (at idx) that was never started: no protocol hears. */
 void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx);
+
+/* For the TLS layer over a Transport (tls.c), which drives it from C. */
+void aio_tp_write_buf(lua_State *L, aio_tp *tp, int tp_idx, const char *p, size_t n);
+void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx); /* once queued writes are out */
+void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx);
+void aio_tp_set_paused(aio_tp *tp, int paused);
+void aio_check_write_limits(lua_State *L, size_t *high, size_t *low);
+int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name); /* 0: nothing pushed */
+/* Makes the protocol at proto_idx (ops) the transport's, for good: starts it
+ * if it was not, without connection_made, and reads. */
+void aio_tp_wrap(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int proto_idx);
 
 /* A connect in progress (tcp.c, pipe.c): the Future it resolves with the
  * Transport, both kept by registry refs until aio_tp_on_connect. */

@@ -83,6 +83,11 @@ class("ConnectionRefusedError", ConnectionError)
 class("ConnectionResetError", ConnectionError)
 class("ConnectionAbortedError", ConnectionError)
 class("BrokenPipeError", ConnectionError)
+-- TLS (asyncio.ssl): `library` and `reason` as Python's ssl module names them
+local SSLError = class("SSLError", OSError)
+class("SSLCertVerificationError", SSLError)
+class("SSLEOFError", SSLError)
+class("SSLZeroReturnError", SSLError)
 
 -- errno names (libuv's) with a class of their own; every other one is OSError
 local by_errno = {

@@ -56,6 +56,8 @@ end
 
 -- transports and servers: Loop methods; M.Server for type checks
 M.Server = require("asyncio.network").Server
+M.ssl = require "asyncio.ssl"
+
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do
   if k ~= "new_writer" then M[k] = v end

@@ -5,6 +5,7 @@ local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
 local dns = require "asyncio.dns"
+local ssl = require "asyncio.ssl"
 
 local Loop = core.Loop
 local M = {}
@@ -28,13 +29,7 @@ local function check_opts(opts, n, fname)
   return opts
 end
 
-local function no_ssl(opts)
-  if opts.ssl then
-    error(errors.ValueError("TLS transports are not available yet (ssl option)"), 3)
-  end
-end
-
-M.argcheck, M.check_callable, M.check_opts, M.no_ssl = argcheck, check_callable, check_opts, no_ssl
+M.argcheck, M.check_callable, M.check_opts = argcheck, check_callable, check_opts
 
 -- A numeric host needs no resolver (Python's _ipaddr_info fast path).
 local function numeric(host, port, family)
@@ -164,10 +159,35 @@ local function staggered(loop, infos, delay, laddrs)
   return winner, errs
 end
 
+-- The transport the caller gets: tp itself, or with ctx the TLS transport
+-- over it once the handshake is done (tp is closed when that fails).
+local function made(tp, factory, ctx, hostname, opts)
+  local ok, proto = pcall(factory)
+  if not ok then tp:close(); error(proto, 0) end
+  if not ctx then
+    tp:_start(proto)
+    return tp, proto
+  end
+  local t
+  ok, t = pcall(ssl._wrap, tp, proto, ctx, {
+    server_hostname = hostname, ssl_handshake_timeout = opts.ssl_handshake_timeout,
+    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
+  })
+  if not ok then pcall(tp.abort, tp); error(t, 0) end
+  return t, proto
+end
+
 function Loop:create_connection(factory, host, port, opts)
   check_factory(factory, "create_connection")
   opts = check_opts(opts, 4, "create_connection")
-  no_ssl(opts)
+  local ctx = ssl._context_of(opts, "create_connection")
+  local hostname = opts.server_hostname
+  if ctx and hostname == nil then
+    if type(host) ~= "string" then
+      error(errors.ValueError("You must set server_hostname when using ssl without a host"), 2)
+    end
+    hostname = host
+  end
   local infos = resolve(self, host, port, opts.family)
   local laddrs
   if opts.local_addr then
@@ -189,22 +209,28 @@ function Loop:create_connection(factory, host, port, opts)
     end
   end
   if not tp then error(combined(errs), 0) end
-  local ok, proto = pcall(factory)
-  if not ok then tp:close(); error(proto, 0) end
-  tp:_start(proto)
-  return tp, proto
+  return made(tp, factory, ctx, hostname, opts)
 end
 
 function Loop:create_unix_connection(factory, path, opts)
   check_factory(factory, "create_unix_connection")
   argcheck(type(path) == "string", 2, "create_unix_connection", "path expected")
   opts = check_opts(opts, 3, "create_unix_connection")
-  no_ssl(opts)
+  local ctx = ssl._context_of(opts, "create_unix_connection")
   local tp = core.unix_connect(self, path):await()
-  local ok, proto = pcall(factory)
-  if not ok then tp:close(); error(proto, 0) end
-  tp:_start(proto)
-  return tp, proto
+  return made(tp, factory, ctx, opts.server_hostname, opts)
+end
+
+-- Python's loop.start_tls: the protocol's transport becomes TLS; returns
+-- the new transport once the handshake is done.
+function Loop:start_tls(transport, protocol, ctx, opts)
+  opts = check_opts(opts, 4, "start_tls")
+  argcheck(ssl.is_context(ctx), 3, "start_tls", "SSLContext expected")
+  return ssl._wrap(transport, protocol, ctx, {
+    server_side = opts.server_side, server_hostname = opts.server_hostname,
+    ssl_handshake_timeout = opts.ssl_handshake_timeout,
+    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
+  })
 end
 
 local function pipe(loop, factory, f, mode, fname)
@@ -387,11 +413,16 @@ local function bind_all(loop, host, port, opts)
   return listeners
 end
 
--- on_connection(server, transport) for a protocol factory
-local function protocol_handler(factory)
+-- on_connection(server, transport) for a protocol factory; with ctx, the
+-- protocol hears connection_made once the handshake is done.
+local function protocol_handler(factory, ctx, opts)
   return function(server, tp)
     local ok, proto = pcall(factory)
     if not ok then tp:close(); error(proto, 0) end
+    if ctx then
+      ssl._serve(tp, proto, ctx, opts, server)
+      return
+    end
     server:_attach(tp)
     tp:_start(proto, server)
   end
@@ -410,15 +441,15 @@ end
 function Loop:create_server(factory, host, port, opts)
   check_factory(factory, "create_server")
   opts = check_opts(opts, 4, "create_server")
-  no_ssl(opts)
-  return M.create_server_with(self, protocol_handler(factory), host, port, opts)
+  local ctx = ssl._context_of(opts, "create_server", true)
+  return M.create_server_with(self, protocol_handler(factory, ctx, opts), host, port, opts)
 end
 
 function Loop:create_unix_server(factory, path, opts)
   check_factory(factory, "create_unix_server")
   opts = check_opts(opts, 3, "create_unix_server")
-  no_ssl(opts)
-  return M.create_unix_server_with(self, protocol_handler(factory), path, opts)
+  local ctx = ssl._context_of(opts, "create_unix_server", true)
+  return M.create_unix_server_with(self, protocol_handler(factory, ctx, opts), path, opts)
 end
 
 return M

@@ -4,6 +4,7 @@
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local network = require "asyncio.network"
+local ssl = require "asyncio.ssl"
 local tasks = require "asyncio.tasks"
 
 local StreamReader = core.StreamReader
@@ -11,7 +12,7 @@ local M = { StreamReader = StreamReader }
 
 local DEFAULT_LIMIT = 65536
 
-local check_opts, check_callable, no_ssl = network.check_opts, network.check_callable, network.no_ssl
+local check_opts, check_callable = network.check_opts, network.check_callable
 
 local function running_loop()
   local loop = core.get_running_loop()
@@ -26,9 +27,10 @@ StreamWriter.__index = StreamWriter
 StreamWriter.__name = "asyncio.StreamWriter"
 M.StreamWriter = StreamWriter
 
-function M.new_writer(transport, reader)
+function M.new_writer(transport, reader, server_side)
   -- [1] and [2] are for the C methods (writer.c)
-  return setmetatable({ transport, reader, transport = transport, _reader = reader }, StreamWriter)
+  return setmetatable({ transport, reader, transport = transport, _reader = reader,
+                        _server_side = server_side }, StreamWriter)
 end
 
 function StreamWriter:__tostring()
@@ -71,6 +73,20 @@ local function drain(self)
 end
 StreamWriter.drain = core.stream_drain(drain)
 
+-- Upgrades the connection to TLS in place: the reader goes on reading, now
+-- plaintext, and bytes it held unread go into the TLS input.
+function StreamWriter:start_tls(ctx, opts)
+  opts = check_opts(opts, 3, "start_tls")
+  local server_side = opts.server_side
+  if server_side == nil then server_side = self._server_side or false end
+  local t = running_loop():start_tls(self.transport, self._reader, ctx, {
+    server_side = server_side, server_hostname = opts.server_hostname,
+    ssl_handshake_timeout = opts.ssl_handshake_timeout,
+    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
+  })
+  self.transport, self[1] = t, t
+end
+
 function StreamWriter:__close()
   self:close()
   self:wait_closed()
@@ -103,15 +119,14 @@ end
 -- writer) in a task of its own; the connection is closed when that task is
 -- cancelled or fails, and the error reported (Python's client_connected_cb
 -- handling).
-local function stream_handler(loop, cb, limit)
-  return function(server, tp)
-    local reader = StreamReader(limit, loop)
-    server:_attach(tp)
-    tp:_start(reader, server)
-    local task = loop:create_task(cb, reader, M.new_writer(tp, reader))
+local function stream_handler(loop, cb, limit, ctx, opts)
+  -- writer.transport, not tp: cb may have upgraded it with start_tls
+  local function run(tp, reader)
+    local writer = M.new_writer(tp, reader, true)
+    local task = loop:create_task(cb, reader, writer)
     task:add_done_callback(function(t)
       if t:cancelled() then
-        tp:close()
+        writer.transport:close()
         return
       end
       local exc = t:exception()
@@ -119,12 +134,22 @@ local function stream_handler(loop, cb, limit)
         loop:call_exception_handler {
           message = "Unhandled exception in client_connected_cb",
           exception = exc,
-          transport = tp,
+          transport = writer.transport,
           task = t,
         }
-        tp:close()
+        writer.transport:close()
       end
     end)
+  end
+  return function(server, tp)
+    local reader = StreamReader(limit, loop)
+    if ctx then
+      ssl._serve(tp, reader, ctx, opts, server, function(t) run(t, reader) end)
+      return
+    end
+    server:_attach(tp)
+    tp:_start(reader, server)
+    run(tp, reader)
   end
 end
 
@@ -132,19 +157,19 @@ end
 function M.start_server(cb, host, port, opts)
   check_callable(cb, "start_server", "function")
   opts = check_opts(opts, 4, "start_server")
-  no_ssl(opts)
+  local ctx = ssl._context_of(opts, "start_server", true)
   local loop = running_loop()
-  return network.create_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
-    host, port, opts)
+  return network.create_server_with(loop,
+    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), host, port, opts)
 end
 
 function M.start_unix_server(cb, path, opts)
   check_callable(cb, "start_unix_server", "function")
   opts = check_opts(opts, 3, "start_unix_server")
-  no_ssl(opts)
+  local ctx = ssl._context_of(opts, "start_unix_server", true)
   local loop = running_loop()
-  return network.create_unix_server_with(loop, stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT),
-    path, opts)
+  return network.create_unix_server_with(loop,
+    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), path, opts)
 end
 
 return M

@@ -1,0 +1,114 @@
+-- asyncio.ssl: TLS contexts and errors, in Python's ssl module's terms. The
+-- contexts and the TLS transports are C (sslcontext.c, tls.c).
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+
+local M = {
+  CERT_NONE = 0,
+  CERT_OPTIONAL = 1,
+  CERT_REQUIRED = 2,
+  PROTOCOL_TLS_CLIENT = "client",
+  PROTOCOL_TLS_SERVER = "server",
+  Purpose = { SERVER_AUTH = "client", CLIENT_AUTH = "server" },
+  -- OpenSSL's version numbers, as Python's TLSVersion
+  TLSVersion = {
+    MINIMUM_SUPPORTED = -2, MAXIMUM_SUPPORTED = -1,
+    TLSv1 = 0x0301, TLSv1_1 = 0x0302, TLSv1_2 = 0x0303, TLSv1_3 = 0x0304,
+  },
+  SSLError = errors.SSLError,
+  SSLCertVerificationError = errors.SSLCertVerificationError,
+  SSLEOFError = errors.SSLEOFError,
+  SSLZeroReturnError = errors.SSLZeroReturnError,
+}
+
+local context_mt = getmetatable(core.SSLContext_new("client"))
+
+--- True when v is an SSLContext.
+function M.is_context(v) return getmetatable(v) == context_mt end
+
+--- SSLContext("client"|"server"), as Python's SSLContext(PROTOCOL_TLS_CLIENT
+--- or PROTOCOL_TLS_SERVER): TLS 1.2 or later, no certificates loaded.
+function M.SSLContext(protocol)
+  if protocol ~= nil and protocol ~= "client" and protocol ~= "server" then
+    error(("bad argument #1 to 'SSLContext' (\"client\" or \"server\" expected, got %s)")
+      :format(tostring(protocol)), 2)
+  end
+  return core.SSLContext_new(protocol)
+end
+
+--- A client context verifies the peer and its hostname against the system's
+--- trust store; a server context asks for no client certificate.
+function M.create_default_context(purpose)
+  purpose = purpose or "client"
+  if purpose ~= "client" and purpose ~= "server" then
+    error(("bad argument #1 to 'create_default_context' (\"client\" or \"server\" expected, got %s)")
+      :format(tostring(purpose)), 2)
+  end
+  local ctx = core.SSLContext_new(purpose)
+  if purpose == "client" then ctx:load_default_certs() end
+  return ctx
+end
+
+--- SSL objects this Lua state holds (connections and SSLObjects not yet
+--- collected): for leak checks.
+M._live = core.ssl_live
+
+-- Option checks shared by the stream and transport functions. `opts.ssl`
+-- is true or a context; returns the context or nil.
+function M._context_of(opts, fname, server)
+  local ctx = opts.ssl
+  if ctx == nil or ctx == false then
+    for _, k in ipairs { "server_hostname", "ssl_handshake_timeout", "ssl_shutdown_timeout" } do
+      if opts[k] ~= nil and not (server and k == "server_hostname") then
+        error(errors.ValueError(k .. " is only meaningful with ssl"), 3)
+      end
+    end
+    return nil
+  end
+  if ctx == true then
+    if server then error(errors.ValueError(fname .. ": ssl=true needs a server SSLContext"), 3) end
+    return M.create_default_context("client")
+  end
+  if not M.is_context(ctx) then
+    error(("bad argument to '%s' (ssl: SSLContext or true expected, got %s)"):format(fname,
+      type(ctx)), 3)
+  end
+  return ctx
+end
+
+-- Wraps `lower` in TLS with `protocol` above and waits for the handshake;
+-- on failure or cancellation the connection is aborted and the error raised.
+function M._wrap(lower, protocol, ctx, o)
+  local t = core.tls_wrap(lower, protocol, ctx, {
+    server_side = o.server_side, server_hostname = o.server_hostname,
+    handshake_timeout = o.ssl_handshake_timeout, shutdown_timeout = o.ssl_shutdown_timeout,
+    waiter = true,
+  })
+  local waiter = t:_waiter()
+  if waiter then
+    local done, err = pcall(waiter.await, waiter)
+    if not done then
+      t:abort()
+      error(err, 0)
+    end
+  end
+  return t
+end
+
+-- A server connection: the handshake runs on its own; on_ready(t) once it
+-- succeeded (a failure is reported by the C side).
+function M._serve(lower, protocol, ctx, o, server, on_ready)
+  local t = core.tls_wrap(lower, protocol, ctx, {
+    server_side = true, handshake_timeout = o.ssl_handshake_timeout,
+    shutdown_timeout = o.ssl_shutdown_timeout, server = server, waiter = on_ready ~= nil,
+  })
+  server:_attach(t)
+  if on_ready then
+    t:_waiter():add_done_callback(function(f)
+      if not f:cancelled() and f:exception() == nil then on_ready(t) end
+    end)
+  end
+  return t
+end
+
+return M
