@@ -69,6 +69,7 @@ struct tls {
   uint8_t state;
   uint8_t server_side;
   uint8_t app_made;         /* the application's connection_made ran */
+  uint8_t was_made;         /* start_tls: the protocol was connected before, so it hears the loss */
   uint8_t app_paused;       /* pause_reading() */
   uint8_t lower_paused;     /* the transport below asked us to stop writing */
   uint8_t writing_paused;   /* the application was told pause_writing */
@@ -389,8 +390,6 @@ static void settle_waiter(lua_State *L, int idx, int err_idx) {
       aio_future_set_results(L, -1, idx, 1);
   }
   lua_pop(L, 1);
-  lua_pushnil(L);
-  lua_setiuservalue(L, idx, UV_WAITER);
 }
 
 static void remove_timers(tls *t) {
@@ -427,7 +426,7 @@ static void handshake_failed(lua_State *L, tls *t, int idx, int err_idx, int abo
   aio_loop_remove_timer(t->head.lp, &t->hs_timer.timer);
   settle_waiter(L, idx, err_idx);
   report_failure(L, t, idx, err_idx);
-  if (abort)
+  if (abort || t->was_made)
     lower_abort(L, t, idx, err_idx);
   else
     lower_close(L, t, idx);
@@ -686,7 +685,7 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   }
   t->state = ST_CLOSED;
   remove_timers(t);
-  if (t->app_made) {
+  if (t->app_made || t->was_made) {
     lua_getiuservalue(L, idx, UV_PROTO);
     t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
     lua_pop(L, 1);
@@ -942,7 +941,7 @@ static int l_set_protocol(lua_State *L) {
   return 0;
 }
 
-/* _waiter() -> the Future the handshake settles, nil once it has */
+/* _waiter() -> the Future the handshake settles, until the connection is lost */
 static int l_waiter(lua_State *L) {
   check_tls(L, 1);
   lua_getiuservalue(L, 1, UV_WAITER);
@@ -1024,7 +1023,7 @@ static void setup_ssl(lua_State *L, tls *t, const char *host, int check_hostname
 }
 
 /* tls_wrap(lower, protocol, ctx, {server_side =, server_hostname =,
- * handshake_timeout =, shutdown_timeout =, server =, waiter =}) -> TLS
+ * handshake_timeout =, shutdown_timeout =, server =, waiter =, upgrade =}) -> TLS
  * transport, handshaking. lower becomes its for good; bytes a StreamReader
  * protocol had buffered and not handed out go into the TLS input. */
 static int l_wrap(lua_State *L) {
@@ -1085,6 +1084,8 @@ static int l_wrap(lua_State *L) {
   lua_setiuservalue(L, idx, UV_HOST);
   lua_getfield(L, 4, "server");
   lua_setiuservalue(L, idx, UV_SERVER);
+  lua_getfield(L, 4, "upgrade");
+  t->was_made = (uint8_t)lua_toboolean(L, -1);
   lua_getfield(L, 4, "waiter");
   if (lua_toboolean(L, -1)) {
     aio_future_new(L, lp);

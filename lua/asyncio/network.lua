@@ -229,7 +229,7 @@ function Loop:start_tls(transport, protocol, ctx, opts)
   return ssl._wrap(transport, protocol, ctx, {
     server_side = opts.server_side, server_hostname = opts.server_hostname,
     ssl_handshake_timeout = opts.ssl_handshake_timeout,
-    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
+    ssl_shutdown_timeout = opts.ssl_shutdown_timeout, upgrade = true,
   })
 end
 

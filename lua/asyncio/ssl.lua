@@ -78,11 +78,13 @@ end
 
 -- Wraps `lower` in TLS with `protocol` above and waits for the handshake;
 -- on failure or cancellation the connection is aborted and the error raised.
+-- o.upgrade (start_tls): the protocol was connected before, and hears
+-- connection_lost even when the handshake fails.
 function M._wrap(lower, protocol, ctx, o)
   local t = core.tls_wrap(lower, protocol, ctx, {
     server_side = o.server_side, server_hostname = o.server_hostname,
     handshake_timeout = o.ssl_handshake_timeout, shutdown_timeout = o.ssl_shutdown_timeout,
-    waiter = true,
+    waiter = true, upgrade = o.upgrade,
   })
   local waiter = t:_waiter()
   if waiter then
