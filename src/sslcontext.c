@@ -99,7 +99,7 @@ static void push_verify_message(lua_State *L, SSL *ssl, long code) {
 }
 
 void aio_ssl_push_error(lua_State *L, SSL *ssl, int sslerr, const char *what) {
-  unsigned long e = ERR_peek_last_error();
+  unsigned long e = ERR_peek_last_error(), first = ERR_peek_error();
   const char *cls = "SSLError";
   int t, verify = 0;
   long code = 0;
@@ -121,13 +121,16 @@ void aio_ssl_push_error(lua_State *L, SSL *ssl, int sslerr, const char *what) {
       lua_remove(L, -2);
       cls = "SSLCertVerificationError";
     } else {
+      /* the first error says why when the last only says where (PEM lib) */
+      const char *why = first != e ? ERR_reason_error_string(first) : NULL;
       push_reason(L, e);
-      if (what)
-        lua_pushfstring(L, "[%s: %s] %s: %s", lib_name(e), lua_tostring(L, -1),
-                        ERR_reason_error_string(e), what);
-      else
-        lua_pushfstring(L, "[%s: %s] %s", lib_name(e), lua_tostring(L, -1),
-                        ERR_reason_error_string(e));
+      lua_pushfstring(L, "[%s: %s] %s%s%s%s%s", lib_name(e), lua_tostring(L, -1),
+                      ERR_reason_error_string(e), why ? " (" : "", why ? why : "", why ? ")" : "",
+                      what ? ": " : "");
+      if (what) {
+        lua_pushstring(L, what);
+        lua_concat(L, 2);
+      }
       lua_remove(L, -2);
     }
   }
@@ -152,8 +155,9 @@ void aio_ssl_push_error(lua_State *L, SSL *ssl, int sslerr, const char *what) {
 
 /* Raises SSLError for a failed call on file `file`. */
 static int raise_file(lua_State *L, const char *doing, const char *file) {
-  if (ERR_peek_last_error() == 0 && access(file, R_OK) != 0) {
+  if (access(file, R_OK) != 0) {
     int en = errno;
+    ERR_clear_error();
     lua_pushfstring(L, "%s '%s': %s", doing, file, strerror(en));
     aio_push_error(L, "SSLError", -1);
     if (lua_istable(L, -1)) {
@@ -382,7 +386,8 @@ static int l_set_ciphers(lua_State *L) {
 static int check_version(lua_State *L, int idx) {
   lua_Integer v = luaL_checkinteger(L, idx);
   if (v == -2 || v == -1) return 0; /* MINIMUM_SUPPORTED, MAXIMUM_SUPPORTED */
-  if (v < TLS1_VERSION || v > TLS1_3_VERSION) luaL_argerror(L, idx, "unknown TLS version");
+  if (v < TLS1_VERSION || v > TLS1_3_VERSION)
+    aio_raise(L, "ValueError", "unknown TLS version %I", v);
   return (int)v;
 }
 
@@ -422,7 +427,8 @@ static int l_ctx_newindex(lua_State *L) {
     }
   } else if (strcmp(k, "verify_mode") == 0) {
     lua_Integer m = luaL_checkinteger(L, 3);
-    if (m < CERT_NONE || m > CERT_REQUIRED) return luaL_argerror(L, 3, "invalid verify mode");
+    if (m < CERT_NONE || m > CERT_REQUIRED)
+      return aio_raise(L, "ValueError", "invalid value %I for verify_mode", m);
     if (m == CERT_NONE && c->check_hostname)
       return aio_raise(L, "ValueError",
                        "Cannot set verify_mode to CERT_NONE when check_hostname is enabled.");
@@ -525,7 +531,6 @@ static void push_name(lua_State *L, const X509_NAME *name) {
   for (i = 0; i < n; i++) {
     const X509_NAME_ENTRY *e = X509_NAME_get_entry(name, i);
     int nid = OBJ_obj2nid(X509_NAME_ENTRY_get_object(e));
-    char buf[80];
     if (X509_NAME_ENTRY_set(e) != set) {
       if (set != -1) lua_rawseti(L, -2, ++rdn);
       set = X509_NAME_ENTRY_set(e);
@@ -535,6 +540,7 @@ static void push_name(lua_State *L, const X509_NAME *name) {
     if (nid != NID_undef)
       lua_pushstring(L, OBJ_nid2ln(nid));
     else {
+      char buf[80];
       OBJ_obj2txt(buf, sizeof buf, X509_NAME_ENTRY_get_object(e), 1);
       lua_pushstring(L, buf);
     }

@@ -308,9 +308,9 @@ static void do_shutdown(lua_State *L, tls *t, int idx);
 
 /* Encrypts what the queue holds while the transport below takes more. */
 static void drain_queue(lua_State *L, tls *t, int idx) {
-  int q;
   if (t->state != ST_WRAPPED && t->state != ST_FLUSHING) return;
   if (t->wq_head <= t->wq_tail) {
+    int q;
     lua_getiuservalue(L, idx, UV_WQ);
     q = lua_gettop(L);
     while (t->wq_head <= t->wq_tail && !t->lower_paused && t->ssl && t->state != ST_CLOSED) {
