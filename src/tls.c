@@ -64,7 +64,8 @@ struct tls {
   size_t high, low;
   double hs_timeout, sd_timeout;
   aio_ctimer hs_timer, sd_timer, resume_timer;
-  int ref; /* registry ref of the userdata from wrap to connection lost */
+  aio_closable cl; /* in the loop's list from wrap to connection lost */
+  int ref;         /* registry ref of the userdata from wrap to connection lost */
   unsigned conn_lost;
   uint8_t state;
   uint8_t server_side;
@@ -666,6 +667,34 @@ static int tl_eof(lua_State *L, int proto_idx, int tp_idx) {
   return 1;
 }
 
+/* What a connection holds once it is gone, whichever way it went. */
+static void release(lua_State *L, tls *t) {
+  t->state = ST_CLOSED;
+  remove_timers(t);
+  aio_closable_unlink(&t->cl);
+  if (t->ssl) {
+    SSL_free(t->ssl);
+    t->ssl = NULL;
+    t->S->tls_live--;
+  }
+  free(t->pend);
+  t->pend = NULL;
+  t->pend_len = 0;
+  t->ltp = NULL;
+  t->ltls = NULL;
+  t->wq_head = 1;
+  t->wq_tail = 0;
+  t->wq_bytes = 0;
+  if (L && t->ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
+  t->ref = LUA_NOREF;
+}
+
+/* Loop close: no callback will reach Lua any more. */
+static void on_loop_close(aio_closable *c) {
+  tls *t = (tls *)((char *)c - offsetof(tls, cl));
+  release(aio_loop_thread(t->head.lp), t);
+}
+
 static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   tls *t = lua_touserdata(L, proto_idx);
   int idx = lua_absindex(L, proto_idx), top = lua_gettop(L), i;
@@ -684,7 +713,6 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
     lua_pop(L, 1);
   }
   t->state = ST_CLOSED;
-  remove_timers(t);
   if (t->app_made || t->was_made) {
     lua_getiuservalue(L, idx, UV_PROTO);
     t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
@@ -702,21 +730,7 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
     lua_pushnil(L);
     lua_setiuservalue(L, idx, i);
   }
-  if (t->ssl) {
-    SSL_free(t->ssl);
-    t->ssl = NULL;
-    t->S->tls_live--;
-  }
-  free(t->pend);
-  t->pend = NULL;
-  t->pend_len = 0;
-  t->ltp = NULL;
-  t->ltls = NULL;
-  t->wq_head = 1;
-  t->wq_tail = 0;
-  t->wq_bytes = 0;
-  luaL_unref(L, LUA_REGISTRYINDEX, t->ref);
-  t->ref = LUA_NOREF;
+  release(L, t);
 }
 
 static void tl_pause_writing(lua_State *L, int proto_idx, int tp_idx) {
@@ -959,14 +973,7 @@ static int l_tostring(lua_State *L) {
 
 static int tls_gc(lua_State *L) {
   tls *t = lua_touserdata(L, 1);
-  remove_timers(t);
-  if (t->ssl) {
-    SSL_free(t->ssl);
-    t->ssl = NULL;
-    t->S->tls_live--;
-  }
-  free(t->pend);
-  t->pend = NULL;
+  release(NULL, t);
   if (t->out.base) aio_loop_rbuf_give(t->head.lp, &t->out);
   t->out.base = NULL;
   return 0;
@@ -1055,6 +1062,8 @@ static int l_wrap(lua_State *L) {
   idx = lua_gettop(L);
   memset(t, 0, sizeof *t);
   t->head.tag = &aio_tags[AIO_T_TLS];
+  t->cl.next = t->cl.prev = &t->cl;
+  t->cl.close = on_loop_close;
   t->head.lp = lp;
   t->S = aio_state_of(L);
   t->ref = LUA_NOREF;
@@ -1104,6 +1113,7 @@ static int l_wrap(lua_State *L) {
   lua_settop(L, idx);
   lua_pushvalue(L, idx);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  aio_closable_link(lp, &t->cl);
   if (b) {
     t->ltp = b->tp;
     aio_tp_wrap(L, b->tp, 1, &aio_tls_ops, idx);
