@@ -94,6 +94,13 @@ static tls *check_tls(lua_State *L, int idx) {
   return t;
 }
 
+/* Before every OpenSSL call, so that SSL_get_error and the SSLError made
+ * after it see this connection's errors only. Peeking first: clearing the
+ * whole queue costs more than the records of a small echo's reads. */
+static void clear_errors(void) {
+  if (ERR_peek_error() != 0) ERR_clear_error();
+}
+
 #define tls_of(ct, field) ((tls *)((char *)(ct)-offsetof(tls, field)))
 
 /* ---- the BIO ---------------------------------------------------------------------- */
@@ -252,7 +259,7 @@ static size_t encrypt(lua_State *L, tls *t, int idx, const char *p, size_t n) {
   size_t off = 0;
   while (off < n && !t->lower_paused && t->ssl && t->state != ST_CLOSED) {
     size_t chunk = n - off > CHUNK ? CHUNK : n - off, w = 0;
-    ERR_clear_error();
+    clear_errors();
     if (!SSL_write_ex(t->ssl, p + off, chunk, &w)) {
       int e = SSL_get_error(t->ssl, 0);
       flush(L, t, idx);
@@ -299,9 +306,9 @@ static void queue_plain(lua_State *L, tls *t, int idx, int s_idx, size_t off) {
 }
 
 static void send_close_notify(lua_State *L, tls *t, int idx) {
-  ERR_clear_error();
+  clear_errors();
   SSL_shutdown(t->ssl);
-  ERR_clear_error();
+  clear_errors();
   flush(L, t, idx);
 }
 
@@ -449,11 +456,11 @@ static void handshake_done(lua_State *L, tls *t, int idx) {
 static void do_shutdown(lua_State *L, tls *t, int idx) {
   int r, e = SSL_ERROR_NONE;
   t->state = ST_SHUTDOWN;
-  ERR_clear_error();
+  clear_errors();
   r = SSL_shutdown(t->ssl);
   if (r == 0 && (SSL_get_shutdown(t->ssl) & SSL_RECEIVED_SHUTDOWN)) r = SSL_shutdown(t->ssl);
   if (r < 0) e = SSL_get_error(t->ssl, r);
-  ERR_clear_error();
+  clear_errors();
   flush(L, t, idx);
   if (r == 1 || (r < 0 && e != SSL_ERROR_WANT_READ)) {
     lower_close(L, t, idx);
@@ -539,7 +546,7 @@ static void read_records(lua_State *L, tls *t, int idx) {
       }
     }
     while (got < room) {
-      ERR_clear_error();
+      clear_errors();
       if (!SSL_read_ex(t->ssl, p + got, room - got, &k)) {
         e = SSL_get_error(t->ssl, 0);
         break;
@@ -552,7 +559,7 @@ static void read_records(lua_State *L, tls *t, int idx) {
     if (e == SSL_ERROR_NONE) continue; /* the room filled: more may wait */
     if (e == SSL_ERROR_WANT_READ) break;
     if (e == SSL_ERROR_ZERO_RETURN) {
-      ERR_clear_error();
+      clear_errors();
       t->got_close_notify = 1;
       peer_closed(L, t, idx);
     } else if (t->state != ST_CLOSED) {
@@ -565,7 +572,7 @@ static void read_records(lua_State *L, tls *t, int idx) {
 static void process(lua_State *L, tls *t, int idx) {
   if (t->state == ST_HANDSHAKE) {
     int r, e;
-    ERR_clear_error();
+    clear_errors();
     r = SSL_do_handshake(t->ssl);
     e = r == 1 ? SSL_ERROR_NONE : SSL_get_error(t->ssl, r);
     flush(L, t, idx);
@@ -1002,7 +1009,7 @@ static double opt_timeout(lua_State *L, const char *name, double def) {
 static void setup_ssl(lua_State *L, tls *t, const char *host, int check_hostname) {
   BIO *bio = NULL;
   BIO_METHOD *m = bio_method(t->S);
-  ERR_clear_error();
+  clear_errors();
   if (m) bio = BIO_new(m);
   if (!bio) {
     aio_ssl_push_error(L, NULL, SSL_ERROR_SSL, "cannot make the TLS connection");
@@ -1077,7 +1084,7 @@ static int l_wrap(lua_State *L) {
   t->sd_timer.cb = on_sd_timeout;
   t->resume_timer.cb = on_resume;
   aio_setmetatable(L, t->S, AIO_T_TLS);
-  ERR_clear_error();
+  clear_errors();
   if ((t->ssl = SSL_new(ctx)) == NULL) {
     aio_ssl_push_error(L, NULL, SSL_ERROR_SSL, "cannot make the TLS connection");
     return lua_error(L);
