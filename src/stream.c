@@ -609,15 +609,20 @@ static int l_get_write_buffer_size(lua_State *L) {
 /* _drain_waiter(): nil while the write buffer is at or below its low-water
  * mark, else a Future resolved once it is (sendfile's flow control, which
  * must not depend on the protocol's pause_writing). */
-static int l_drain_waiter(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
+int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
+  tp_idx = lua_absindex(L, tp_idx);
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (tp->wsize <= tp->low) return 0;
-  if (lua_getiuservalue(L, 1, UV_FLUSH) == LUA_TUSERDATA) return 1;
+  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) == LUA_TUSERDATA) return 1;
+  lua_pop(L, 1);
   aio_future_new(L, tp->lp);
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, 1, UV_FLUSH);
+  lua_setiuservalue(L, tp_idx, UV_FLUSH);
   return 1;
+}
+
+static int l_drain_waiter(lua_State *L) {
+  return aio_tp_drain_waiter(L, check_tp(L, 1), 1);
 }
 
 int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name) {

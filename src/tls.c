@@ -962,6 +962,20 @@ static int l_set_protocol(lua_State *L) {
   return 0;
 }
 
+/* _drain_waiter() for sendfile: the stream transport's at the bottom. While
+ * wrapped, plaintext waits in the queue only while the layer below is above
+ * its high-water mark, so that one's low-water mark is the one to wait for. */
+static int drain_waiter(lua_State *L, tls *t, int idx) {
+  int l;
+  if (t->state == ST_CLOSED || !(l = push_lower(L, t, idx)))
+    return aio_raise(L, "ConnectionResetError", "Connection lost");
+  return t->ltp ? aio_tp_drain_waiter(L, t->ltp, l) : drain_waiter(L, t->ltls, l);
+}
+
+static int l_drain_waiter(lua_State *L) {
+  return drain_waiter(L, check_tls(L, 1), 1);
+}
+
 /* _waiter() -> the Future the handshake settles, until the connection is lost */
 static int l_waiter(lua_State *L) {
   check_tls(L, 1);
@@ -1160,6 +1174,7 @@ void aio_tls_open(lua_State *L, aio_state *S) {
                                      {"get_protocol", l_get_protocol},
                                      {"set_protocol", l_set_protocol},
                                      {"_waiter", l_waiter},
+                                     {"_drain_waiter", l_drain_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", tls_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"tls_wrap", l_wrap}, {NULL, NULL}};

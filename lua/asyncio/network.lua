@@ -256,7 +256,8 @@ function Loop:sendfile(transport, file, offset, count, fallback)
     "offset must be a non-negative integer")
   argcheck(count == nil or (math.type(count) == "integer" and count > 0), 4, "sendfile",
     "count must be a positive integer")
-  if not pcall(core.Transport._drain_waiter, transport) and not transport:is_closing() then
+  if not pcall(core.Transport._drain_waiter, transport)
+     and not pcall(core.TLSTransport._drain_waiter, transport) and not transport:is_closing() then
     error(errors.SendfileNotAvailableError("not a stream transport"), 2)
   end
   if fallback == false then
