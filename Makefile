@@ -2,13 +2,17 @@
 #
 #   make demo    install missing packages, build, run the examples: hello.lua,
 #                crawler.lua, echo_server.lua with echo_client.lua, and the
-#                --demo modes of chat_server.lua and http_get.lua
+#                --demo modes of chat_server.lua, http_get.lua, https_get.lua
+#                and tls_echo_server.lua (those two make throwaway certificates
+#                with the openssl CLI and stay on 127.0.0.1)
 #   make test    install missing packages, build, run every test pass;
 #                the last line is "N passed, M failed"
 #   make build   luarocks make into the local tree .build/tree
 #   make deps    install the missing Debian packages (apt-get)
 #   make bench   micro benchmarks against the peers in ../shared/bench
-#   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers
+#   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers;
+#                TLS=1: the same over TLS
+#   make bench-idle  memory per idle connection of the same servers; TLS=1 too
 #   make clean
 #
 # make test PASSES="busted ctest" BUSTED_ARGS=spec/smoke_spec.lua  runs a part
@@ -29,9 +33,12 @@ SHARED    ?= $(CURDIR)/../shared
 # builds its own sanitizer variant in .build/asan.
 ASYNCIO_SANITIZE ?= OFF
 
+# openssl (the CLI) makes the throwaway certificates of the tests and demos;
+# the TLS interop tests talk to /usr/bin/python3's ssl module and to curl
 DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
-              lua-busted luarocks clang-format cppcheck
-BENCH_DEPS := python3-uvloop lua-luv lua-cqueues nodejs util-linux time
+              lua-busted luarocks clang-format cppcheck openssl curl python3
+# lua-luaossl: cqueues' TLS, without which TLS=1 leaves the cqueues peer out
+BENCH_DEPS := python3-uvloop lua-luv lua-cqueues lua-luaossl nodejs util-linux time
 
 # sudo only when not root
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -44,7 +51,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint bench bench-echo clean
+.PHONY: build deps deps-bench demo test lint bench bench-echo bench-idle clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -99,6 +106,12 @@ demo: deps build
 	@echo
 	@echo "$(LUA) examples/http_get.lua --demo"
 	@$(TREE_ENV) $(LUA) examples/http_get.lua --demo
+	@echo
+	@echo "$(LUA) examples/https_get.lua --demo"
+	@$(TREE_ENV) $(LUA) examples/https_get.lua --demo
+	@echo
+	@echo "$(LUA) examples/tls_echo_server.lua --demo"
+	@$(TREE_ENV) $(LUA) examples/tls_echo_server.lua --demo
 
 # The echo server in the background on a free port, which it prints when
 # ready; three clients against it; the server stops by itself after the
@@ -145,21 +158,39 @@ bench: deps-bench build
 clean:
 	rm -rf .build build.luarocks
 
-# both echo servers as EXTRA peers of the shared echo benchmark (knobs such as
-# PEERS, SIZES, CONNS, DURATION, REPS pass through to run_echo.sh), and
-# uv-copy: raw libuv plus the copy into a Lua string, their ceiling
-define ECHO_PEERS
+# TLS=1 runs the shared benchmarks over TLS: their scripts make the
+# certificate and append " --tls CERT KEY" to every peer's command, which
+# bench/echo_*.lua understand. Off when unset or 0, as the scripts read it.
+TLS    ?=
+TLS_ON := $(if $(filter-out 0,$(strip $(TLS))),1)
+
+# both echo servers as EXTRA peers of the shared echo and idle benchmarks
+# (knobs such as PEERS, SIZES, CONNS, DURATION, REPS pass through to
+# run_echo.sh / run_idle.sh)
+define LASYNC_PEERS
 lasync-proto=$(LUA) $(CURDIR)/bench/echo_protocol.lua {port}
 lasync-streams=$(LUA) $(CURDIR)/bench/echo_streams.lua {port}
-uv-copy=$(BUILD)/echo_uv_copy {port}
 endef
-export ECHO_PEERS
+export LASYNC_PEERS
+# and in the echo benchmark uv-copy: raw libuv plus the copy into a Lua
+# string, their ceiling. Plain TCP only (no TLS in it): left out with TLS=1,
+# where uv-tls, the scripts' own raw libuv + OpenSSL server, is the reference.
+UV_COPY_PEER := uv-copy=$(BUILD)/echo_uv_copy {port}
+export UV_COPY_PEER
 
 $(BUILD)/echo_uv_copy: bench/echo_uv_copy.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -o $@ $< -luv
 
-bench-echo: deps-bench build $(BUILD)/echo_uv_copy
-	@echo "$(SHARED)/bench/run_echo.sh  (EXTRA peers lasync-proto, lasync-streams: bench/echo_*.lua;"
-	@echo "  uv-copy: bench/echo_uv_copy.c)"
-	@$(TREE_ENV) EXTRA="$$ECHO_PEERS" bash $(SHARED)/bench/run_echo.sh
+bench-echo: deps-bench build $(if $(TLS_ON),,$(BUILD)/echo_uv_copy)
+	@echo "$(SHARED)/bench/run_echo.sh $(if $(TLS_ON),over TLS )(EXTRA peers lasync-proto, lasync-streams:"
+	@echo "  bench/echo_*.lua$(if $(TLS_ON),,; uv-copy: bench/echo_uv_copy.c))"
+	@extra=$$LASYNC_PEERS; $(if $(TLS_ON),,extra+=$$'\n'$$UV_COPY_PEER;) \
+	  $(TREE_ENV) TLS='$(TLS_ON)' EXTRA="$$extra" bash $(SHARED)/bench/run_echo.sh
+
+# memory per idle connection (run_idle.sh: N connections that each echoed
+# once, held idle; CONNS, REPS, PEERS pass through), the same two servers
+bench-idle: deps-bench build
+	@echo "$(SHARED)/bench/run_idle.sh $(if $(TLS_ON),over TLS )(EXTRA peers lasync-proto, lasync-streams:"
+	@echo "  bench/echo_*.lua)"
+	@$(TREE_ENV) TLS='$(TLS_ON)' EXTRA="$$LASYNC_PEERS" bash $(SHARED)/bench/run_idle.sh

@@ -1,5 +1,6 @@
 -- Helpers shared by the benches in this folder (micro.lua, gather.lua,
--- locks.lua): timing, the median of rounds and the "RESULT ..." line.
+-- locks.lua): timing, the median of rounds and the "RESULT ..." line; and
+-- the command line of the echo servers (echo_protocol.lua, echo_streams.lua).
 -- Each bench loads it relative to its own path:
 --   local common = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 local asyncio = require "asyncio"
@@ -56,6 +57,44 @@ function M.rate_result(bench, n, dt, unit, extra)
               rate = ("%.0f"):format(n / dt), unit = unit, rounds = ROUNDS }
   if extra then for k, v in pairs(extra) do t[k] = v end end
   M.result(t)
+end
+
+-- The echo servers' command line, `PORT [--tls CERT KEY]`: the shared
+-- echo and idle benchmarks append " --tls CERT KEY" to every peer's command
+-- in TLS mode (../shared/bench/README.md, "TLS mode"). Returns the port and,
+-- with --tls, a server context holding that certificate, else nil. The
+-- context is Python's ssl.SSLContext(PROTOCOL_TLS_SERVER), what the asyncio
+-- and uvloop peers use: OpenSSL's defaults (TLS 1.3 with
+-- TLS_AES_128_GCM_SHA256 among its suites), no trust store loaded.
+function M.echo_args(args, script)
+  local port = tonumber(args[1])
+  local n = #args
+  if not port or not (n == 1 or (n == 4 and args[2] == "--tls")) then
+    io.stderr:write(("usage: lua5.4 %s PORT [--tls CERT KEY]\n"):format(script))
+    os.exit(2)
+  end
+  if n == 1 then return port, nil end
+  local ssl = asyncio.ssl
+  local ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+  ctx:load_cert_chain(args[3], args[4])
+  return port, ctx
+end
+
+-- True for the errors a client causes: a reset, a handshake that fails or
+-- never starts, a close without close_notify. An echo server goes on.
+function M.client_error(err)
+  return asyncio.isinstance(err, asyncio.ConnectionError) or asyncio.isinstance(err, asyncio.SSLError)
+end
+
+-- A TLS server reports a failed handshake to the loop's exception handler
+-- (the benchmarks' readiness probe, a TCP connect and close that sends
+-- nothing, makes none; a load generator stopped in mid-handshake may).
+-- Those are dropped here, anything else goes to the default handler. The
+-- handler runs per error, never per request.
+function M.quiet_client_errors(loop)
+  loop:set_exception_handler(function(lp, context)
+    if not M.client_error(context.exception) then lp:default_exception_handler(context) end
+  end)
 end
 
 return M

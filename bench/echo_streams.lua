@@ -1,9 +1,11 @@
 -- TCP echo server on 127.0.0.1:PORT with streams: one task per connection
--- reads, writes and drains (the shared echo benchmark's `EXTRA` peer):
---   lua5.4 bench/echo_streams.lua PORT
+-- reads, writes and drains (the shared echo benchmark's `EXTRA` peer); with
+-- --tls, TLS echo on the same address (the benchmarks' TLS mode):
+--   lua5.4 bench/echo_streams.lua PORT [--tls CERT KEY]
 local asyncio = require "asyncio"
+local common = dofile((arg[0]:match("^(.*)/") or ".") .. "/common.lua")
 
-local port = tonumber(arg[1]) or error("usage: lua5.4 echo_streams.lua PORT")
+local port, ctx = common.echo_args(arg, "echo_streams.lua")
 
 local function echo(reader, writer)
   while true do
@@ -14,14 +16,16 @@ local function echo(reader, writer)
   end
 end
 
--- a client that resets its connection is not an error for an echo server
+-- a client that resets its connection (or, over TLS, goes without
+-- close_notify) is not an error for an echo server
 local function serve(reader, writer)
   local ok, err = pcall(echo, reader, writer)
   writer:close()
-  if not ok and not asyncio.isinstance(err, asyncio.ConnectionError) then error(err, 0) end
+  if not ok and not common.client_error(err) then error(err, 0) end
 end
 
 asyncio.run(function()
-  local server = asyncio.start_server(serve, "127.0.0.1", port, { backlog = 1024 })
+  if ctx then common.quiet_client_errors(asyncio.get_running_loop()) end
+  local server = asyncio.start_server(serve, "127.0.0.1", port, { backlog = 1024, ssl = ctx })
   server:serve_forever()
 end)
