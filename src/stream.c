@@ -28,11 +28,12 @@ struct aio_wreq {
 };
 
 /* A transport that start_tls wrapped belongs to its TLS layer: a write
- * through it would put plaintext between TLS records. */
+ * through it would put plaintext between TLS records. Once closed (a failed
+ * upgrade) it acts as any closed transport. */
 static aio_tp *check_tp(lua_State *L, int idx) {
   aio_tp_box *b = aio_check_tagged(L, idx, AIO_T_TRANSPORT, "Transport");
   if (!b->tp) luaL_argerror(L, idx, "transport is gone");
-  if (b->tp->wrapped)
+  if (b->tp->wrapped && b->tp->state == AIO_TP_OPEN)
     aio_raise(L, "RuntimeError", "transport was upgraded to TLS: use the transport start_tls gave");
   return b->tp;
 }

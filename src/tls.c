@@ -78,6 +78,7 @@ struct tls {
   uint8_t got_close_notify; /* the peer's close_notify was read */
   uint8_t got_data;         /* the peer sent something */
   uint8_t wrapped;          /* a TLS layer above owns this one */
+  uint8_t aborted;          /* abort() was called: closing, connection_lost to come */
 };
 
 static void process(lua_State *L, tls *t, int idx);
@@ -89,7 +90,7 @@ static int push_extra(lua_State *L, tls *t, int idx, const char *name);
 
 static tls *check_tls(lua_State *L, int idx) {
   tls *t = aio_check_tagged(L, idx, AIO_T_TLS, "TLS transport");
-  if (t->wrapped)
+  if (t->wrapped && t->state == ST_WRAPPED && !t->aborted)
     aio_raise(L, "RuntimeError", "transport was upgraded to TLS: use the transport start_tls gave");
   return t;
 }
@@ -353,7 +354,7 @@ static void drain_queue(lua_State *L, tls *t, int idx) {
  * copy of whose rest is queued. */
 static void tls_send(lua_State *L, tls *t, int idx, int s_idx, const char *p, size_t n) {
   size_t off = 0;
-  if (t->state > ST_WRAPPED) {
+  if (t->state > ST_WRAPPED || t->aborted) {
     if (t->conn_lost++ == 5) {
       aio_push_hook(L, t->S, "log");
       lua_pushliteral(L, "warning");
@@ -384,7 +385,8 @@ void aio_tls_write(lua_State *L, int idx, int s_idx) {
 }
 
 int aio_tls_is_closing(lua_State *L, int idx) {
-  return check_tls(L, idx)->state != ST_WRAPPED;
+  tls *t = check_tls(L, idx);
+  return t->state != ST_WRAPPED || t->aborted;
 }
 
 /* ---- handshake and shutdown --------------------------------------------------------- */
@@ -408,10 +410,10 @@ static void remove_timers(tls *t) {
 
 /* A server's failed handshake goes to the exception handler, so that the
  * server goes on; one with a peer that sent nothing (a port probe, a
- * scanner) is not worth a report. */
+ * scanner) is not worth a report, nor a start_tls, whose caller hears it. */
 static void report_failure(lua_State *L, tls *t, int idx, int err_idx) {
   aio_loop *lp = t->head.lp;
-  if (!t->server_side || !t->got_data || lp->closed) return;
+  if (!t->server_side || t->was_made || !t->got_data || lp->closed) return;
   lua_createtable(L, 0, 4);
   lua_pushstring(L, SSL_get_verify_result(t->ssl) != X509_V_OK
                         ? "SSL handshake failed on verifying the certificate"
@@ -765,13 +767,14 @@ static void tls_close(lua_State *L, tls *t, int idx) {
     lower_abort(L, t, idx, 0);
     return;
   }
-  if (t->state != ST_WRAPPED) return;
+  if (t->state != ST_WRAPPED || t->aborted) return;
   t->state = ST_FLUSHING;
   if (t->sd_timeout > 0) aio_loop_add_ctimer(t->head.lp, &t->sd_timer, t->sd_timeout);
   if (t->wq_head > t->wq_tail) do_shutdown(L, t, idx);
 }
 
 static void tls_abort(lua_State *L, tls *t, int idx, int err_idx) {
+  if (t->state != ST_CLOSED) t->aborted = 1;
   lower_abort(L, t, idx, err_idx);
 }
 
