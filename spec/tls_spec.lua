@@ -1145,6 +1145,36 @@ describe("TLS streams", function()
       os.remove(dir)
     end)
   end)
+
+  it("loop:sendfile over a TLS transport sends the file's bytes from an offset (Python's fallback)", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local dir = helper.tmpdir()
+      local path = dir .. "/payload.bin"
+      local parts = {}
+      for i = 1, 40000 do parts[i] = ("%07d\n"):format(i) end
+      local payload = table.concat(parts) -- 320,000 bytes: several chunks, flow control between them
+      local f = assert(io.open(path, "wb"))
+      f:write(payload)
+      f:close()
+      local received = loop:create_future()
+      local server = asyncio.start_server(function(reader, writer)
+        received:set_result(reader:read())
+        writer:close()
+      end, "127.0.0.1", 0, { ssl = server_ctx() })
+      local _, writer = connect(port_of(server))
+      local fh = assert(io.open(path, "rb"))
+      assert.equal(#payload - 17, loop:sendfile(writer.transport, fh, 17))
+      fh:close()
+      writer:write_eof()
+      local got = received:await()
+      assert.equal(#payload - 17, #got)
+      assert.is_true(got == payload:sub(18), "the bytes differ")
+      close_both(writer, server)
+      os.remove(path)
+      os.remove(dir)
+    end)
+  end)
 end)
 
 ---------------------------------------------------------------------------
