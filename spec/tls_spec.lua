@@ -82,36 +82,7 @@ local function close_both(writer, server)
   server:wait_closed()
 end
 
--- a protocol recording every callback (as in transports_spec.lua)
-local function recorder(on)
-  on = on or {}
-  local p = { events = {}, data = {}, made = 0, lost = 0 }
-  function p:connection_made(t)
-    self.made = self.made + 1
-    self.transport = t
-    self.events[#self.events + 1] = "made"
-    if on.made then on.made(self, t) end
-  end
-  function p:data_received(d)
-    self.data[#self.data + 1] = d
-    if on.data then on.data(self, d) end
-  end
-  function p:eof_received()
-    self.events[#self.events + 1] = "eof"
-    if on.eof then return on.eof(self) end
-  end
-  function p:connection_lost(e)
-    self.lost = self.lost + 1
-    self.err = e
-    self.events[#self.events + 1] = "lost"
-    if self.lost_fut and not self.lost_fut:done() then self.lost_fut:set_result(e) end
-  end
-  function p:pause_writing() self.events[#self.events + 1] = "pause" end
-  function p:resume_writing() self.events[#self.events + 1] = "resume" end
-  function p:text() return table.concat(self.data) end
-  p.lost_fut = asyncio.get_event_loop():create_future()
-  return p
-end
+local recorder = helper.recorder
 
 -- the message of an error object (or the string itself)
 local function msg_of(e)

@@ -441,19 +441,24 @@ static int l_write(lua_State *L) {
   return 0;
 }
 
-/* One write of the joined list, as Python does. */
-static int l_writelines(lua_State *L) {
-  aio_tp *tp = check_tp(L, 1);
+/* writelines(list) is one write of the joined list, as Python does: pushes
+ * the join of the list of strings at idx. */
+void aio_push_joined(lua_State *L, int idx) {
   lua_Integer i, n;
   luaL_Buffer b;
-  luaL_checktype(L, 2, LUA_TTABLE);
-  n = luaL_len(L, 2);
+  luaL_checktype(L, idx, LUA_TTABLE);
+  n = luaL_len(L, idx);
   luaL_buffinit(L, &b);
   for (i = 1; i <= n; i++) {
-    if (lua_geti(L, 2, i) != LUA_TSTRING) luaL_argerror(L, 2, "list of strings expected");
+    if (lua_geti(L, idx, i) != LUA_TSTRING) luaL_argerror(L, idx, "list of strings expected");
     luaL_addvalue(&b);
   }
   luaL_pushresult(&b);
+}
+
+static int l_writelines(lua_State *L) {
+  aio_tp *tp = check_tp(L, 1);
+  aio_push_joined(L, 2);
   tp_write(L, tp, 1, lua_gettop(L));
   return 0;
 }

@@ -71,6 +71,7 @@ void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx); /* once queued writes a
 void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx);
 void aio_tp_set_paused(aio_tp *tp, int paused);
 void aio_check_write_limits(lua_State *L, size_t *high, size_t *low);
+void aio_push_joined(lua_State *L, int idx);
 int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name); /* 0: nothing pushed */
 int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx);     /* 0, or 1 Future pushed */
 /* Makes the protocol at proto_idx (ops) the transport's, for good: starts it

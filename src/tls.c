@@ -794,17 +794,8 @@ static int l_write(lua_State *L) {
 }
 
 static int l_writelines(lua_State *L) {
-  lua_Integer i, n;
-  luaL_Buffer b;
   check_tls(L, 1);
-  luaL_checktype(L, 2, LUA_TTABLE);
-  n = luaL_len(L, 2);
-  luaL_buffinit(L, &b);
-  for (i = 1; i <= n; i++) {
-    if (lua_geti(L, 2, i) != LUA_TSTRING) luaL_argerror(L, 2, "list of strings expected");
-    luaL_addvalue(&b);
-  }
-  luaL_pushresult(&b);
+  aio_push_joined(L, 2);
   aio_tls_write(L, 1, lua_gettop(L));
   return 0;
 }
