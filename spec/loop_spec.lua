@@ -837,6 +837,18 @@ describe("exception handler", function()
     end)
   end)
 
+  it("default_exception_handler prints an address as Python prints its tuple", function()
+    with_loop(function(loop)
+      local records = helper.capture_log(function(records)
+        loop:default_exception_handler({ message = "handshake", peername = { "127.0.0.1", 5001 } })
+        return records
+      end)
+      local found = helper.grep(records, "handshake")
+      assert.equal(1, #found)
+      assert.is_truthy(found[1].msg:find("peername: ('127.0.0.1', 5001)", 1, true), found[1].msg)
+    end)
+  end)
+
   it("a custom handler may call default_exception_handler", function()
     with_loop(function(loop)
       local records = helper.capture_log(function(records)

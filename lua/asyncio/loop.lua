@@ -6,7 +6,13 @@ local logger = require "asyncio.log"
 
 local Loop = core.Loop
 
+-- An address {host, port} (peername, sockname) reads as Python prints its
+-- tuple; anything else as tostring gives it.
 local function describe(v)
+  if type(v) == "table" and getmetatable(v) == nil and #v == 2 and type(v[1]) == "string"
+     and math.type(v[2]) == "integer" then
+    return ("('%s', %d)"):format(v[1], v[2])
+  end
   local ok, s = pcall(tostring, v)
   return ok and s or "<unprintable>"
 end
