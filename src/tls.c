@@ -532,7 +532,8 @@ static void read_records(lua_State *L, tls *t, int idx) {
     uv_buf_t scratch = {0};
     size_t room = 0, got = 0, k;
     char *p = NULL;
-    if ((t->app_paused && !discard) || t->got_close_notify || t->state == ST_CLOSED || !t->ssl)
+    if ((t->app_paused && !discard) || t->got_close_notify || t->state == ST_CLOSED || !t->ssl ||
+        t->aborted)
       break;
     if (!discard && t->ops->get_buffer) p = t->ops->get_buffer(t->proto_ud, &room);
     if (!p) {
