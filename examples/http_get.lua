@@ -18,59 +18,19 @@
 -- Only http:// URLs (no TLS). The module must be on the Lua paths:
 -- eval $(luarocks --lua-version 5.4 --tree .build/tree path)
 local asyncio = require "asyncio"
+local http1 = dofile((arg[0]:match("^(.*)/") or ".") .. "/http1.lua")
 
 local TIMEOUT = 10
 
--- http://host[:port][/path] -> host, port, path
-local function parse_url(url)
-  local host, port, path = url:match("^http://([^/:]+):?(%d*)(/?.*)$")
-  if not host then error(asyncio.ValueError("not an http:// URL: " .. url), 0) end
-  return host, tonumber(port) or 80, path ~= "" and path or "/"
-end
-
-local function readline(reader)
-  return (reader:readuntil("\r\n"):sub(1, -3))
-end
-
--- Chunked transfer coding: "<hex size>[;ext]\r\n<data>\r\n"..., "0\r\n", trailers, "\r\n".
-local function read_chunked(reader)
-  local parts = {}
-  while true do
-    local size = tonumber(readline(reader):match("^%s*(%x+)"), 16)
-    if not size then error(asyncio.ValueError("bad chunk size line"), 0) end
-    if size == 0 then break end
-    parts[#parts + 1] = reader:readexactly(size)
-    reader:readexactly(2) -- the CRLF after the data
-  end
-  repeat until readline(reader) == "" -- trailers
-  return table.concat(parts), #parts
-end
-
 -- GET url -> {status =, reason =, headers = {lowercase name = value}, body =, chunks =}
 local function get(url)
-  local host, port, path = parse_url(url)
+  local host, port, path = http1.parse_url(url, "http", 80)
   local reader, w = asyncio.open_connection(host, port)
   local writer <close> = w
   writer:write(("GET %s HTTP/1.1\r\nHost: %s\r\nUser-Agent: lua-asyncio http_get\r\n"
     .. "Accept: */*\r\nConnection: close\r\n\r\n"):format(path, port == 80 and host or host .. ":" .. port))
-  local version, status, reason = readline(reader):match("^(HTTP/%d%.%d) (%d%d%d) ?(.*)$")
-  if not version then error(asyncio.ValueError("not an HTTP response"), 0) end
-  local res = { version = version, status = tonumber(status), reason = reason, headers = {} }
-  while true do
-    local line = readline(reader)
-    if line == "" then break end
-    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
-    if name then res.headers[name:lower()] = value end
-  end
-  local te, length = res.headers["transfer-encoding"], res.headers["content-length"]
-  if te and te:lower():find("chunked", 1, true) then
-    res.body, res.chunks = read_chunked(reader)
-  elseif length then
-    res.body = reader:readexactly(assert(tonumber(length), "bad Content-Length"))
-  else
-    res.body = reader:read() -- up to EOF (Connection: close)
-  end
-  return res
+  local res = http1.read_head(reader)
+  return http1.read_body(reader, res, function() return reader:read() end) -- up to EOF (Connection: close)
 end
 
 local function fetch(url)

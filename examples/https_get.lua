@@ -30,33 +30,9 @@
 -- eval $(luarocks --lua-version 5.4 --tree .build/tree path)
 local asyncio = require "asyncio"
 local ssl = asyncio.ssl
+local http1 = dofile((arg[0]:match("^(.*)/") or ".") .. "/http1.lua")
 
 local TIMEOUT = 15
-
--- https://host[:port][/path] -> host, port, path
-local function parse_url(url)
-  local host, port, path = url:match("^https://([^/:]+):?(%d*)(/?.*)$")
-  if not host then error(asyncio.ValueError("not an https:// URL: " .. url), 0) end
-  return host, tonumber(port) or 443, path ~= "" and path or "/"
-end
-
-local function readline(reader)
-  return (reader:readuntil("\r\n"):sub(1, -3))
-end
-
--- Chunked transfer coding: "<hex size>[;ext]\r\n<data>\r\n"..., "0\r\n", trailers, "\r\n".
-local function read_chunked(reader)
-  local parts = {}
-  while true do
-    local size = tonumber(readline(reader):match("^%s*(%x+)"), 16)
-    if not size then error(asyncio.ValueError("bad chunk size line"), 0) end
-    if size == 0 then break end
-    parts[#parts + 1] = reader:readexactly(size)
-    reader:readexactly(2) -- the CRLF after the data
-  end
-  repeat until readline(reader) == "" -- trailers
-  return table.concat(parts), #parts
-end
 
 -- A body without Content-Length or chunking ends where the connection does.
 -- Over TLS only the server's close_notify marks that end for sure: a TCP
@@ -89,30 +65,9 @@ local function tls_info(writer)
 end
 
 local function read_response(reader, writer)
-  local version, status, reason = readline(reader):match("^(HTTP/%d%.%d) (%d%d%d) ?(.*)$")
-  if not version then error(asyncio.ValueError("not an HTTP response"), 0) end
-  local res = { version = version, status = tonumber(status), reason = reason, headers = {}, nheaders = 0,
-                tls = tls_info(writer) }
-  while true do
-    local line = readline(reader)
-    if line == "" then break end
-    local name, value = line:match("^([^:]+):%s*(.-)%s*$")
-    if name then
-      res.headers[name:lower()] = value
-      res.nheaders = res.nheaders + 1
-    end
-  end
-  local te, length = res.headers["transfer-encoding"], res.headers["content-length"]
-  if res.status == 204 or res.status == 304 then
-    res.body = ""
-  elseif te and te:lower():find("chunked", 1, true) then
-    res.body, res.chunks = read_chunked(reader)
-  elseif length then
-    res.body = reader:readexactly(assert(tonumber(length), "bad Content-Length"))
-  else
-    res.body = read_to_eof(reader, res)
-  end
-  return res
+  local res = http1.read_head(reader)
+  res.tls = tls_info(writer)
+  return http1.read_body(reader, res, read_to_eof)
 end
 
 -- close() sends close_notify; wait_closed() waits until the connection is
@@ -143,7 +98,7 @@ end
 -- does, at the next read, even with data still buffered.
 local function get(url, opts)
   opts = opts or {}
-  local host, port, path = parse_url(url)
+  local host, port, path = http1.parse_url(url, "https", 443)
   local reader, writer = asyncio.open_connection(host, port, {
     ssl = opts.ssl or true,
     server_hostname = opts.server_hostname,
