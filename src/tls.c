@@ -1017,6 +1017,7 @@ static double opt_timeout(lua_State *L, const char *name, double def) {
 /* Sets up the SSL object: SNI and the name the peer's certificate must hold. */
 static void setup_ssl(lua_State *L, tls *t, const char *host, int check_hostname) {
   BIO *bio = NULL;
+  int ip, ok;
   BIO_METHOD *m = bio_method(t->S);
   clear_errors();
   if (m) bio = BIO_new(m);
@@ -1032,16 +1033,17 @@ static void setup_ssl(lua_State *L, tls *t, const char *host, int check_hostname
   }
   SSL_set_connect_state(t->ssl);
   if (!host || !*host) return;
-  if (!is_ip(host) && !SSL_set_tlsext_host_name(t->ssl, host))
-    aio_raise(L, "ValueError", "invalid server_hostname '%s'", host);
-  if (!check_hostname) return;
-  if (is_ip(host)) {
-    if (!X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host))
-      aio_raise(L, "ValueError", "invalid server_hostname '%s'", host);
-  } else {
+  ip = is_ip(host);
+  ok = ip || SSL_set_tlsext_host_name(t->ssl, host);
+  if (ok && check_hostname && ip) {
+    ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), host);
+  } else if (ok && check_hostname) {
     SSL_set_hostflags(t->ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-    if (!SSL_set1_host(t->ssl, host))
-      aio_raise(L, "ValueError", "invalid server_hostname '%s'", host);
+    ok = SSL_set1_host(t->ssl, host);
+  }
+  if (!ok) {
+    ERR_clear_error(); /* OpenSSL's reason would not say more */
+    aio_raise(L, "ValueError", "invalid server_hostname '%s'", host);
   }
 }
 
@@ -1056,6 +1058,7 @@ static int l_wrap(lua_State *L) {
   int check_hostname, server_side, idx;
   SSL_CTX *ctx = aio_check_sslctx(L, 3, &check_hostname);
   const char *host;
+  size_t hlen = 0;
   double hs, sd;
   aio_loop *lp;
   if (!(b && b->tp) && !lt) return luaL_typeerror(L, 1, "Transport");
@@ -1067,9 +1070,11 @@ static int l_wrap(lua_State *L) {
   lua_getfield(L, 4, "server_side");
   server_side = lua_toboolean(L, -1);
   lua_getfield(L, 4, "server_hostname"); /* 6 */
-  host = lua_tostring(L, 6);
   if (!lua_isnil(L, 6) && lua_type(L, 6) != LUA_TSTRING)
     return luaL_error(L, "server_hostname must be a string");
+  host = lua_tolstring(L, 6, &hlen);
+  if (host && strlen(host) != hlen)
+    return aio_raise(L, "ValueError", "server_hostname contains a NUL byte");
   if (!server_side && check_hostname && !host)
     return aio_raise(L, "ValueError", "check_hostname requires server_hostname");
   hs = opt_timeout(L, "handshake_timeout", 60);
