@@ -647,8 +647,12 @@ static void on_resume(lua_State *L, aio_ctimer *ct) {
 
 /* ---- the protocol of the transport below ---------------------------------------------- */
 
+/* Never called: the transport below is running already when tls_wrap makes
+ * it ours (aio_tp_wrap), and the handshake starts there. */
 static void tl_made(lua_State *L, int proto_idx, int tp_idx) {
-  (void)L, (void)proto_idx, (void)tp_idx;
+  (void)L;
+  (void)proto_idx;
+  (void)tp_idx;
 }
 
 static void tl_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
@@ -744,7 +748,7 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
 }
 
 static void tl_pause_writing(lua_State *L, int proto_idx, int tp_idx) {
-  (void)L, (void)tp_idx;
+  (void)tp_idx;
   ((tls *)lua_touserdata(L, proto_idx))->lower_paused = 1;
 }
 
