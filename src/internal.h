@@ -36,6 +36,7 @@ enum {
   AIO_T_TLS,       /* tls.c: TLS transport */
   AIO_T_SSLCTX,    /* sslcontext.c: SSLContext */
   AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
+  AIO_T_PROCESS,   /* process.c: a child process */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -57,6 +58,7 @@ typedef struct aio_task aio_task;
 typedef struct aio_handle aio_handle;
 typedef struct aio_sigwatch aio_sigwatch;
 typedef struct aio_blockcache aio_blockcache;
+typedef struct aio_procs aio_procs;
 
 /* Per-lua_State data, one userdata in the registry. Every C function of the
  * module gets it as upvalue 1, so no lookup is needed on hot paths. */
@@ -175,6 +177,7 @@ struct asyncio_loop {
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
   aio_closable closables;     /* list head of open I/O objects */
+  aio_procs *procs;           /* process.c: running children, the SIGCHLD watcher */
   char *rbuf[AIO_RBUF_SLOTS]; /* receive buffers kept for reuse (aio_loop_rbuf_take) */
   uint8_t rbuf_busy;          /* bit i: rbuf[i] is taken */
   aio_state *S;
@@ -380,6 +383,11 @@ void aio_pipe_open(lua_State *L, aio_state *S);
 void aio_udp_open(lua_State *L, aio_state *S);
 void aio_dns_open(lua_State *L, aio_state *S);
 void aio_poll_open(lua_State *L, aio_state *S);
+
+/* process.c */
+void aio_process_open(lua_State *L, aio_state *S);
+void aio_process_close_all(aio_loop *lp);
+void aio_process_loop_free(aio_loop *lp);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

@@ -256,6 +256,7 @@ static void loop_free(aio_loop *lp) {
   int i;
   uv_mutex_destroy(&lp->post_mutex);
   for (i = 0; i < AIO_RBUF_SLOTS; i++) free(lp->rbuf[i]);
+  aio_process_loop_free(lp);
   free(lp);
 }
 
@@ -385,6 +386,7 @@ static void loop_close(lua_State *L, aio_loop *lp) {
     aio_closable_unlink(c);
     c->close(c);
   }
+  aio_process_close_all(lp);
   lp->nhandles_open += 5;
   uv_close((uv_handle_t *)&lp->check, on_close);
   uv_close((uv_handle_t *)&lp->idle, on_close);

@@ -105,6 +105,8 @@ static int l_add_signal_handler(lua_State *L) {
   int num = check_signal(L, 2), err;
   aio_sigwatch *w;
   aio_handle *h;
+  if (num == SIGCHLD)
+    return aio_raise(L, "RuntimeError", "SIGCHLD is the runtime's: it watches child processes");
   if (!lua_isfunction(L, 3) && luaL_getmetafield(L, 3, "__call") == LUA_TNIL)
     luaL_typeerror(L, 3, "callable");
   aio_loop_check_open(L, lp);

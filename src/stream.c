@@ -258,7 +258,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
     if (nread == UV_EOF) {
       tp->at_eof = 1;
       stop_reading(tp);
-      if (!tp->ops->eof_received(L, top + 2, top + 1)) aio_tp_close(L, tp, top + 1);
+      /* a read-only pipe has nothing left to do (Python's read pipe closes) */
+      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable)
+        aio_tp_close(L, tp, top + 1);
     } else {
       fatal(L, tp, top + 1, (int)nread, "Fatal read error on socket transport");
     }

@@ -57,6 +57,9 @@ end
 -- transports and servers: Loop methods; M.Server for type checks
 M.Server = require("asyncio.network").Server
 M.ssl = require "asyncio.ssl"
+M.subprocess = require "asyncio.subprocess"
+M.create_subprocess_exec = M.subprocess.create_subprocess_exec
+M.create_subprocess_shell = M.subprocess.create_subprocess_shell
 
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do

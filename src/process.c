@@ -1,0 +1,518 @@
+/* Child processes: spawned with glibc's posix_spawn, their exit watched
+ * through a pidfd the loop polls (a SIGCHLD watcher that reaps only this
+ * loop's pids where the kernel has no pidfd).
+ *
+ * posix_spawn, not uv_spawn: Debian's libuv (1.44) forks, and a fork copies
+ * the parent's page tables, so every spawn slows down as the parent grows
+ * (../shared/bench: ~1,200 spawns/s falling to ~57 with 512 MB touched);
+ * glibc's posix_spawn is clone(CLONE_VM | CLONE_VFORK), whose cost stays
+ * flat, and reports a failed exec (ENOENT, EACCES) as its result. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/pidfd.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+/* stdio specs, Python's values */
+enum { IO_INHERIT = 0, IO_PIPE = -1, IO_STDOUT = -2, IO_DEVNULL = -3 };
+
+typedef struct proc proc;
+struct proc {
+  uv_poll_t poll; /* on the pidfd */
+  aio_closable cl;
+  aio_loop *lp;
+  proc **box;        /* the Lua object, NULL once collected */
+  proc *next, *prev; /* the loop's running children (the SIGCHLD path, loop close) */
+  pid_t pid;
+  int pidfd;   /* -1 without one, or once reaped */
+  int fut_ref; /* registry ref of the exit future until the exit */
+  int returncode;
+  uint8_t exited;
+  uint8_t polling;       /* poll holds an open handle */
+  uint8_t handle_closed; /* its close callback ran, or it never had one */
+};
+
+/* The loop's running children and SIGCHLD watcher hang off lp->procs: a
+ * list head allocated on first spawn. */
+struct aio_procs {
+  proc head;
+  uv_signal_t chld;
+  uint8_t watching;
+};
+typedef aio_procs procs;
+
+extern char **environ;
+
+static void free_if_done(proc *p) {
+  if (p->box || !p->handle_closed) return;
+  free(p);
+}
+
+static void on_poll_closed(uv_handle_t *h) {
+  proc *p = h->data;
+  aio_loop *lp = p->lp;
+  p->handle_closed = 1;
+  free_if_done(p);
+  aio_loop_handle_closed(lp); /* may free lp: last */
+}
+
+static void unlink_proc(proc *p) {
+  if (p->next) {
+    p->next->prev = p->prev;
+    p->prev->next = p->next;
+    p->next = p->prev = NULL;
+  }
+  aio_closable_unlink(&p->cl);
+  if (p->polling) {
+    p->polling = 0;
+    p->lp->nhandles_open++;
+    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+  }
+  if (p->pidfd >= 0) close(p->pidfd);
+  p->pidfd = -1;
+}
+
+static int decode(int status) {
+  return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
+}
+
+/* The child is gone (status, or err: nobody left to reap); the future
+ * hears it. */
+static void finish(proc *p, int status, int err) {
+  aio_loop *lp = p->lp;
+  lua_State *L;
+  int entered, top;
+  p->exited = 1;
+  p->returncode = err ? 255 : decode(status);
+  unlink_proc(p);
+  if (lp->closed || p->fut_ref == LUA_NOREF) {
+    free_if_done(p);
+    return;
+  }
+  entered = aio_loop_enter(lp);
+  L = aio_loop_thread(lp);
+  top = lua_gettop(L);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
+  luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
+  p->fut_ref = LUA_NOREF;
+  if (((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
+    if (err) {
+      aio_push_os_error(L, err, "the child was reaped by someone else");
+      aio_future_set_exc(L, top + 1, top + 2);
+    } else {
+      lua_pushinteger(L, p->returncode);
+      aio_future_set_results(L, top + 1, top + 2, 1);
+    }
+  }
+  lua_settop(L, top);
+  aio_loop_leave(lp, entered);
+  free_if_done(p);
+}
+
+/* Reaps p if it has exited; returns 1 then. */
+static int try_reap(proc *p) {
+  int status = 0;
+  pid_t r;
+  do r = waitpid(p->pid, &status, WNOHANG);
+  while (r < 0 && errno == EINTR);
+  if (r == 0) return 0;
+  finish(p, status, r < 0 ? uv_translate_sys_error(errno) : 0);
+  return 1;
+}
+
+static void on_pidfd(uv_poll_t *h, int status, int events) {
+  (void)status;
+  (void)events;
+  try_reap(h->data);
+}
+
+static void on_sigchld(uv_signal_t *h, int signum) {
+  procs *ps = h->data;
+  proc *p, *next;
+  (void)signum;
+  for (p = ps->head.next; p != &ps->head; p = next) {
+    next = p->next;
+    try_reap(p);
+  }
+}
+
+/* Loop close: no child is left a zombie or running unwatched. */
+static void on_loop_close(aio_closable *c) {
+  proc *p = (proc *)((char *)c - offsetof(proc, cl));
+  int status = 0;
+  pid_t r;
+  if (p->pidfd >= 0)
+    pidfd_send_signal(p->pidfd, SIGKILL, NULL, 0);
+  else
+    kill(p->pid, SIGKILL);
+  do r = waitpid(p->pid, &status, 0);
+  while (r < 0 && errno == EINTR);
+  if (p->fut_ref != LUA_NOREF) luaL_unref(aio_loop_thread(p->lp), LUA_REGISTRYINDEX, p->fut_ref);
+  p->fut_ref = LUA_NOREF;
+  p->exited = 1;
+  p->returncode = decode(status);
+  unlink_proc(p);
+  free_if_done(p);
+}
+
+static procs *loop_procs(aio_loop *lp) {
+  procs *ps = lp->procs;
+  if (ps) return ps;
+  if ((ps = calloc(1, sizeof *ps)) == NULL) return NULL;
+  ps->head.next = ps->head.prev = &ps->head;
+  lp->procs = ps;
+  return ps;
+}
+
+void aio_process_loop_free(aio_loop *lp) {
+  free(lp->procs);
+  lp->procs = NULL;
+}
+
+static void on_chld_closed(uv_handle_t *h) {
+  aio_loop_handle_closed(((procs *)h->data)->head.lp);
+}
+
+void aio_process_close_all(aio_loop *lp) {
+  procs *ps = lp->procs;
+  if (!ps || !ps->watching) return;
+  ps->watching = 0;
+  lp->nhandles_open++;
+  uv_close((uv_handle_t *)&ps->chld, on_chld_closed);
+}
+
+/* Exit watching: the pidfd, or (no pidfd: Linux < 5.3, or forced for tests
+ * by LUA_ASYNCIO_NO_PIDFD=1) the loop's SIGCHLD watcher. */
+static int watch(proc *p) {
+  procs *ps = loop_procs(p->lp);
+  const char *no = getenv("LUA_ASYNCIO_NO_PIDFD");
+  if (!ps) return UV_ENOMEM;
+  p->next = ps->head.next;
+  p->prev = &ps->head;
+  p->next->prev = p;
+  ps->head.next = p;
+  p->pidfd = no && *no == '1' ? -1 : pidfd_open(p->pid, 0);
+  if (p->pidfd >= 0) {
+    fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+    if (uv_poll_init(p->lp->uv, &p->poll, p->pidfd) == 0) {
+      p->poll.data = p;
+      p->polling = 1;
+      uv_poll_start(&p->poll, UV_READABLE, on_pidfd);
+      return 0;
+    }
+    close(p->pidfd);
+    p->pidfd = -1;
+  }
+  if (!ps->watching) {
+    ps->head.lp = p->lp;
+    uv_signal_init(p->lp->uv, &ps->chld);
+    ps->chld.data = ps;
+    if (uv_signal_start(&ps->chld, on_sigchld, SIGCHLD) != 0) return UV_EINVAL;
+    ps->watching = 1;
+  }
+  try_reap(p); /* it may have exited before the watcher was there */
+  return 0;
+}
+
+/* ---- spawning --------------------------------------------------------------- */
+
+typedef struct spawn_spec {
+  posix_spawn_file_actions_t fa;
+  posix_spawnattr_t attr;
+  int parent[3]; /* our ends of the pipes, -1 */
+  int child[3];  /* their ends, closed after the spawn */
+} spawn_spec;
+
+/* A pipe end of ours at a number >= 3, so a child's dup2 onto 0-2 never
+ * finds it in place (dup2(fd, fd) would keep close-on-exec). */
+static int high_fd(int fd) {
+  int h;
+  if (fd >= 3) return fd;
+  h = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+  close(fd);
+  return h;
+}
+
+static int make_pipe(spawn_spec *s, int i) {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) return errno;
+  fds[0] = high_fd(fds[0]);
+  fds[1] = high_fd(fds[1]);
+  if (fds[0] < 0 || fds[1] < 0) return errno;
+  /* stdin: the child reads; stdout, stderr: the child writes */
+  s->child[i] = fds[i == 0 ? 0 : 1];
+  s->parent[i] = fds[i == 0 ? 1 : 0];
+  return posix_spawn_file_actions_adddup2(&s->fa, s->child[i], i);
+}
+
+/* stdio spec at table index `key` of the spec at 2 */
+static int add_stdio(lua_State *L, spawn_spec *s, int i, const char *key) {
+  lua_Integer v;
+  int t = lua_getfield(L, 2, key);
+  v = t == LUA_TNIL ? IO_INHERIT : luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  if (t == LUA_TNIL) return 0;
+  if (v == IO_PIPE) return make_pipe(s, i);
+  if (v == IO_DEVNULL)
+    return posix_spawn_file_actions_addopen(&s->fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY,
+                                            0);
+  if (v == IO_STDOUT) {
+    if (i != 2) luaL_error(L, "STDOUT is for stderr only");
+    return posix_spawn_file_actions_adddup2(&s->fa, 1, 2);
+  }
+  if (v < 0 || v > 0x7fffffff || fcntl((int)v, F_GETFD) < 0)
+    luaL_error(L, "%s: not an open file descriptor: %d", key, (int)v);
+  return v == i ? 0 : posix_spawn_file_actions_adddup2(&s->fa, (int)v, i);
+}
+
+/* Pushes the strings of the list at idx as a NULL-terminated array in a
+ * new userdata. */
+static char **string_list(lua_State *L, int idx, const char *what) {
+  lua_Integer n, i;
+  char **v;
+  luaL_checktype(L, idx, LUA_TTABLE);
+  n = luaL_len(L, idx);
+  if (n < 0 || n > 1 << 20) luaL_error(L, "%s: too many entries", what);
+  v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *v, 1);
+  lua_createtable(L, (int)n, 0); /* keeps the strings */
+  for (i = 1; i <= n; i++) {
+    size_t len;
+    const char *p;
+    lua_geti(L, idx, i);
+    if (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER)
+      luaL_error(L, "%s: entry %d is not a string", what, (int)i);
+    p = lua_tolstring(L, -1, &len);
+    if (strlen(p) != len) luaL_error(L, "%s: entry %d contains a NUL byte", what, (int)i);
+    v[i - 1] = (char *)p;
+    lua_rawseti(L, -2, i);
+  }
+  v[n] = NULL;
+  lua_setiuservalue(L, -2, 1);
+  return v;
+}
+
+/* close_fds: every descriptor but 0-2 and pass_fds closed in the child,
+ * whether or not it is close-on-exec (Lua's io.open files are not). The
+ * pass_fds are made inheritable around the spawn. */
+static int add_close_fds(lua_State *L, spawn_spec *s, int close_fds, int *pass, int npass) {
+  int i, fd, top = 2;
+  for (i = 0; i < npass; i++) {
+    if (fcntl(pass[i], F_GETFD) < 0) luaL_error(L, "pass_fds: %d is not open", pass[i]);
+    if (pass[i] > top) top = pass[i];
+  }
+  if (!close_fds) return 0;
+  for (fd = 3; fd <= top; fd++) {
+    int keep = 0;
+    for (i = 0; i < npass; i++) keep |= pass[i] == fd;
+    if (!keep && fcntl(fd, F_GETFD) >= 0 && posix_spawn_file_actions_addclose(&s->fa, fd) != 0)
+      return errno;
+  }
+  return posix_spawn_file_actions_addclosefrom_np(&s->fa, top + 1);
+}
+
+static void spec_free(spawn_spec *s, int failed) {
+  int i;
+  for (i = 0; i < 3; i++) {
+    if (s->child[i] >= 0) close(s->child[i]);
+    if (failed && s->parent[i] >= 0) close(s->parent[i]);
+  }
+  posix_spawn_file_actions_destroy(&s->fa);
+  posix_spawnattr_destroy(&s->attr);
+}
+
+static int opt_int(lua_State *L, const char *key, int *out) {
+  int present = lua_getfield(L, 2, key) != LUA_TNIL;
+  if (present) *out = (int)luaL_checkinteger(L, -1);
+  lua_pop(L, 1);
+  return present;
+}
+
+static int opt_bool(lua_State *L, const char *key, int def) {
+  int v = lua_getfield(L, 2, key) == LUA_TNIL ? def : lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return v;
+}
+
+/* spawn(loop, {argv =, env =, cwd =, stdin =, stdout =, stderr =,
+ * close_fds =, pass_fds =, start_new_session =, process_group =, umask =})
+ * -> Process, pid, stdin fd, stdout fd, stderr fd (our pipe ends, or nil) */
+static int l_spawn(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  spawn_spec s;
+  char **argv, **envp = environ, *cwd = NULL;
+  int pass[64], npass = 0, err = 0, i, pgroup = 0, mask = 0, has_mask, flags;
+  mode_t old_mask = 0;
+  sigset_t all, none;
+  proc **box, *p;
+  pid_t pid;
+  luaL_checktype(L, 2, LUA_TTABLE);
+  aio_loop_check_open(L, lp);
+  lua_getfield(L, 2, "argv");
+  argv = string_list(L, lua_gettop(L), "argv");
+  if (!argv[0]) return aio_raise(L, "ValueError", "argv must not be empty");
+  if (lua_getfield(L, 2, "env") != LUA_TNIL) envp = string_list(L, lua_gettop(L), "env");
+  if (lua_getfield(L, 2, "cwd") != LUA_TNIL) cwd = (char *)luaL_checkstring(L, -1);
+  if (lua_getfield(L, 2, "pass_fds") != LUA_TNIL) {
+    lua_Integer n = luaL_len(L, -1), k;
+    if (n > (lua_Integer)(sizeof pass / sizeof pass[0])) return luaL_error(L, "too many pass_fds");
+    for (k = 1; k <= n; k++) {
+      lua_geti(L, -1, k);
+      pass[npass++] = aio_check_fd(L, -1);
+      lua_pop(L, 1);
+    }
+  }
+  has_mask = opt_int(L, "umask", &mask);
+  flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
+  if (opt_bool(L, "start_new_session", 0)) flags |= POSIX_SPAWN_SETSID;
+  if (opt_int(L, "process_group", &pgroup)) flags |= POSIX_SPAWN_SETPGROUP;
+  box = lua_newuserdatauv(L, sizeof *box, 1);
+  *box = NULL;
+  aio_setmetatable(L, lp->S, AIO_T_PROCESS);
+  for (i = 0; i < 3; i++) s.parent[i] = s.child[i] = -1;
+  posix_spawn_file_actions_init(&s.fa);
+  posix_spawnattr_init(&s.attr);
+  /* the child starts with every signal at its default (SIGPIPE included,
+   * which this module ignores) and none blocked */
+  sigfillset(&all);
+  sigemptyset(&none);
+  posix_spawnattr_setsigdefault(&s.attr, &all);
+  posix_spawnattr_setsigmask(&s.attr, &none);
+  posix_spawnattr_setflags(&s.attr, (short)flags);
+  if (flags & POSIX_SPAWN_SETPGROUP) posix_spawnattr_setpgroup(&s.attr, pgroup);
+  if (!err) err = add_stdio(L, &s, 0, "stdin");
+  if (!err) err = add_stdio(L, &s, 1, "stdout");
+  if (!err) err = add_stdio(L, &s, 2, "stderr");
+  if (!err) err = add_close_fds(L, &s, opt_bool(L, "close_fds", 1), pass, npass);
+  if (!err && cwd) err = posix_spawn_file_actions_addchdir_np(&s.fa, cwd);
+  if (!err && (p = calloc(1, sizeof *p)) == NULL) err = ENOMEM;
+  if (err) {
+    spec_free(&s, 1);
+    return aio_raise_os(L, uv_translate_sys_error(err), "spawn");
+  }
+  for (i = 0; i < npass; i++) fcntl(pass[i], F_SETFD, 0);
+  /* posix_spawn has no umask action: the child inherits the parent's,
+   * which is set for the moment of the spawn */
+  if (has_mask) old_mask = umask((mode_t)mask);
+  err = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &s.fa, &s.attr, argv, envp)
+                             : posix_spawnp(&pid, argv[0], &s.fa, &s.attr, argv, envp);
+  if (has_mask) umask(old_mask);
+  for (i = 0; i < npass; i++) fcntl(pass[i], F_SETFD, FD_CLOEXEC);
+  spec_free(&s, err != 0);
+  if (err) {
+    free(p);
+    lua_pushfstring(L, "%s", argv[0]);
+    aio_push_os_error(L, uv_translate_sys_error(err), lua_tostring(L, -1));
+    if (lua_istable(L, -1)) {
+      lua_pushvalue(L, -2);
+      lua_setfield(L, -2, "filename");
+    }
+    return lua_error(L);
+  }
+  p->lp = lp;
+  p->pid = pid;
+  p->pidfd = -1;
+  p->box = box;
+  p->handle_closed = 1;
+  p->fut_ref = LUA_NOREF;
+  *box = p;
+  aio_future_new(L, lp);
+  lua_pushvalue(L, -1);
+  p->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_setiuservalue(L, -2, 1);
+  p->cl.close = on_loop_close;
+  p->cl.next = p->cl.prev = &p->cl;
+  aio_closable_link(lp, &p->cl);
+  if ((err = watch(p)) != 0) return aio_raise_os(L, err, "watching the child");
+  p->handle_closed = !p->polling;
+  lua_pushinteger(L, pid);
+  for (i = 0; i < 3; i++) {
+    if (s.parent[i] >= 0)
+      lua_pushinteger(L, s.parent[i]);
+    else
+      lua_pushnil(L);
+  }
+  return 5;
+}
+
+/* ---- the Process object ------------------------------------------------------- */
+
+static proc *check_proc(lua_State *L) {
+  proc **b = aio_checkudata(L, 1, AIO_T_PROCESS, AIO_T_PROCESS, "Process");
+  if (!*b) luaL_argerror(L, 1, "process is gone");
+  return *b;
+}
+
+static int l_returncode(lua_State *L) {
+  proc *p = check_proc(L);
+  if (!p->exited) try_reap(p);
+  if (!p->exited) return 0;
+  lua_pushinteger(L, p->returncode);
+  return 1;
+}
+
+/* exit_future() -> the Future resolved with the returncode */
+static int l_exit_future(lua_State *L) {
+  check_proc(L);
+  lua_getiuservalue(L, 1, 1);
+  return 1;
+}
+
+/* send_signal(sig): through the pidfd, so a pid reaped and reused is never
+ * hit; a child already gone is no error (as Python). */
+static int l_send_signal(lua_State *L) {
+  proc *p = check_proc(L);
+  int sig = (int)luaL_checkinteger(L, 2), r;
+  if (sig < 0 || sig > 64) return luaL_argerror(L, 2, "invalid signal number");
+  if (p->exited) return 0;
+  r = p->pidfd >= 0 ? pidfd_send_signal(p->pidfd, sig, NULL, 0) : kill(p->pid, sig);
+  if (r != 0 && errno != ESRCH) return aio_raise_os(L, uv_translate_sys_error(errno), "kill");
+  return 0;
+}
+
+/* close_fd(fd): a pipe end spawn gave that no transport took */
+static int l_close_fd(lua_State *L) {
+  int fd = aio_check_fd(L, 1);
+  if (fd > 2) close(fd);
+  return 0;
+}
+
+static int l_proc_gc(lua_State *L) {
+  proc **b = lua_touserdata(L, 1), *p = *b;
+  if (!p) return 0;
+  *b = NULL;
+  p->box = NULL;
+  /* a running child stays watched: it is reaped when it exits */
+  if (p->exited) free_if_done(p);
+  return 0;
+}
+
+static int l_proc_tostring(lua_State *L) {
+  proc *p = check_proc(L);
+  if (p->exited)
+    lua_pushfstring(L, "<Process %d returncode=%d>", (int)p->pid, p->returncode);
+  else
+    lua_pushfstring(L, "<Process %d running>", (int)p->pid);
+  return 1;
+}
+
+void aio_process_open(lua_State *L, aio_state *S) {
+  static const luaL_Reg methods[] = {{"returncode", l_returncode},
+                                     {"exit_future", l_exit_future},
+                                     {"send_signal", l_send_signal},
+                                     {NULL, NULL}};
+  static const luaL_Reg meta[] = {
+      {"__gc", l_proc_gc}, {"__tostring", l_proc_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"spawn", l_spawn}, {"close_fd", l_close_fd}, {NULL, NULL}};
+  aio_newclass(L, S, AIO_T_PROCESS, "asyncio.ProcessHandle", methods, meta);
+  lua_setfield(L, -2, "ProcessHandle");
+  aio_setfuncs(L, S, funcs);
+}
