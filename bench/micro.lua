@@ -1,6 +1,7 @@
 -- Micro benchmarks of the runtime, in the shape of ../shared/bench/run_micro.sh
 -- peers: prints one "RESULT bench=... peer=... ..." line.
--- usage: lua5.4 bench/micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue
+-- usage: lua5.4 bench/micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue|
+--   proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read
 -- Throughput benches run a warm-up round of n/10, then 3 rounds of n, and
 -- report the median round.
 local asyncio = require "asyncio"
@@ -135,9 +136,95 @@ end
 function B.mem_sleep() mem("sleep") end
 function B.mem_wait() mem("wait") end
 
+-- ---- subprocesses (../shared/bench/README.md: proc_spawn, proc_spawn_heap,
+-- proc_concurrent, pipe_read) -------------------------------------------------
+local N_PROC, HEAP_MB, N_CONC, PIPE_BYTES = 2000, 512, 200, 512 * 1024 * 1024
+local cpu_now = os.clock -- CPU time of this process (all threads), children excluded
+local exec = asyncio.create_subprocess_exec
+
+local function median3(t) table.sort(t); return t[2] end
+
+-- n sequential spawn + wait of /bin/true; children inherit fds 0-2
+local function proc_round(n)
+  local t0 = now()
+  for _ = 1, n do assert(exec({ "/bin/true" }):wait() == 0, "child failed") end
+  return now() - t0
+end
+
+local function proc_spawn(heap)
+  local keep, extra = nil, {}
+  if heap then
+    keep = string.rep("x", HEAP_MB << 20) -- touched by string.rep
+    collectgarbage("collect")
+    extra.heap_mb, extra.heap_rss_kb = HEAP_MB, status_kb("VmRSS")
+  end
+  proc_round(N_PROC // 10)
+  local c0 = cpu_now()
+  local dt = proc_round(N_PROC)
+  local cpu = cpu_now() - c0
+  local r = { bench = heap and "proc_spawn_heap" or "proc_spawn", peer = PEER, n = N_PROC,
+              secs = ("%.4f"):format(dt), rate = ("%.0f"):format(N_PROC / dt), unit = "spawns/s",
+              rounds = 1, self_cpu_s = ("%.3f"):format(cpu),
+              self_us_per_op = ("%.1f"):format(cpu / N_PROC * 1e6) }
+  for k, v in pairs(extra) do r[k] = v end
+  if keep then r.check = #keep end
+  result(r)
+end
+function B.proc_spawn() proc_spawn(false) end
+function B.proc_spawn_heap() proc_spawn(true) end
+
+local function conc_round(n)
+  local t0 = now()
+  local list = {}
+  for i = 1, n do list[i] = exec({ "/bin/sleep", "0.2" }) end
+  for i = 1, n do assert(list[i]:wait() == 0, "child failed") end
+  return now() - t0
+end
+
+function B.proc_concurrent()
+  conc_round(N_CONC // 10)
+  local ts, cs = {}, {}
+  for r = 1, 3 do
+    local c0 = cpu_now()
+    ts[r] = conc_round(N_CONC)
+    cs[r] = cpu_now() - c0
+  end
+  local dt, cpu = median3(ts), median3(cs)
+  result { bench = "proc_concurrent", peer = PEER, n = N_CONC, secs = ("%.4f"):format(dt),
+           rate = ("%.0f"):format(N_CONC / dt), unit = "children/s", rounds = 3, child = "sleep_0.2",
+           self_cpu_s = ("%.3f"):format(cpu), self_us_per_op = ("%.1f"):format(cpu / N_CONC * 1e6) }
+end
+
+local function pipe_round(nbytes)
+  local t0 = now()
+  local p = exec({ "/bin/head", "-c", tostring(nbytes), "/dev/zero" },
+    { stdout = asyncio.subprocess.PIPE })
+  local total, chunks = 0, 0
+  while true do
+    local chunk = p.stdout:read(65536)
+    if chunk == "" then break end
+    total, chunks = total + #chunk, chunks + 1
+  end
+  assert(p:wait() == 0 and total == nbytes, "short read")
+  return now() - t0, chunks
+end
+
+function B.pipe_read()
+  pipe_round(PIPE_BYTES // 8)
+  local c0 = cpu_now()
+  local dt, chunks = pipe_round(PIPE_BYTES)
+  local cpu = cpu_now() - c0
+  local mbps = PIPE_BYTES / 1048576 / dt
+  result { bench = "pipe_read", peer = PEER, n = PIPE_BYTES, secs = ("%.4f"):format(dt),
+           mbps = ("%.0f"):format(mbps), rate = ("%.0f"):format(mbps), unit = "MiB/s", rounds = 1,
+           bytes = PIPE_BYTES, chunks = chunks, avg_chunk = ("%.0f"):format(PIPE_BYTES / chunks),
+           chan = "pipe", self_cpu_s = ("%.3f"):format(cpu) }
+end
+
 local bench = B[arg[1] or ""]
 if not bench then
-  io.stderr:write("usage: micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue\n")
+  io.stderr:write("usage: micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue|"
+    .. "proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read\n")
   os.exit(2)
 end
 asyncio.run(bench)
