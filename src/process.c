@@ -201,8 +201,7 @@ static int watch(proc *p) {
   p->next->prev = p;
   ps->head.next = p;
   p->pidfd = no && *no == '1' ? -1 : pidfd_open(p->pid, 0);
-  if (p->pidfd >= 0) {
-    fcntl(p->pidfd, F_SETFD, FD_CLOEXEC);
+  if (p->pidfd >= 0) { /* close-on-exec already, as every pidfd */
     if (uv_poll_init(p->lp->uv, &p->poll, p->pidfd) == 0) {
       p->poll.data = p;
       p->polling = 1;
@@ -351,7 +350,7 @@ static int l_spawn(lua_State *L) {
   char **argv, **envp = environ, *cwd = NULL;
   int pass[64], npass = 0, err = 0, i, pgroup = 0, mask = 0, has_mask, flags;
   mode_t old_mask = 0;
-  sigset_t all, none;
+  sigset_t dfl, none;
   proc **box, *p;
   pid_t pid;
   luaL_checktype(L, 2, LUA_TTABLE);
@@ -380,11 +379,15 @@ static int l_spawn(lua_State *L) {
   for (i = 0; i < 3; i++) s.parent[i] = s.child[i] = -1;
   posix_spawn_file_actions_init(&s.fa);
   posix_spawnattr_init(&s.attr);
-  /* the child starts with every signal at its default (SIGPIPE included,
-   * which this module ignores) and none blocked */
-  sigfillset(&all);
+  /* the child starts with no signal blocked and the ignored ones Python
+   * restores at their default: SIGPIPE (which this module ignores) and
+   * SIGXFSZ. glibc's child puts every caught signal back to its default
+   * anyway; naming all 64 here would cost it a sigaction each. */
+  sigemptyset(&dfl);
+  sigaddset(&dfl, SIGPIPE);
+  sigaddset(&dfl, SIGXFSZ);
   sigemptyset(&none);
-  posix_spawnattr_setsigdefault(&s.attr, &all);
+  posix_spawnattr_setsigdefault(&s.attr, &dfl);
   posix_spawnattr_setsigmask(&s.attr, &none);
   posix_spawnattr_setflags(&s.attr, (short)flags);
   if (flags & POSIX_SPAWN_SETPGROUP) posix_spawnattr_setpgroup(&s.attr, pgroup);

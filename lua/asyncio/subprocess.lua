@@ -88,6 +88,7 @@ end
 --- Waits for the exit; returns the returncode (-signum when killed by a
 --- signal). Returns at the exit even while a grandchild holds the pipes.
 function Process:wait()
+  if self.returncode ~= nil then return self.returncode end
   return tasks.shield(self._handle:exit_future()):await()
 end
 
