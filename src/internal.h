@@ -253,6 +253,13 @@ void aio_reader_take_buffered(lua_State *L, int idx);
 /* stream.c: any transport, ours or not */
 extern const aio_proto_ops aio_lua_proto_ops;
 const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx);
+/* Makes the protocol at idx (ops) the one of the transport at tp_idx:
+ * AIO_UV_PROTO, AIO_UV_DATACB, and the transport's record's ops and protocol
+ * record (for ops->get_buffer) through the slots given. */
+void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_proto_ops *ops,
+                                const aio_proto_ops **ops_slot, void **ud_slot);
+/* server._detach(transport) when uservalue uv_server holds the Server */
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server);
 void aio_transport_write(lua_State *L, int tp_idx, int s_idx);
 int aio_transport_is_closing(lua_State *L, int tp_idx);
 void aio_writer_open(lua_State *L, aio_state *S);

@@ -94,7 +94,7 @@ static void finish(proc *p, int status, int err) {
   p->exited = 1;
   p->returncode = err ? 255 : decode(status);
   unlink_proc(p);
-  if (lp->closed || p->fut_ref == LUA_NOREF) {
+  if (p->fut_ref == LUA_NOREF) {
     free_if_done(p);
     return;
   }
@@ -104,7 +104,8 @@ static void finish(proc *p, int status, int err) {
   lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
   p->fut_ref = LUA_NOREF;
-  if (((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
+  /* a closed loop runs no callback any more: the future is only dropped */
+  if (!lp->closed && ((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
     if (err) {
       aio_push_os_error(L, err, "the child was reaped by someone else");
       aio_future_set_exc(L, top + 1, top + 2);
@@ -129,6 +130,12 @@ static int try_reap(proc *p) {
   return 1;
 }
 
+/* Through the pidfd where there is one, so a reaped and reused pid is
+ * never hit. */
+static int signal_child(proc *p, int sig) {
+  return p->pidfd >= 0 ? (int)pidfd_send_signal(p->pidfd, sig, NULL, 0) : kill(p->pid, sig);
+}
+
 static void on_pidfd(uv_poll_t *h, int status, int events) {
   (void)status;
   (void)events;
@@ -150,18 +157,10 @@ static void on_loop_close(aio_closable *c) {
   proc *p = (proc *)((char *)c - offsetof(proc, cl));
   int status = 0;
   pid_t r;
-  if (p->pidfd >= 0)
-    pidfd_send_signal(p->pidfd, SIGKILL, NULL, 0);
-  else
-    kill(p->pid, SIGKILL);
+  signal_child(p, SIGKILL);
   do r = waitpid(p->pid, &status, 0);
   while (r < 0 && errno == EINTR);
-  if (p->fut_ref != LUA_NOREF) luaL_unref(aio_loop_thread(p->lp), LUA_REGISTRYINDEX, p->fut_ref);
-  p->fut_ref = LUA_NOREF;
-  p->exited = 1;
-  p->returncode = decode(status);
-  unlink_proc(p);
-  free_if_done(p);
+  finish(p, status, r < 0 ? uv_translate_sys_error(errno) : 0);
 }
 
 static procs *loop_procs(aio_loop *lp) {
@@ -469,14 +468,13 @@ static int l_exit_future(lua_State *L) {
   return 1;
 }
 
-/* send_signal(sig): through the pidfd, so a pid reaped and reused is never
- * hit; a child already gone is no error (as Python). */
+/* send_signal(sig): a child already gone is no error (as Python). */
 static int l_send_signal(lua_State *L) {
   proc *p = check_proc(L);
   int sig = (int)luaL_checkinteger(L, 2), r;
   if (sig < 0 || sig > 64) return luaL_argerror(L, 2, "invalid signal number");
   if (p->exited) return 0;
-  r = p->pidfd >= 0 ? pidfd_send_signal(p->pidfd, sig, NULL, 0) : kill(p->pid, sig);
+  r = signal_child(p, sig);
   if (r != 0 && errno != ESRCH) return aio_raise_os(L, uv_translate_sys_error(errno), "kill");
   return 0;
 }

@@ -391,6 +391,14 @@ static int check_version(lua_State *L, int idx) {
   return (int)v;
 }
 
+/* For the __index functions of the classes with fields (new_fieldclass):
+ * the method k of the object at 1. */
+static void push_method(lua_State *L, const char *k) {
+  lua_getmetatable(L, 1);
+  lua_getfield(L, -1, "__methods");
+  lua_getfield(L, -1, k);
+}
+
 static int l_ctx_index(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   const char *k = lua_tostring(L, 2);
@@ -408,9 +416,7 @@ static int l_ctx_index(lua_State *L) {
   } else if (strcmp(k, "purpose") == 0) {
     lua_pushstring(L, c->server ? "server" : "client");
   } else {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__methods");
-    lua_getfield(L, -1, k);
+    push_method(L, k);
   }
   return 1;
 }
@@ -679,9 +685,7 @@ static int l_obj_index(lua_State *L) {
   } else if (strcmp(k, "server_hostname") == 0) {
     lua_getiuservalue(L, 1, 1);
   } else {
-    lua_getmetatable(L, 1);
-    lua_getfield(L, -1, "__methods");
-    lua_getfield(L, -1, k);
+    push_method(L, k);
   }
   return 1;
 }

@@ -85,13 +85,7 @@ static void on_closed(uv_handle_t *h) {
     lua_getiuservalue(L, box, UV_LOST);
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
-    if (lua_getiuservalue(L, box, UV_SERVER) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
-      int base = lua_gettop(L);
-      lua_pushvalue(L, base - 1);
-      lua_pushvalue(L, box);
-      aio_call_reporting(L, lp, base, "Server._detach", "transport", box);
-    }
-    lua_settop(L, box);
+    aio_transport_detach(L, lp, box, UV_SERVER);
     settle_flush(L, box, 1);
     for (int i = 1; i <= UV_NUSER; i++) {
       lua_pushnil(L);
@@ -666,17 +660,31 @@ static int l_get_extra_info(lua_State *L) {
   return 1;
 }
 
-/* Sets the protocol at idx on the transport at tp_idx. */
-static void set_protocol(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int idx) {
-  tp->ops = ops;
-  tp->proto_ud = ops->get_buffer ? lua_touserdata(L, idx) : NULL;
+void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_proto_ops *ops,
+                                const aio_proto_ops **ops_slot, void **ud_slot) {
+  *ops_slot = ops;
+  *ud_slot = ops->get_buffer ? lua_touserdata(L, idx) : NULL;
   lua_pushvalue(L, idx);
-  lua_setiuservalue(L, tp_idx, UV_PROTO);
+  lua_setiuservalue(L, tp_idx, AIO_UV_PROTO);
   if (ops == &aio_lua_proto_ops)
     lua_getfield(L, idx, "data_received");
   else
     lua_pushnil(L);
-  lua_setiuservalue(L, tp_idx, UV_DATACB);
+  lua_setiuservalue(L, tp_idx, AIO_UV_DATACB);
+}
+
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server) {
+  int top = lua_gettop(L);
+  if (lua_getiuservalue(L, tp_idx, uv_server) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
+    lua_pushvalue(L, top + 1);
+    lua_pushvalue(L, tp_idx);
+    aio_call_reporting(L, lp, top + 2, "Server._detach", "transport", tp_idx);
+  }
+  lua_settop(L, top);
+}
+
+static void set_protocol(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int idx) {
+  aio_transport_set_protocol(L, tp_idx, idx, ops, &tp->ops, &tp->proto_ud);
 }
 
 const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx) {

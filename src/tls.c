@@ -376,12 +376,15 @@ static void tls_send(lua_State *L, tls *t, int idx, int s_idx, const char *p, si
   maybe_pause_app(L, t, idx);
 }
 
-void aio_tls_write(lua_State *L, int idx, int s_idx) {
-  tls *t = check_tls(L, idx);
+static void tls_write(lua_State *L, tls *t, int idx, int s_idx) {
   size_t n;
   const char *p = lua_tolstring(L, s_idx, &n);
   if (t->eof) aio_raise(L, "RuntimeError", "Cannot call write() after write_eof()");
   if (n) tls_send(L, t, lua_absindex(L, idx), lua_absindex(L, s_idx), p, n);
+}
+
+void aio_tls_write(lua_State *L, int idx, int s_idx) {
+  tls_write(L, check_tls(L, idx), idx, s_idx);
 }
 
 int aio_tls_is_closing(lua_State *L, int idx) {
@@ -732,12 +735,7 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
     t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
     lua_pop(L, 1);
   }
-  if (lua_getiuservalue(L, idx, UV_SERVER) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
-    int base = lua_gettop(L);
-    lua_pushvalue(L, base - 1);
-    lua_pushvalue(L, idx);
-    aio_call_reporting(L, t->head.lp, base, "Server._detach", "transport", idx);
-  }
+  aio_transport_detach(L, t->head.lp, idx, UV_SERVER);
   lua_settop(L, top);
   for (i = UV_LOWER; i <= UV_N; i++) {
     if (i == UV_CTX) continue;
@@ -792,16 +790,16 @@ static void tls_set_paused(lua_State *L, tls *t, int idx, int paused) {
 }
 
 static int l_write(lua_State *L) {
-  check_tls(L, 1);
+  tls *t = check_tls(L, 1);
   luaL_checktype(L, 2, LUA_TSTRING);
-  aio_tls_write(L, 1, 2);
+  tls_write(L, t, 1, 2);
   return 0;
 }
 
 static int l_writelines(lua_State *L) {
-  check_tls(L, 1);
+  tls *t = check_tls(L, 1);
   aio_push_joined(L, 2);
-  aio_tls_write(L, 1, lua_gettop(L));
+  tls_write(L, t, 1, lua_gettop(L));
   return 0;
 }
 
@@ -859,23 +857,19 @@ static int l_is_reading(lua_State *L) {
   return 1;
 }
 
+static void lower_limit(size_t *high, size_t *low, const tls *t) {
+  if (*high > t->high) *high = t->high;
+  if (*low > t->low) *low = t->low;
+}
+
+/* The layers below pause no later than this one, so its low-water mark is
+ * seen when they resume. */
 static int l_set_write_buffer_limits(lua_State *L) {
-  tls *t = check_tls(L, 1);
+  tls *t = check_tls(L, 1), *l;
   aio_check_write_limits(L, &t->high, &t->low);
-  /* the layers below pause no later than this one, so its low-water mark
-   * is seen when they resume */
-  {
-    tls *l;
-    for (l = t; l; l = l->ltls) {
-      if (l != t) {
-        if (l->high > t->high) l->high = t->high;
-        if (l->low > t->low) l->low = t->low;
-      }
-      if (l->ltp) {
-        if (l->ltp->high > t->high) l->ltp->high = t->high;
-        if (l->ltp->low > t->low) l->ltp->low = t->low;
-      }
-    }
+  for (l = t; l; l = l->ltls) {
+    lower_limit(&l->high, &l->low, t);
+    if (l->ltp) lower_limit(&l->ltp->high, &l->ltp->low, t);
   }
   maybe_pause_app(L, t, 1);
   return 0;
@@ -938,15 +932,7 @@ static int l_get_extra_info(lua_State *L) {
 }
 
 static void set_protocol(lua_State *L, tls *t, int idx, const aio_proto_ops *ops, int p_idx) {
-  t->ops = ops;
-  t->proto_ud = ops->get_buffer ? lua_touserdata(L, p_idx) : NULL;
-  lua_pushvalue(L, p_idx);
-  lua_setiuservalue(L, idx, UV_PROTO);
-  if (ops == &aio_lua_proto_ops)
-    lua_getfield(L, p_idx, "data_received");
-  else
-    lua_pushnil(L);
-  lua_setiuservalue(L, idx, UV_DATACB);
+  aio_transport_set_protocol(L, idx, p_idx, ops, &t->ops, &t->proto_ud);
 }
 
 static int l_get_protocol(lua_State *L) {
@@ -1145,12 +1131,7 @@ static int l_wrap(lua_State *L) {
   } else {
     t->ltls = lt;
     lt->wrapped = 1;
-    lt->ops = &aio_tls_ops;
-    lt->proto_ud = NULL;
-    lua_pushvalue(L, idx);
-    lua_setiuservalue(L, 1, UV_PROTO);
-    lua_pushnil(L);
-    lua_setiuservalue(L, 1, UV_DATACB);
+    set_protocol(L, lt, 1, &aio_tls_ops, idx);
     tls_set_paused(L, lt, 1, 0);
   }
   aio_loop_add_ctimer(lp, &t->hs_timer, hs);

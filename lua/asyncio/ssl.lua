@@ -87,12 +87,10 @@ function M._wrap(lower, protocol, ctx, o)
     waiter = true, upgrade = o.upgrade,
   })
   local waiter = t:_waiter()
-  if waiter then
-    local done, err = pcall(waiter.await, waiter)
-    if not done then
-      t:abort()
-      error(err, 0)
-    end
+  local done, err = pcall(waiter.await, waiter)
+  if not done then
+    t:abort()
+    error(err, 0)
   end
   return t
 end

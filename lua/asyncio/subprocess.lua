@@ -61,6 +61,13 @@ local function spawn(loop, argv, opts, fname)
   })
 end
 
+-- The pipe ends spawn gave that no transport took (any of them nil); the
+-- child is killed, as its pipes are gone.
+local function abandon(handle, fin, fout, ferr)
+  for _, fd in pairs { fin, fout, ferr } do pcall(core.close_fd, fd) end
+  handle:send_signal(9)
+end
+
 -- A pipe end as a started transport with `protocol`; the fd is closed when
 -- that fails.
 local function open_pipe(loop, fd, mode, protocol)
@@ -170,8 +177,7 @@ local function new_process(loop, opts, handle, pid, fin, fout, ferr)
     end
   end)
   if not ok then
-    for _, fd in ipairs { fin, fout, ferr } do pcall(core.close_fd, fd) end
-    handle:send_signal(9)
+    abandon(handle, fin, fout, ferr)
     error(err, 0)
   end
   return p
@@ -250,8 +256,7 @@ local function subprocess(loop, factory, argv, opts, fname)
   local handle, pid, fin, fout, ferr = spawn(loop, argv, opts, fname)
   local ok, protocol = pcall(factory)
   if not ok then
-    for _, fd in ipairs { fin, fout, ferr } do pcall(core.close_fd, fd) end
-    handle:send_signal(9)
+    abandon(handle, fin, fout, ferr)
     error(protocol, 0)
   end
   local st = setmetatable({ _loop = loop, _handle = handle, _pid = pid, _protocol = protocol,
