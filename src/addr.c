@@ -1,5 +1,6 @@
 /* Socket addresses as Lua sees them ({host, port}, or a path for AF_UNIX),
  * and libuv error codes as OSError objects named by their errno. */
+#define _GNU_SOURCE /* strerrorname_np */
 #include <stdio.h>
 #include <string.h>
 #include <sys/un.h>
@@ -57,17 +58,26 @@ void aio_push_sockaddr(lua_State *L, const struct sockaddr *sa) {
 }
 
 /* An OSError subclass chosen by the errno name (errors.lua's os_error), with
- * the message "<what>: <strerror>". */
+ * the message "<what>: <strerror>". libuv names only the errnos it uses
+ * itself; glibc names the others (ECHILD, ESRCH: the process calls). */
 void aio_push_os_error(lua_State *L, int uverr, const char *what) {
+  /* the _r forms: uv_err_name and uv_strerror leak a string per unknown code */
+  char namebuf[64], textbuf[128];
+  const char *name = uv_err_name_r(uverr, namebuf, sizeof namebuf);
+  const char *text = uv_strerror_r(uverr, textbuf, sizeof textbuf);
+  if (strncmp(name, "Unknown", 7) == 0 && uverr < 0 && strerrorname_np(-uverr)) {
+    name = strerrorname_np(-uverr);
+    text = strerrordesc_np(-uverr);
+  }
   aio_push_hook(L, aio_get_state(L), "os_error");
   if (lua_isfunction(L, -1)) {
-    lua_pushstring(L, uv_err_name(uverr));
-    lua_pushstring(L, uv_strerror(uverr));
+    lua_pushstring(L, name);
+    lua_pushstring(L, text);
     lua_pushstring(L, what);
     lua_call(L, 3, 1);
   } else {
     lua_pop(L, 1);
-    lua_pushfstring(L, "OSError: %s: %s", what, uv_strerror(uverr));
+    lua_pushfstring(L, "OSError: %s: %s", what, text);
   }
 }
 

@@ -76,7 +76,8 @@ void aio_report_callback_error(lua_State *L, aio_loop *lp, int err_idx, const ch
 /* Calls the function at `base` with the values above it under the callback
  * error handler (`what` names it in slow-callback warnings). Returns 0
  * leaving nres results at base, or, when it raised: reports it (see above),
- * leaves the error at base and returns 1. */
+ * leaves the error at base and returns 1. msg NULL: "Exception in <what>",
+ * formatted only then (this runs for every Lua callback). */
 int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const char *what,
                         const char *msg, const char *key, int key_idx) {
   int nargs = lua_gettop(L) - base;
@@ -89,6 +90,7 @@ int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const ch
     return 0;
   }
   lua_remove(L, base);
+  if (!msg) msg = lua_pushfstring(L, "Exception in %s", what);
   aio_report_callback_error(L, lp, base, msg, key, key_idx);
   lua_settop(L, base);
   return 1;
@@ -96,10 +98,7 @@ int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const ch
 
 int aio_call_reporting(lua_State *L, aio_loop *lp, int base, const char *what, const char *key,
                        int key_idx) {
-  char msg[96];
-  int failed;
-  snprintf(msg, sizeof msg, "Exception in %s", what);
-  failed = aio_pcall_reporting(L, lp, base, 0, what, msg, key, key_idx);
+  int failed = aio_pcall_reporting(L, lp, base, 0, what, NULL, key, key_idx);
   lua_settop(L, base - 1);
   return failed;
 }

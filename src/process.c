@@ -10,11 +10,13 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <signal.h>
 #include <spawn.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/pidfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -27,42 +29,42 @@ enum { IO_INHERIT = 0, IO_PIPE = -1, IO_STDOUT = -2, IO_DEVNULL = -3 };
 
 typedef struct proc proc;
 struct proc {
-  uv_poll_t poll; /* on the pidfd */
   aio_closable cl;
   aio_loop *lp;
   proc **box;        /* the Lua object, NULL once collected */
   proc *next, *prev; /* the loop's running children (the SIGCHLD path, loop close) */
   pid_t pid;
-  int pidfd;   /* -1 without one, or once reaped */
-  int fut_ref; /* registry ref of the exit future until the exit */
+  int pidfd;        /* -1 without one, or once reaped */
+  aio_task *waiter; /* the task parked in wait(); more in waiters_ref */
+  int waiters_ref;  /* registry ref of a list of the tasks parked after it */
+  int fut_ref;      /* registry ref of the exit future, once asked for, until the exit */
   int returncode;
+  int reap_err; /* nobody was left to reap: a libuv error code */
   uint8_t exited;
-  uint8_t polling;       /* poll holds an open handle */
-  uint8_t handle_closed; /* its close callback ran, or it never had one */
 };
 
-/* The loop's running children and SIGCHLD watcher hang off lp->procs: a
- * list head allocated on first spawn. */
+/* The loop's running children hang off lp->procs, allocated on the first
+ * spawn, with the two exit watchers. The pidfds go into an epoll set of the
+ * loop's own, which the loop polls as one descriptor: a child then costs one
+ * epoll_ctl, and closing its pidfd takes it out. A uv_poll_t per pidfd costs
+ * five epoll_ctl and an ioctl (libuv probes, stops and restarts each new
+ * fd), a third of the parent's system time per spawn. */
 struct aio_procs {
   proc head;
+  uv_poll_t pidfds; /* on epfd */
   uv_signal_t chld;
-  uint8_t watching;
+  aio_loop *lp;
+  int epfd;         /* -1 until a pidfd needs it */
+  int npidfds;      /* in the set: pidfds keeps the loop alive while > 0 */
+  uint8_t polling;  /* pidfds is an open handle */
+  uint8_t watching; /* chld is an open handle */
 };
 typedef aio_procs procs;
 
 extern char **environ;
 
 static void free_if_done(proc *p) {
-  if (p->box || !p->handle_closed) return;
-  free(p);
-}
-
-static void on_poll_closed(uv_handle_t *h) {
-  proc *p = h->data;
-  aio_loop *lp = p->lp;
-  p->handle_closed = 1;
-  free_if_done(p);
-  aio_loop_handle_closed(lp); /* may free lp: last */
+  if (!p->box && p->exited) free(p);
 }
 
 static void unlink_proc(proc *p) {
@@ -72,12 +74,11 @@ static void unlink_proc(proc *p) {
     p->next = p->prev = NULL;
   }
   aio_closable_unlink(&p->cl);
-  if (p->polling) {
-    p->polling = 0;
-    p->lp->nhandles_open++;
-    uv_close((uv_handle_t *)&p->poll, on_poll_closed);
+  if (p->pidfd >= 0) {
+    procs *ps = p->lp->procs;
+    close(p->pidfd); /* leaves the epoll set with it */
+    if (--ps->npidfds == 0 && ps->polling) uv_unref((uv_handle_t *)&ps->pidfds);
   }
-  if (p->pidfd >= 0) close(p->pidfd);
   p->pidfd = -1;
 }
 
@@ -85,37 +86,53 @@ static int decode(int status) {
   return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
 }
 
-/* The child is gone (status, or err: nobody left to reap); the future
- * hears it. */
+/* Settles the pending future at idx with the exit. */
+static void settle(lua_State *L, proc *p, int idx) {
+  if (p->reap_err) {
+    aio_push_os_error(L, p->reap_err, "the child was reaped by someone else");
+    aio_future_set_exc(L, idx, lua_gettop(L));
+  } else {
+    lua_pushinteger(L, p->returncode);
+    aio_future_set_results(L, idx, lua_gettop(L), 1);
+  }
+}
+
+/* The child is gone (status, or err: nobody left to reap); its waiters and
+ * exit future hear it. A closed loop runs no task or callback any more:
+ * they are only dropped. */
 static void finish(proc *p, int status, int err) {
   aio_loop *lp = p->lp;
-  lua_State *L;
-  int entered, top;
   p->exited = 1;
+  p->reap_err = err;
   p->returncode = err ? 255 : decode(status);
   unlink_proc(p);
-  if (p->fut_ref == LUA_NOREF) {
-    free_if_done(p);
-    return;
-  }
-  entered = aio_loop_enter(lp);
-  L = aio_loop_thread(lp);
-  top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
-  luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
-  p->fut_ref = LUA_NOREF;
-  /* a closed loop runs no callback any more: the future is only dropped */
-  if (!lp->closed && ((aio_future *)lua_touserdata(L, top + 1))->state == AIO_PENDING) {
-    if (err) {
-      aio_push_os_error(L, err, "the child was reaped by someone else");
-      aio_future_set_exc(L, top + 1, top + 2);
-    } else {
-      lua_pushinteger(L, p->returncode);
-      aio_future_set_results(L, top + 1, top + 2, 1);
+  if (p->waiter || p->waiters_ref != LUA_NOREF || p->fut_ref != LUA_NOREF) {
+    int entered = aio_loop_enter(lp);
+    lua_State *L = aio_loop_thread(lp);
+    int top = lua_gettop(L);
+    if (p->waiter && !lp->closed) aio_task_wake(p->waiter, p);
+    p->waiter = NULL;
+    if (p->waiters_ref != LUA_NOREF) {
+      lua_Integer i, n;
+      lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
+      luaL_unref(L, LUA_REGISTRYINDEX, p->waiters_ref);
+      p->waiters_ref = LUA_NOREF;
+      for (i = 1, n = lp->closed ? 0 : (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
+        lua_rawgeti(L, -1, i);
+        aio_task_wake(lua_touserdata(L, -1), p);
+        lua_pop(L, 1);
+      }
     }
+    if (p->fut_ref != LUA_NOREF) {
+      lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
+      luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
+      p->fut_ref = LUA_NOREF;
+      if (!lp->closed && ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
+        settle(L, p, lua_gettop(L));
+    }
+    lua_settop(L, top);
+    aio_loop_leave(lp, entered);
   }
-  lua_settop(L, top);
-  aio_loop_leave(lp, entered);
   free_if_done(p);
 }
 
@@ -136,10 +153,19 @@ static int signal_child(proc *p, int sig) {
   return p->pidfd >= 0 ? (int)pidfd_send_signal(p->pidfd, sig, NULL, 0) : kill(p->pid, sig);
 }
 
-static void on_pidfd(uv_poll_t *h, int status, int events) {
+/* Every ready pidfd of the set. Reaping runs no Lua code (waiters and
+ * futures are only scheduled), so no proc of a batch goes away under it. */
+static void on_pidfds(uv_poll_t *h, int status, int events) {
+  procs *ps = h->data;
+  struct epoll_event ev[64];
+  int i, n;
   (void)status;
   (void)events;
-  try_reap(h->data);
+  do {
+    do n = epoll_wait(ps->epfd, ev, 64, 0);
+    while (n < 0 && errno == EINTR);
+    for (i = 0; i < n; i++) try_reap(ev[i].data.ptr);
+  } while (n == 64);
 }
 
 static void on_sigchld(uv_signal_t *h, int signum) {
@@ -168,6 +194,8 @@ static procs *loop_procs(aio_loop *lp) {
   if (ps) return ps;
   if ((ps = calloc(1, sizeof *ps)) == NULL) return NULL;
   ps->head.next = ps->head.prev = &ps->head;
+  ps->lp = lp;
+  ps->epfd = -1;
   lp->procs = ps;
   return ps;
 }
@@ -178,40 +206,73 @@ void aio_process_loop_free(aio_loop *lp) {
 }
 
 static void on_chld_closed(uv_handle_t *h) {
-  aio_loop_handle_closed(((procs *)h->data)->head.lp);
+  aio_loop_handle_closed(((procs *)h->data)->lp);
+}
+
+static void on_pidfds_closed(uv_handle_t *h) {
+  procs *ps = h->data;
+  close(ps->epfd);
+  ps->epfd = -1;
+  aio_loop_handle_closed(ps->lp);
 }
 
 void aio_process_close_all(aio_loop *lp) {
   procs *ps = lp->procs;
-  if (!ps || !ps->watching) return;
-  ps->watching = 0;
-  lp->nhandles_open++;
-  uv_close((uv_handle_t *)&ps->chld, on_chld_closed);
+  if (!ps) return;
+  if (ps->watching) {
+    ps->watching = 0;
+    lp->nhandles_open++;
+    uv_close((uv_handle_t *)&ps->chld, on_chld_closed);
+  }
+  if (ps->polling) {
+    ps->polling = 0;
+    lp->nhandles_open++;
+    uv_close((uv_handle_t *)&ps->pidfds, on_pidfds_closed);
+  } else if (ps->epfd >= 0) {
+    close(ps->epfd);
+    ps->epfd = -1;
+  }
+}
+
+/* Adds p's pidfd to the loop's set, made on first use; 0 or -1. */
+static int watch_pidfd(procs *ps, proc *p) {
+  struct epoll_event ev;
+  if (ps->epfd < 0 && (ps->epfd = epoll_create1(EPOLL_CLOEXEC)) < 0) return -1;
+  if (!ps->polling) {
+    if (uv_poll_init(ps->lp->uv, &ps->pidfds, ps->epfd) != 0) return -1;
+    ps->pidfds.data = ps;
+    ps->polling = 1;
+    uv_poll_start(&ps->pidfds, UV_READABLE, on_pidfds);
+  }
+  memset(&ev, 0, sizeof ev);
+  ev.events = EPOLLIN;
+  ev.data.ptr = p;
+  if (epoll_ctl(ps->epfd, EPOLL_CTL_ADD, p->pidfd, &ev) != 0) return -1;
+  if (ps->npidfds++ == 0) uv_ref((uv_handle_t *)&ps->pidfds);
+  return 0;
 }
 
 /* Exit watching: the pidfd, or (no pidfd: Linux < 5.3, or forced for tests
  * by LUA_ASYNCIO_NO_PIDFD=1) the loop's SIGCHLD watcher. */
 static int watch(proc *p) {
+  static int no_pidfd = -1; /* read once: the environment is the process's */
   procs *ps = loop_procs(p->lp);
-  const char *no = getenv("LUA_ASYNCIO_NO_PIDFD");
   if (!ps) return UV_ENOMEM;
+  if (no_pidfd < 0) {
+    const char *no = getenv("LUA_ASYNCIO_NO_PIDFD");
+    no_pidfd = no && *no == '1';
+  }
   p->next = ps->head.next;
   p->prev = &ps->head;
   p->next->prev = p;
   ps->head.next = p;
-  p->pidfd = no && *no == '1' ? -1 : pidfd_open(p->pid, 0);
-  if (p->pidfd >= 0) { /* close-on-exec already, as every pidfd */
-    if (uv_poll_init(p->lp->uv, &p->poll, p->pidfd) == 0) {
-      p->poll.data = p;
-      p->polling = 1;
-      uv_poll_start(&p->poll, UV_READABLE, on_pidfd);
-      return 0;
-    }
+  p->pidfd = no_pidfd ? -1 : pidfd_open(p->pid, 0); /* close-on-exec, as every pidfd */
+  if (p->pidfd >= 0) {
+    if (watch_pidfd(ps, p) == 0) return 0;
     close(p->pidfd);
     p->pidfd = -1;
   }
   if (!ps->watching) {
-    ps->head.lp = p->lp;
     uv_signal_init(p->lp->uv, &ps->chld);
     ps->chld.data = ps;
     if (uv_signal_start(&ps->chld, on_sigchld, SIGCHLD) != 0) return UV_EINVAL;
@@ -223,11 +284,17 @@ static int watch(proc *p) {
 
 /* ---- spawning --------------------------------------------------------------- */
 
+/* spawn's options table: a Lua program's own opts, read as they are */
+#define OPTS 3
+/* argv and env of at most this many entries need no allocation */
+#define STRINGS_SMALL 64
+
 typedef struct spawn_spec {
   posix_spawn_file_actions_t fa;
   posix_spawnattr_t attr;
   int parent[3]; /* our ends of the pipes, -1 */
   int child[3];  /* their ends, closed after the spawn */
+  char *argv_small[STRINGS_SMALL], *env_small[STRINGS_SMALL];
 } spawn_spec;
 
 /* A pipe end of ours at a number >= 3, so a child's dup2 onto 0-2 never
@@ -252,10 +319,10 @@ static int make_pipe(spawn_spec *s, int i) {
   return posix_spawn_file_actions_adddup2(&s->fa, s->child[i], i);
 }
 
-/* stdio spec at table index `key` of the spec at 2 */
+/* the stdio option `key` */
 static int add_stdio(lua_State *L, spawn_spec *s, int i, const char *key) {
   lua_Integer v;
-  int t = lua_getfield(L, 2, key);
+  int t = lua_getfield(L, OPTS, key);
   v = t == LUA_TNIL ? IO_INHERIT : luaL_checkinteger(L, -1);
   lua_pop(L, 1);
   if (t == LUA_TNIL) return 0;
@@ -272,16 +339,24 @@ static int add_stdio(lua_State *L, spawn_spec *s, int i, const char *key) {
   return v == i ? 0 : posix_spawn_file_actions_adddup2(&s->fa, (int)v, i);
 }
 
-/* Pushes the strings of the list at idx as a NULL-terminated array in a
- * new userdata. */
-static char **string_list(lua_State *L, int idx, const char *what) {
+/* The strings of the list at idx as a NULL-terminated array: in `small`
+ * (STRINGS_SMALL entries) with the strings left on the stack, or, for a
+ * longer list, in a userdata pushed with a table that keeps them. A spawn
+ * then allocates nothing for a usual argv. */
+static char **string_list(lua_State *L, int idx, const char *what, char **small) {
   lua_Integer n, i;
-  char **v;
+  char **v = small;
+  int keep;
   luaL_checktype(L, idx, LUA_TTABLE);
   n = luaL_len(L, idx);
   if (n < 0 || n > 1 << 20) luaL_error(L, "%s: too many entries", what);
-  v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *v, 1);
-  lua_createtable(L, (int)n, 0); /* keeps the strings */
+  if (n < STRINGS_SMALL) {
+    luaL_checkstack(L, (int)n + 1, what);
+  } else {
+    v = lua_newuserdatauv(L, (size_t)(n + 1) * sizeof *v, 1);
+    lua_createtable(L, (int)n, 0);
+  }
+  keep = lua_gettop(L);
   for (i = 1; i <= n; i++) {
     size_t len;
     const char *p;
@@ -291,10 +366,10 @@ static char **string_list(lua_State *L, int idx, const char *what) {
     p = lua_tolstring(L, -1, &len);
     if (strlen(p) != len) luaL_error(L, "%s: entry %d contains a NUL byte", what, (int)i);
     v[i - 1] = (char *)p;
-    lua_rawseti(L, -2, i);
+    if (v != small) lua_rawseti(L, keep, i);
   }
   v[n] = NULL;
-  lua_setiuservalue(L, -2, 1);
+  if (v != small) lua_setiuservalue(L, -2, 1);
   return v;
 }
 
@@ -328,21 +403,27 @@ static void spec_free(spawn_spec *s, int failed) {
 }
 
 static int opt_int(lua_State *L, const char *key, int *out) {
-  int present = lua_getfield(L, 2, key) != LUA_TNIL;
+  int present = lua_getfield(L, OPTS, key) != LUA_TNIL;
   if (present) *out = (int)luaL_checkinteger(L, -1);
   lua_pop(L, 1);
   return present;
 }
 
 static int opt_bool(lua_State *L, const char *key, int def) {
-  int v = lua_getfield(L, 2, key) == LUA_TNIL ? def : lua_toboolean(L, -1);
+  int v = lua_getfield(L, OPTS, key) == LUA_TNIL ? def : lua_toboolean(L, -1);
   lua_pop(L, 1);
   return v;
 }
 
-/* spawn(loop, {argv =, env =, cwd =, stdin =, stdout =, stderr =,
- * close_fds =, pass_fds =, start_new_session =, process_group =, umask =})
- * -> Process, pid, stdin fd, stdout fd, stderr fd (our pipe ends, or nil) */
+/* posix_spawn has no umask action: the child inherits the parent's, set for
+ * the moment of the spawn. Loops in other threads spawn too: one at a time,
+ * or one would restore the mask another had set. */
+static pthread_mutex_t umask_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* spawn(loop, argv, opts [, env]) -> Process, pid, stdin fd, stdout fd,
+ * stderr fd (our pipe ends, or nil). opts: stdin, stdout, stderr, cwd,
+ * close_fds, pass_fds, start_new_session, process_group, umask; env: a list
+ * of "NAME=value" (nil: the parent's). */
 static int l_spawn(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   spawn_spec s;
@@ -352,14 +433,14 @@ static int l_spawn(lua_State *L) {
   sigset_t dfl, none;
   proc **box, *p;
   pid_t pid;
-  luaL_checktype(L, 2, LUA_TTABLE);
+  luaL_checktype(L, OPTS, LUA_TTABLE);
   aio_loop_check_open(L, lp);
-  lua_getfield(L, 2, "argv");
-  argv = string_list(L, lua_gettop(L), "argv");
+  lua_settop(L, 4);
+  argv = string_list(L, 2, "argv", s.argv_small);
   if (!argv[0]) return aio_raise(L, "ValueError", "argv must not be empty");
-  if (lua_getfield(L, 2, "env") != LUA_TNIL) envp = string_list(L, lua_gettop(L), "env");
-  if (lua_getfield(L, 2, "cwd") != LUA_TNIL) cwd = (char *)luaL_checkstring(L, -1);
-  if (lua_getfield(L, 2, "pass_fds") != LUA_TNIL) {
+  if (!lua_isnil(L, 4)) envp = string_list(L, 4, "env", s.env_small);
+  if (lua_getfield(L, OPTS, "cwd") != LUA_TNIL) cwd = (char *)luaL_checkstring(L, -1);
+  if (lua_getfield(L, OPTS, "pass_fds") != LUA_TNIL) {
     lua_Integer n = luaL_len(L, -1), k;
     if (n > (lua_Integer)(sizeof pass / sizeof pass[0])) return luaL_error(L, "too many pass_fds");
     for (k = 1; k <= n; k++) {
@@ -401,12 +482,16 @@ static int l_spawn(lua_State *L) {
     return aio_raise_os(L, uv_translate_sys_error(err), "spawn");
   }
   for (i = 0; i < npass; i++) fcntl(pass[i], F_SETFD, 0);
-  /* posix_spawn has no umask action: the child inherits the parent's,
-   * which is set for the moment of the spawn */
-  if (has_mask) old_mask = umask((mode_t)mask);
+  if (has_mask) {
+    pthread_mutex_lock(&umask_lock);
+    old_mask = umask((mode_t)mask);
+  }
   err = strchr(argv[0], '/') ? posix_spawn(&pid, argv[0], &s.fa, &s.attr, argv, envp)
                              : posix_spawnp(&pid, argv[0], &s.fa, &s.attr, argv, envp);
-  if (has_mask) umask(old_mask);
+  if (has_mask) {
+    umask(old_mask);
+    pthread_mutex_unlock(&umask_lock);
+  }
   for (i = 0; i < npass; i++) fcntl(pass[i], F_SETFD, FD_CLOEXEC);
   spec_free(&s, err != 0);
   if (err) {
@@ -423,18 +508,13 @@ static int l_spawn(lua_State *L) {
   p->pid = pid;
   p->pidfd = -1;
   p->box = box;
-  p->handle_closed = 1;
-  p->fut_ref = LUA_NOREF;
+  p->waiters_ref = p->fut_ref = LUA_NOREF;
+  p->waiter = NULL;
   *box = p;
-  aio_future_new(L, lp);
-  lua_pushvalue(L, -1);
-  p->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lua_setiuservalue(L, -2, 1);
   p->cl.close = on_loop_close;
   p->cl.next = p->cl.prev = &p->cl;
   aio_closable_link(lp, &p->cl);
   if ((err = watch(p)) != 0) return aio_raise_os(L, err, "watching the child");
-  p->handle_closed = !p->polling;
   lua_pushinteger(L, pid);
   for (i = 0; i < 3; i++) {
     if (s.parent[i] >= 0)
@@ -453,6 +533,8 @@ static proc *check_proc(lua_State *L) {
   return *b;
 }
 
+/* returncode() -> the returncode, or nothing while the child runs. Asks
+ * the kernel, so a child that has exited shows it before the loop polls. */
 static int l_returncode(lua_State *L) {
   proc *p = check_proc(L);
   if (!p->exited) try_reap(p);
@@ -461,10 +543,83 @@ static int l_returncode(lua_State *L) {
   return 1;
 }
 
-/* exit_future() -> the Future resolved with the returncode */
+static int push_exit(lua_State *L, proc *p) {
+  if (p->reap_err) {
+    aio_push_os_error(L, p->reap_err, "the child was reaped by someone else");
+    return lua_error(L);
+  }
+  lua_pushinteger(L, p->returncode);
+  return 1;
+}
+
+static int parked_on(const aio_task *t, const proc *p) {
+  return t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == p;
+}
+
+static int wait_k(lua_State *L, int status, lua_KContext ctx) {
+  proc *p = check_proc(L);
+  (void)status;
+  if (p->waiter == (aio_task *)ctx) p->waiter = NULL; /* woken by a cancel */
+  aio_task_unparked(L, (aio_task *)ctx);
+  return push_exit(L, p);
+}
+
+/* wait() -> returncode. The task is parked on the child, with no Future:
+ * a cancelled wait() leaves the child watched and the next wait() works. */
+static int l_wait(lua_State *L) {
+  proc *p = check_proc(L);
+  aio_task *t;
+  if (p->exited) return push_exit(L, p);
+  if ((t = aio_current_task(L, p->lp->S, "wait")) == NULL) return aio_nested_yield(L);
+  if (t->f.loop != p->lp) return aio_raise(L, "RuntimeError", "process belongs to another loop");
+  lua_settop(L, 1);
+  if (!p->waiter) {
+    p->waiter = t; /* the usual case: one waiter, kept with no Lua object */
+    return aio_task_park(L, t, p, (lua_KContext)t, wait_k);
+  }
+  if (p->waiters_ref == LUA_NOREF) {
+    lua_createtable(L, 1, 0);
+    lua_pushvalue(L, -1);
+    p->waiters_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  } else {
+    lua_Integer i, j, n;
+    /* drop the tasks whose wait was cancelled, so the list stays short */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
+    for (i = j = 1, n = (lua_Integer)lua_rawlen(L, 2); i <= n; i++) {
+      aio_task *w;
+      lua_rawgeti(L, 2, i);
+      w = lua_touserdata(L, -1);
+      if (parked_on(w, p))
+        lua_rawseti(L, 2, j++);
+      else
+        lua_pop(L, 1);
+    }
+    for (; j <= n; j++) {
+      lua_pushnil(L);
+      lua_rawseti(L, 2, j);
+    }
+  }
+  aio_task_push(L, p->lp, t);
+  lua_rawseti(L, 2, (lua_Integer)lua_rawlen(L, 2) + 1);
+  lua_settop(L, 1);
+  return aio_task_park(L, t, p, (lua_KContext)t, wait_k);
+}
+
+/* exit_future() -> a Future resolved with the returncode, made on the
+ * first call (Process.wait needs none) */
 static int l_exit_future(lua_State *L) {
-  check_proc(L);
-  lua_getiuservalue(L, 1, 1);
+  proc *p = check_proc(L);
+  if (lua_getiuservalue(L, 1, 1) != LUA_TNIL) return 1;
+  aio_future_new(L, p->lp);
+  if (p->exited) {
+    settle(L, p, 3);
+    lua_settop(L, 3);
+  } else {
+    lua_pushvalue(L, 3);
+    p->fut_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  }
+  lua_pushvalue(L, 3);
+  lua_setiuservalue(L, 1, 1);
   return 1;
 }
 
@@ -507,6 +662,7 @@ static int l_proc_tostring(lua_State *L) {
 
 void aio_process_open(lua_State *L, aio_state *S) {
   static const luaL_Reg methods[] = {{"returncode", l_returncode},
+                                     {"wait", l_wait},
                                      {"exit_future", l_exit_future},
                                      {"send_signal", l_send_signal},
                                      {NULL, NULL}};

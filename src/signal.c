@@ -17,11 +17,23 @@ struct aio_sigwatch {
 static const struct {
   const char *name;
   int num;
-} signames[] = {{"SIGHUP", SIGHUP},   {"SIGINT", SIGINT},     {"SIGQUIT", SIGQUIT},
-                {"SIGUSR1", SIGUSR1}, {"SIGUSR2", SIGUSR2},   {"SIGPIPE", SIGPIPE},
-                {"SIGALRM", SIGALRM}, {"SIGTERM", SIGTERM},   {"SIGCHLD", SIGCHLD},
-                {"SIGCONT", SIGCONT}, {"SIGTSTP", SIGTSTP},   {"SIGTTIN", SIGTTIN},
-                {"SIGTTOU", SIGTTOU}, {"SIGWINCH", SIGWINCH}, {NULL, 0}};
+} signames[] = {{"SIGHUP", SIGHUP},
+                {"SIGINT", SIGINT},
+                {"SIGQUIT", SIGQUIT},
+                {"SIGUSR1", SIGUSR1},
+                {"SIGUSR2", SIGUSR2},
+                {"SIGPIPE", SIGPIPE},
+                {"SIGALRM", SIGALRM},
+                {"SIGTERM", SIGTERM},
+                {"SIGCHLD", SIGCHLD},
+                {"SIGCONT", SIGCONT},
+                {"SIGTSTP", SIGTSTP},
+                {"SIGTTIN", SIGTTIN},
+                {"SIGTTOU", SIGTTOU},
+                {"SIGWINCH", SIGWINCH},
+                {"SIGKILL", SIGKILL},
+                {"SIGSTOP", SIGSTOP},
+                {NULL, 0}};
 
 /* A write to a socket or pipe whose reader is gone raises SIGPIPE, and its
  * default action kills the process before the write can return EPIPE.
@@ -47,8 +59,7 @@ static int check_signal(lua_State *L, int idx) {
     return luaL_argerror(L, idx, lua_pushfstring(L, "unknown signal '%s'", name));
   }
   num = (int)luaL_checkinteger(L, idx);
-  if (num <= 0 || num >= 65 || num == SIGKILL || num == SIGSTOP)
-    aio_raise(L, "ValueError", "invalid signal number %d", num);
+  if (num <= 0 || num >= 65) aio_raise(L, "ValueError", "invalid signal number %d", num);
   return num;
 }
 
@@ -107,6 +118,8 @@ static int l_add_signal_handler(lua_State *L) {
   aio_handle *h;
   if (num == SIGCHLD)
     return aio_raise(L, "RuntimeError", "SIGCHLD is the runtime's: it watches child processes");
+  if (num == SIGKILL || num == SIGSTOP) /* Python's words */
+    return aio_raise(L, "RuntimeError", "sig %d cannot be caught", num);
   if (!lua_isfunction(L, 3) && luaL_getmetafield(L, 3, "__call") == LUA_TNIL)
     luaL_typeerror(L, 3, "callable");
   aio_loop_check_open(L, lp);

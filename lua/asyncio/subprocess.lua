@@ -52,13 +52,7 @@ end
 
 local function spawn(loop, argv, opts, fname)
   argcheck(type(argv) == "table" and #argv > 0, 1, fname, "non-empty argv list expected")
-  return core.spawn(loop, {
-    argv = argv, env = env_list(opts.env, fname), cwd = opts.cwd,
-    stdin = opts.stdin, stdout = opts.stdout, stderr = opts.stderr,
-    close_fds = opts.close_fds, pass_fds = opts.pass_fds,
-    start_new_session = opts.start_new_session, process_group = opts.process_group,
-    umask = opts.umask,
-  })
+  return core.spawn(loop, argv, opts, env_list(opts.env, fname))
 end
 
 -- The pipe ends spawn gave that no transport took (any of them nil); the
@@ -83,9 +77,15 @@ end
 -- ---- Process ------------------------------------------------------------------------
 
 local Process = {}
-Process.__index = Process
 Process.__name = "asyncio.Process"
 M.Process = Process
+
+-- returncode is the C handle's, so it is set the moment the exit is known,
+-- with no callback per process
+function Process.__index(self, k)
+  if k == "returncode" then return self._handle:returncode() end
+  return Process[k]
+end
 
 function Process:__tostring()
   return ("<Process %d%s>"):format(self.pid,
@@ -95,8 +95,7 @@ end
 --- Waits for the exit; returns the returncode (-signum when killed by a
 --- signal). Returns at the exit even while a grandchild holds the pipes.
 function Process:wait()
-  if self.returncode ~= nil then return self.returncode end
-  return tasks.shield(self._handle:exit_future()):await()
+  return self._handle:wait()
 end
 
 function Process:send_signal(sig)
@@ -156,9 +155,7 @@ end
 local function new_process(loop, opts, handle, pid, fin, fout, ferr)
   local limit = opts.limit or DEFAULT_LIMIT
   local p = setmetatable({ pid = pid, _handle = handle, _loop = loop }, Process)
-  handle:exit_future():add_done_callback(function(f)
-    if not f:cancelled() and f:exception() == nil then p.returncode = f:result() end
-  end)
+  if not (fin or fout or ferr) then return p end
   local ok, err = pcall(function()
     if fin then
       local r = streams.StreamReader(limit, loop) -- drain's flow control and loss
