@@ -1,7 +1,7 @@
 -- Micro benchmarks of the runtime, in the shape of ../shared/bench/run_micro.sh
 -- peers: prints one "RESULT bench=... peer=... ..." line.
 -- usage: lua5.4 bench/micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue|
---   proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read
+--   proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read|thread_roundtrip|thread_parallel
 -- Throughput benches run a warm-up round of n/10, then 3 rounds of n, and
 -- report the median round.
 local asyncio = require "asyncio"
@@ -221,10 +221,64 @@ function B.pipe_read()
            chan = "pipe", self_cpu_s = ("%.3f"):format(cpu) }
 end
 
+-- ---- threads (../shared/bench/README.md: thread_roundtrip, thread_parallel) --------
+local N_RT, PAR_JOBS, PAR_ITERS = 20000, 8, 30000000 -- ~0.25 s per job in Lua 5.4 here
+-- the default executor's width, min(32, ncpu + 4), ncpu ignoring affinity
+local function default_workers()
+  local p = io.popen("nproc --all")
+  local n = tonumber(p:read("a")) or 1
+  p:close()
+  return math.min(32, n + 4)
+end
+
+-- x -> x + 1 in the default executor, one at a time
+local function rt_round(n)
+  local to_thread = asyncio.to_thread
+  local t0 = now()
+  for i = 1, n do
+    if to_thread(function(x) return x + 1 end, i) ~= i + 1 then error("bad result") end
+  end
+  return now() - t0
+end
+
+function B.thread_roundtrip()
+  local dt = measure(rt_round, N_RT)
+  common.rate_result("thread_roundtrip", N_RT, dt, "roundtrips/s",
+    { us_per_op = ("%.2f"):format(dt / N_RT * 1e6), workers = default_workers(), note = "to_thread" })
+end
+
+-- the CPU-bound job (same recurrence in every peer)
+local function cpu_job(n)
+  local s = 0
+  for i = 0, n - 1 do s = (s * 31 + i) & 0xFFFFFFF end
+  return s
+end
+
+-- k jobs at once in the default executor (as to_thread uses): wall secs and one result
+local function par_round(k, n)
+  local loop = asyncio.get_running_loop()
+  local t0 = now()
+  local futs = {}
+  for i = 1, k do futs[i] = loop:run_in_executor(nil, cpu_job, n) end
+  local r
+  for i = 1, k do r = futs[i]:await() end
+  return now() - t0, r
+end
+
+function B.thread_parallel()
+  local n = PAR_ITERS
+  par_round(PAR_JOBS, n // 20)
+  local single = math.min((par_round(1, n)), (par_round(1, n)), (par_round(1, n)))
+  local wall, check = par_round(PAR_JOBS, n)
+  result { bench = "thread_parallel", peer = PEER, n = n, jobs = PAR_JOBS, secs = ("%.4f"):format(wall),
+           job_s = ("%.4f"):format(single), speedup = ("%.2f"):format(PAR_JOBS * single / wall),
+           unit = "x", workers = default_workers(), check = check, note = "default-executor" }
+end
+
 local bench = B[arg[1] or ""]
 if not bench then
   io.stderr:write("usage: micro.lua spawn|yield|pingpong|timers|mem_sleep|mem_wait|queue|"
-    .. "proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read\n")
+    .. "proc_spawn|proc_spawn_heap|proc_concurrent|pipe_read|thread_roundtrip|thread_parallel\n")
   os.exit(2)
 end
 asyncio.run(bench)

@@ -73,6 +73,7 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
 void aio_future_finish(lua_State *L, int idx, uint8_t state) {
   aio_future *f = lua_touserdata(L, idx);
   f->state = state;
+  f->flags &= (uint8_t)~AIO_F_JOB; /* a job that completes later finds it done */
   schedule_callbacks(L, lua_absindex(L, idx), f);
 }
 
@@ -225,6 +226,8 @@ int aio_future_cancel(lua_State *L, int idx, int msg_idx) {
   if (f->flags & AIO_F_TASK) return aio_task_cancel(L, idx, msg_idx);
   if (f->state != AIO_PENDING) return 0;
   idx = lua_absindex(L, idx);
+  msg_idx = lua_absindex(L, msg_idx);
+  if (f->flags & AIO_F_JOB) aio_executor_cancel(L, idx); /* a job not started never runs */
   lua_pushvalue(L, msg_idx);
   lua_setiuservalue(L, idx, 1);
   aio_future_finish(L, idx, AIO_CANCELLED);

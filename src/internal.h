@@ -37,6 +37,7 @@ enum {
   AIO_T_SSLCTX,    /* sslcontext.c: SSLContext */
   AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
   AIO_T_PROCESS,   /* process.c: a child process */
+  AIO_T_EXECUTOR,  /* executor.c: ThreadPoolExecutor */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -59,6 +60,7 @@ typedef struct aio_handle aio_handle;
 typedef struct aio_sigwatch aio_sigwatch;
 typedef struct aio_blockcache aio_blockcache;
 typedef struct aio_procs aio_procs;
+typedef struct aio_job aio_job;
 
 /* Per-lua_State data, one userdata in the registry. Every C function of the
  * module gets it as upvalue 1, so no lookup is needed on hot paths. */
@@ -104,6 +106,7 @@ struct aio_ctimer {
 #define AIO_F_SENTINEL 0x08 /* uv1 holds an unretrieved-exception sentinel */
 #define AIO_F_TASK 0x10
 #define AIO_F_HASCB 0x20 /* uv2 may hold callbacks */
+#define AIO_F_JOB 0x40   /* pending: an executor job's, uv1 holds the job (light userdata) */
 
 /* Uservalues of a Future: 1 = result, exception or cancel message (a Task
  * keeps its coroutine there while pending); 2 = done callbacks: nil, one
@@ -143,7 +146,17 @@ struct aio_handle {
   uint8_t nargs;
 };
 
+/* A callback posted to the loop from another thread (aio_loop_post). The
+ * loop frees the node after running it, unless it is embedded in the
+ * poster's own record (an executor job's completion: no malloc per job). */
 typedef struct aio_post aio_post;
+struct aio_post {
+  aio_post *next;
+  asyncio_callback fn;
+  void *data;
+  int slot; /* Lua-side call_soon_threadsafe: the Handle's anchor in loop->handles */
+  uint8_t embedded;
+};
 
 #define AIO_RBUF_SLOTS 4
 
@@ -178,6 +191,8 @@ struct asyncio_loop {
   aio_sigwatch *signals;
   aio_closable closables;     /* list head of open I/O objects */
   aio_procs *procs;           /* process.c: running children, the SIGCHLD watcher */
+  aio_job *jobs;              /* executor.c: this loop's jobs not completed yet */
+  int job_waiters;            /* executor.c: registry ref of {[future] = pool}, or LUA_NOREF */
   char *rbuf[AIO_RBUF_SLOTS]; /* receive buffers kept for reuse (aio_loop_rbuf_take) */
   uint8_t rbuf_busy;          /* bit i: rbuf[i] is taken */
   aio_state *S;
@@ -331,6 +346,9 @@ int aio_loop_enter(aio_loop *lp);
 void aio_loop_leave(aio_loop *lp, int entered);
 void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf);
 void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf);
+/* Links p (fn, data set) into the loop's posted list and wakes the loop;
+ * UV_ECANCELED, p not linked, once the loop is closed. Any thread. */
+int aio_loop_post(aio_loop *lp, aio_post *p);
 void aio_closable_link(aio_loop *lp, aio_closable *c);
 void aio_closable_unlink(aio_closable *c);
 
@@ -395,6 +413,11 @@ void aio_poll_open(lua_State *L, aio_state *S);
 void aio_process_open(lua_State *L, aio_state *S);
 void aio_process_close_all(aio_loop *lp);
 void aio_process_loop_free(aio_loop *lp);
+
+/* executor.c */
+void aio_executor_open(lua_State *L, aio_state *S);
+void aio_executor_cancel(lua_State *L, int fut_idx);
+void aio_executor_loop_close(lua_State *L, aio_loop *lp);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

@@ -13,13 +13,6 @@
  * keeps the order of callbacks but saves an epoll_wait per task switch. */
 #define AIO_TURN_BUDGET 64
 
-struct aio_post {
-  aio_post *next;
-  asyncio_callback fn;
-  void *data;
-  int slot; /* Lua-side call_soon_threadsafe: the Handle's anchor in loop->handles */
-};
-
 typedef struct {
   aio_loop *lp;
 } loop_box;
@@ -242,7 +235,7 @@ static void on_async(uv_async_t *h) {
     } else {
       aio_loop_push(lp, AIO_RUN_HANDLE, p->data, p->slot, LUA_NOREF);
     }
-    free(p);
+    if (!p->embedded) free(p);
   }
   loop_arm(lp);
 }
@@ -369,8 +362,9 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   uv_mutex_unlock(&lp->post_mutex);
   for (; p; p = next) { /* a Lua Handle's anchor goes with lp->handles */
     next = p->next;
-    free(p);
+    if (!p->embedded) free(p);
   }
+  aio_executor_loop_close(L, lp); /* after the posts: embedded ones are jobs */
   aio_anchors_free(L, &lp->tasks);
   aio_anchors_free(L, &lp->handles);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
@@ -462,7 +456,7 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lp->armed_when = -1;
   lp->slow_callback_duration = 0.1;
   lp->turn_budget = AIO_TURN_BUDGET;
-  lp->exc_handler = lp->task_factory = LUA_NOREF;
+  lp->exc_handler = lp->task_factory = lp->job_waiters = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   lp->mainL = lua_tothread(L, -1);
   lua_pop(L, 1);
@@ -715,27 +709,30 @@ static int l_call_at(lua_State *L) {
   return call_at(L, lp, when);
 }
 
-static int post(aio_loop *lp, asyncio_callback fn, void *data, int slot) {
-  aio_post *p = malloc(sizeof *p);
-  int closed, rc = 0;
-  if (!p) return UV_ENOMEM;
-  p->fn = fn;
-  p->data = data;
-  p->slot = slot;
+int aio_loop_post(aio_loop *lp, aio_post *p) {
+  int rc = UV_ECANCELED;
   uv_mutex_lock(&lp->post_mutex);
-  closed = lp->closed;
-  if (!closed) {
+  if (!lp->closed) {
     p->next = lp->posted;
     lp->posted = p;
     /* under the mutex: loop_close cannot close the handle in between */
     rc = uv_async_send(&lp->async);
   }
   uv_mutex_unlock(&lp->post_mutex);
-  if (closed) {
-    free(p);
-    return UV_ECANCELED;
-  }
-  /* cppcheck-suppress memleak ; p now belongs to lp->posted */
+  return rc;
+}
+
+static int post(aio_loop *lp, asyncio_callback fn, void *data, int slot) {
+  aio_post *p = malloc(sizeof *p);
+  int rc;
+  if (!p) return UV_ENOMEM;
+  p->fn = fn;
+  p->data = data;
+  p->slot = slot;
+  p->embedded = 0;
+  rc = aio_loop_post(lp, p);
+  if (rc == UV_ECANCELED) free(p);
+  /* cppcheck-suppress memleak ; otherwise p belongs to lp->posted */
   return rc;
 }
 

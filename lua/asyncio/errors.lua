@@ -70,6 +70,7 @@ class("ValueError", Exception)
 local RuntimeError = class("RuntimeError", Exception)
 class("SendfileNotAvailableError", RuntimeError)
 class("BrokenBarrierError", RuntimeError)
+class("BrokenThreadPool", RuntimeError) -- Python's BrokenExecutor subclass: an initializer failed
 class("IncompleteReadError", class("EOFError", Exception))
 class("LimitOverrunError", Exception)
 class("QueueEmpty", Exception)

@@ -60,6 +60,9 @@ M.ssl = require "asyncio.ssl"
 M.subprocess = require "asyncio.subprocess"
 M.create_subprocess_exec = M.subprocess.create_subprocess_exec
 M.create_subprocess_shell = M.subprocess.create_subprocess_shell
+local executor = require "asyncio.executor"
+M.ThreadPoolExecutor = executor.ThreadPoolExecutor
+M.to_thread = executor.to_thread
 
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do

@@ -2,6 +2,12 @@
 -- behaviour (SIGINT cancels main, leftover tasks are cancelled at the end).
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
+local executor = require "asyncio.executor"
+
+-- How long asyncio.run waits for the default executor's jobs at the end
+-- (Python waits 300 s, silently): past it, a warning names each job still
+-- running and the loop closes; those threads end with their jobs.
+local EXECUTOR_TIMEOUT = 5
 
 local M = {}
 
@@ -64,6 +70,12 @@ function M.run(main, opts)
   local res = table.pack(pcall(loop.run_until_complete, loop, task))
   if sigint then loop:remove_signal_handler("SIGINT") end
   local ok_cleanup, cleanup_err = pcall(cancel_all_tasks, loop)
+  if executor.has_default_executor(loop) then
+    local ok, err = pcall(loop.run_until_complete, loop, function()
+      loop:shutdown_default_executor(EXECUTOR_TIMEOUT)
+    end)
+    if ok_cleanup and not ok then ok_cleanup, cleanup_err = false, err end
+  end
   core.set_event_loop(nil)
   loop:close()
   if not res[1] then
