@@ -87,14 +87,22 @@ static int decode(int status) {
 }
 
 /* Settles the pending future at idx with the exit. */
-static void settle(lua_State *L, proc *p, int idx) {
-  if (p->reap_err) {
-    aio_push_os_error(L, p->reap_err, "the child was reaped by someone else");
-    aio_future_set_exc(L, idx, lua_gettop(L));
-  } else {
+/* Pushes the exit: the returncode (returns 1), or the OSError of a child
+ * someone else reaped (returns 0). */
+static int push_exit(lua_State *L, const proc *p) {
+  if (!p->reap_err) {
     lua_pushinteger(L, p->returncode);
-    aio_future_set_results(L, idx, lua_gettop(L), 1);
+    return 1;
   }
+  aio_push_os_error(L, p->reap_err, "the child was reaped by someone else");
+  return 0;
+}
+
+static void settle(lua_State *L, const proc *p, int idx) {
+  if (push_exit(L, p))
+    aio_future_set_results(L, idx, lua_gettop(L), 1);
+  else
+    aio_future_set_exc(L, idx, lua_gettop(L));
 }
 
 /* The child is gone (status, or err: nobody left to reap); its waiters and
@@ -543,13 +551,8 @@ static int l_returncode(lua_State *L) {
   return 1;
 }
 
-static int push_exit(lua_State *L, proc *p) {
-  if (p->reap_err) {
-    aio_push_os_error(L, p->reap_err, "the child was reaped by someone else");
-    return lua_error(L);
-  }
-  lua_pushinteger(L, p->returncode);
-  return 1;
+static int return_exit(lua_State *L, const proc *p) {
+  return push_exit(L, p) ? 1 : lua_error(L);
 }
 
 static int parked_on(const aio_task *t, const proc *p) {
@@ -561,7 +564,7 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   if (p->waiter == (aio_task *)ctx) p->waiter = NULL; /* woken by a cancel */
   aio_task_unparked(L, (aio_task *)ctx);
-  return push_exit(L, p);
+  return return_exit(L, p);
 }
 
 /* wait() -> returncode. The task is parked on the child, with no Future:
@@ -569,7 +572,7 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_wait(lua_State *L) {
   proc *p = check_proc(L);
   aio_task *t;
-  if (p->exited) return push_exit(L, p);
+  if (p->exited) return return_exit(L, p);
   if ((t = aio_current_task(L, p->lp->S, "wait")) == NULL) return aio_nested_yield(L);
   if (t->f.loop != p->lp) return aio_raise(L, "RuntimeError", "process belongs to another loop");
   lua_settop(L, 1);
