@@ -307,6 +307,68 @@ describe("ThreadPoolExecutor", function()
   end)
 end)
 
+describe("asyncio.call_soon_threadsafe from a job", function()
+  it("runs on the submitting loop, in order, before the job's result arrives", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      _G.CALLS = {} -- the callbacks' _ENV is the state's globals, not this file's
+      local n = asyncio.to_thread(function(k)
+        local aio = require "asyncio"
+        for i = 1, k do
+          aio.call_soon_threadsafe(function(j, t) CALLS[#CALLS + 1] = j * t.mul end, i, { mul = 10 })
+        end
+        return k
+      end, 200)
+      assert.equal(200, n)
+      assert.equal(200, #_G.CALLS)
+      for i = 1, 200 do assert.equal(i * 10, _G.CALLS[i]) end
+      -- outside a job it is the running loop's
+      local ran = asyncio.Event()
+      asyncio.call_soon_threadsafe(function() ran:set() end)
+      ran:wait()
+      assert.is_true(loop:is_running())
+      _G.CALLS = nil
+    end)
+  end)
+
+  it("refuses what does not copy, in the worker; a callback's error goes to the exception handler", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local ctx
+      loop:set_exception_handler(function(_, c) ctx = c end)
+      local err = helper.err_of(asyncio.to_thread, function()
+        local aio, up = require "asyncio", 1
+        aio.call_soon_threadsafe(function() return up end)
+      end)
+      assert.matches("call_soon_threadsafe: argument 1: function with upvalue 'up'", tostring(err))
+      err = helper.err_of(asyncio.to_thread, function() require("asyncio").call_soon_threadsafe(42) end)
+      assert.matches("function expected", tostring(err))
+      asyncio.to_thread(function() require("asyncio").call_soon_threadsafe(function() error("cb failed") end) end)
+      assert.is_table(ctx)
+      assert.matches("cb failed", tostring(ctx.exception))
+      assert.equal("Exception in callback", ctx.message)
+    end)
+  end)
+
+  it("after its loop closed a job gets RuntimeError; calls never run are freed", function()
+    local ex = TPE { max_workers = 1 }
+    run(function()
+      ex:submit(function()
+        local aio = require "asyncio"
+        aio.call_soon_threadsafe(function() error("must not run") end) -- dropped with the loop
+        require("thread_sleep")(0.2)
+        LATE = select(2, pcall(aio.call_soon_threadsafe, function() end))
+      end)
+      asyncio.sleep(0.05)
+    end) -- the loop closes with the job running and its first call not run
+    run(function()
+      local late = ex:submit(function() return tostring(LATE) end):await()
+      assert.matches("RuntimeError: Event loop is closed", late)
+    end)
+    ex:shutdown()
+  end)
+end)
+
 describe("cancellation", function()
   it("a queued job whose future is cancelled never runs", function()
     run(function()

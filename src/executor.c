@@ -39,6 +39,7 @@ static const char *const kinds[] = {"submit", "to_thread", "run_in_executor", NU
 static const int kind_argbase[] = {1, 1, 2};
 
 typedef struct pool pool;
+typedef struct tcall tcall;
 
 struct aio_job {
   aio_post post; /* the completion, linked into the loop's posted list */
@@ -48,6 +49,7 @@ struct aio_job {
   aio_job *lnext, *lprev; /* lp->jobs: the loop's thread only */
   aio_copybuf buf;        /* the function and arguments, then the outcome */
   const char *what;       /* kinds[]: names the API in copy errors */
+  tcall *calls;           /* posted by the job and not run yet, under pl->mu */
   int fut_ref;
   uint8_t state;  /* JOB_*, under pl->mu */
   uint8_t result; /* OUT_* */
@@ -104,7 +106,40 @@ static void pool_release(pool *pl) {
   if (last) pool_free(pl);
 }
 
+/* A call a running job posts to its loop (asyncio.call_soon_threadsafe in a
+ * worker): a function and its arguments, copied. It belongs to the job
+ * until it has run, so what a closing loop never runs goes with the job.
+ * Posts keep their order, so each runs before its job's completion. */
+struct tcall {
+  aio_post post; /* embedded: the loop does not free it */
+  aio_job *job;
+  tcall *next, *prev; /* job->calls */
+  aio_copybuf buf;
+};
+
+static void tcall_free(tcall *c) {
+  aio_copybuf_free(&c->buf);
+  free(c);
+}
+
+/* pl->mu held, or the job is out of every other thread's reach */
+static void tcall_unlink(tcall *c) {
+  if (c->prev)
+    c->prev->next = c->next;
+  else
+    c->job->calls = c->next;
+  if (c->next) c->next->prev = c->prev;
+}
+
+/* No thread can reach j any more: its worker is done with it. */
+static void tcall_run(lua_State *L, void *data);
+
 static void job_free(aio_job *j) {
+  while (j->calls) {
+    tcall *c = j->calls;
+    tcall_unlink(c);
+    tcall_free(c);
+  }
   aio_copybuf_free(&j->buf);
   free(j);
 }
@@ -170,6 +205,9 @@ static void flush_queue_locked(pool *pl, uint8_t result) {
 /* Where the message handler leaves the traceback of the last error: a
  * handler runs in a frame of its own, so it cannot write the caller's. */
 static const char tb_key = 0;
+
+/* The worker's registry holds the job it runs at this key while it runs. */
+static const char job_key = 0;
 
 static int worker_msgh(lua_State *L) {
   luaL_traceback(L, L, NULL, 1);
@@ -275,7 +313,12 @@ static int run_job(lua_State *L) {
   aio_job *j = lua_touserdata(L, 1);
   int n = aio_copy_decode(L, j->buf.data, j->buf.len, lua_upvalueindex(1));
   aio_copybuf_reset(&j->buf);
-  if (!call_traced(L, n - 1, LUA_MULTRET)) {
+  lua_pushlightuserdata(L, j);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &job_key);
+  n = call_traced(L, n - 1, LUA_MULTRET);
+  lua_pushnil(L);
+  lua_rawsetp(L, LUA_REGISTRYINDEX, &job_key);
+  if (!n) {
     encode_error(L, j, lua_gettop(L) - 1);
     return 0;
   }
@@ -328,6 +371,11 @@ static int setup(lua_State *L) {
     lua_pushstring(L, pl->cpath);
     lua_setfield(L, -2, "cpath");
   }
+  /* the core a job requires is this one, the loop's, even for a host that
+   * links it in and has no core.so: job_key and the tags are the same */
+  luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+  lua_pushcfunction(L, luaopen_asyncio_core);
+  lua_setfield(L, -2, "asyncio.core");
   lua_settop(L, 0);
   lua_newtable(L);
   lua_pushvalue(L, W_CACHE);
@@ -448,6 +496,87 @@ static int start_worker(pool *pl) {
     pl->refs++;
   }
   return rc;
+}
+
+/* ---- calls from a job to its loop -------------------------------------- */
+
+/* encode(tcall, fn, ...) under lua_pcall: a memory error must not lose c */
+static int encode_call(lua_State *L) {
+  tcall *c = lua_touserdata(L, 1);
+  if (aio_copy_encode(L, 2, lua_gettop(L) - 1, &c->buf, "call_soon_threadsafe", 1,
+                      AIO_COPY_FUNCTION) != 0)
+    return lua_error(L);
+  return 0;
+}
+
+/* core.job_call_soon_threadsafe(fn, ...) -> true once posted to the loop that
+ * submitted the running job; false outside a job (the caller then uses the
+ * running loop). A worker holds no loop object: this is its
+ * loop:call_soon_threadsafe. */
+static int l_job_call_soon(lua_State *L) {
+  aio_job *j;
+  tcall *c;
+  pool *pl;
+  int rc = UV_ECANCELED;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &job_key);
+  j = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (!j) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if ((c = calloc(1, sizeof *c)) == NULL) return luaL_error(L, "not enough memory");
+  lua_pushcfunction(L, encode_call);
+  lua_insert(L, 1);
+  lua_pushlightuserdata(L, c);
+  lua_insert(L, 2);
+  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) {
+    tcall_free(c);
+    return lua_error(L);
+  }
+  pl = j->pl;
+  c->job = j;
+  c->post.fn = tcall_run;
+  c->post.data = c;
+  c->post.embedded = 1;
+  pthread_mutex_lock(&pl->mu);
+  if (j->lp) {
+    c->next = j->calls;
+    if (j->calls) j->calls->prev = c;
+    j->calls = c;
+    if ((rc = aio_loop_post(j->lp, &c->post)) == UV_ECANCELED) tcall_unlink(c);
+  }
+  pthread_mutex_unlock(&pl->mu);
+  if (rc == UV_ECANCELED) {
+    tcall_free(c);
+    return aio_raise(L, "RuntimeError", "Event loop is closed");
+  }
+  lua_pushboolean(L, 1);
+  return 1;
+}
+
+/* deliver_call(tcall) under lua_pcall in the loop's thread */
+static int deliver_call(lua_State *L) {
+  tcall *c = lua_touserdata(L, 1);
+  aio_copy_decode(L, c->buf.data, c->buf.len, 0);
+  aio_call_reporting(L, c->job->lp, 2, "callback", NULL, 0);
+  return 0;
+}
+
+static void tcall_run(lua_State *L, void *data) {
+  tcall *c = data;
+  aio_loop *lp = c->job->lp;
+  int top = lua_gettop(L);
+  pthread_mutex_lock(&c->job->pl->mu);
+  tcall_unlink(c);
+  pthread_mutex_unlock(&c->job->pl->mu);
+  lua_pushcfunction(L, deliver_call);
+  lua_pushlightuserdata(L, c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) /* decoding ran out of memory */
+    aio_report_callback_error(L, lp, lua_gettop(L), "Exception in callback", NULL, 0);
+  lua_settop(L, top);
+  tcall_free(c);
 }
 
 /* ---- the loop's side --------------------------------------------------- */
@@ -887,8 +1016,10 @@ void aio_executor_open(lua_State *L, aio_state *S) {
       {"_join", l_join},    {"_drain", l_drain},      {"_running", l_running},
       {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"ThreadPoolExecutor_new", l_new}, {"isexecutor", l_isexecutor}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"ThreadPoolExecutor_new", l_new},
+                                   {"isexecutor", l_isexecutor},
+                                   {"job_call_soon_threadsafe", l_job_call_soon},
+                                   {NULL, NULL}};
   aio_newclass(L, S, AIO_T_EXECUTOR, EXECUTOR_MT, methods, meta);
   lua_setfield(L, -2, "ThreadPoolExecutor");
   aio_setfuncs(L, S, funcs);

@@ -95,6 +95,20 @@ function M.to_thread(fn, ...)
   return (defaults[loop] or default_executor(loop)):_submit("to_thread", fn, ...):await()
 end
 
+local job_call_soon = core.job_call_soon_threadsafe
+
+--- asyncio.call_soon_threadsafe(fn, ...): in a job running in an executor,
+--- schedules fn(...) on the loop that submitted the job, fn and its
+--- arguments copied by to_thread's rules (a worker holds no loop object:
+--- this is its loop:call_soon_threadsafe). Anywhere else it is the running
+--- loop's call_soon_threadsafe.
+function M.call_soon_threadsafe(fn, ...)
+  if job_call_soon(fn, ...) then return end
+  local loop = get_running_loop()
+  if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
+  return loop:call_soon_threadsafe(fn, ...)
+end
+
 function Loop:run_in_executor(executor, fn, ...)
   if get_running_loop() ~= self then
     error(errors.RuntimeError("run_in_executor: the loop is not the running one"), 2)

@@ -63,6 +63,7 @@ M.create_subprocess_shell = M.subprocess.create_subprocess_shell
 local executor = require "asyncio.executor"
 M.ThreadPoolExecutor = executor.ThreadPoolExecutor
 M.to_thread = executor.to_thread
+M.call_soon_threadsafe = executor.call_soon_threadsafe
 
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do

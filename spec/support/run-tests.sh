@@ -8,6 +8,11 @@
 #                ($BUILD/asan, installed into $BUILD/asan/tree), with the
 #                sanitizer runtimes preloaded into lua5.4
 #   asan-ctest   the test/*.c programs built with ASan+UBSan ($BUILD/asan)
+#   tsan-ctest   the test/*.c programs built with ThreadSanitizer ($BUILD/tsan):
+#                the executor, the threadsafe posts, loops in several
+#                threads. Not busted: lua5.4 cannot preload the TSan
+#                runtime into the programs the specs start (sh, ls
+#                crash with it), and the programs are instrumented whole.
 #
 # The last line printed is "N passed, M failed": every busted test of every
 # pass (busted failures and errors count as failed) plus every C program
@@ -28,7 +33,7 @@ cd "$root" || exit 2
 BUILD=${BUILD:-$root/.build}
 TREE=${TREE:-$BUILD/tree}
 LUA=${LUA:-lua5.4}
-PASSES=${PASSES:-busted ctest asan-busted asan-ctest}
+PASSES=${PASSES:-busted ctest asan-busted asan-ctest tsan-ctest}
 BUSTED_TIMEOUT=${BUSTED_TIMEOUT:-600}
 CTEST_TIMEOUT=${CTEST_TIMEOUT:-300}
 BUSTED_ARGS=${BUSTED_ARGS:-}
@@ -38,7 +43,7 @@ if [[ -n "${CI:-}" ]]; then
 fi
 LOGS=$BUILD/logs
 JOBS=$(nproc 2>/dev/null || echo 2)
-SANITIZER_REPORT='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:'
+SANITIZER_REPORT='ERROR: AddressSanitizer|ERROR: LeakSanitizer|runtime error:|WARNING: ThreadSanitizer'
 
 # Sanitizer settings, for both the preloaded lua5.4 and the C programs.
 # detect_leaks=1: lua5.4 and busted themselves leave no leak reports. Child
@@ -124,6 +129,15 @@ build_asan() {
   return "$built_asan"
 }
 
+built_tsan=
+build_tsan() {
+  [[ -n $built_tsan ]] && return "$built_tsan"
+  built_tsan=0
+  cmake_build tsan "$BUILD/tsan" -DASYNCIO_TSAN=ON -DASYNCIO_BUILD_TESTS=ON \
+    -DCMAKE_BUILD_TYPE=Debug "-DCMAKE_C_FLAGS_DEBUG=-O1 -g" || built_tsan=1
+  return "$built_tsan"
+}
+
 # run_busted NAME TREE [PRELOAD]
 run_busted() {
   local name=$1 tree=$2 preload=${3:-} log=$LOGS/$1.log counts=$LOGS/$1.counts rc
@@ -167,7 +181,8 @@ run_ctests() {
   local -a env tree_env_vars
   tree_env "$tree"
   env=("${tree_env_vars[@]}")
-  [[ -n $sanitized ]] && env+=("${san_env[@]}")
+  [[ $sanitized == asan ]] && env+=("${san_env[@]}")
+  [[ $sanitized == tsan ]] && env+=("TSAN_OPTIONS=halt_on_error=1:suppressions=$root/spec/support/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}")
   for src in test/*.c; do
     t=$(basename "$src" .c)
     log=$LOGS/$name-$t.log
@@ -226,11 +241,21 @@ for pass in $PASSES; do
       if ! have_ctests; then
         echo "no test/*.c"
       elif build_asan; then
-        run_ctests asan-ctest "$BUILD/asan/tests" "$BUILD/asan/tree" sanitized
+        run_ctests asan-ctest "$BUILD/asan/tests" "$BUILD/asan/tree" asan
+      fi
+      ;;
+    tsan-ctest)
+      header "C tests (ThreadSanitizer build)"
+      if ! have_ctests; then
+        echo "no test/*.c"
+      elif ! echo 'int main(void){return 0;}' | "${CC:-cc}" -fsanitize=thread -x c - -o "$LOGS/tsan-probe" 2>/dev/null; then
+        echo "skipped: ${CC:-cc} cannot build with -fsanitize=thread"
+      elif build_tsan; then
+        run_ctests tsan-ctest "$BUILD/tsan/tests" "$TREE" tsan
       fi
       ;;
     *)
-      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest)"
+      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest tsan-ctest)"
       ;;
   esac
 done
