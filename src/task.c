@@ -435,6 +435,9 @@ static int l_unpark(lua_State *L) {
 
 /* ---- cancellation ---------------------------------------------------- */
 
+/* must_cancel while the cancel passes into the future the task awaits */
+#define CANCEL_IN_FLIGHT 2
+
 /* Pushes the future a suspended task awaits: the first argument of the
  * await frame on top of the coroutine's stack. */
 static void push_waiting(lua_State *L, aio_task *t) {
@@ -452,13 +455,19 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
   msg_idx = lua_absindex(L, msg_idx);
   if (t->f.state != AIO_PENDING) return 0;
   t->cancels++;
-  if (t->wait == AIO_WAIT_FUTURE) {
+  if (t->wait == AIO_WAIT_FUTURE && t->must_cancel != CANCEL_IN_FLIGHT) {
+    uint8_t was = t->must_cancel;
     int done;
+    t->must_cancel = CANCEL_IN_FLIGHT;
     push_waiting(L, t);
     done = aio_test_future(L, -1) && aio_future_cancel(L, -1, msg_idx);
     lua_pop(L, 1);
+    if (t->must_cancel == CANCEL_IN_FLIGHT) t->must_cancel = was;
     if (done) return 1;
-  } else if (t->wait == AIO_WAIT_TIMER || t->wait == AIO_WAIT_PARK) {
+  } else if (t->wait == AIO_WAIT_TIMER || t->wait == AIO_WAIT_PARK || t->wait == AIO_WAIT_FUTURE) {
+    /* AIO_WAIT_FUTURE here: the cancel came back round a cycle of tasks
+     * awaiting each other, which would otherwise recurse until the C stack
+     * overflows; this task is woken with CancelledError instead */
     if (t->wait == AIO_WAIT_TIMER) aio_loop_remove_timer(lp, &t->timer);
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
