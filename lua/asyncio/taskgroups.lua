@@ -2,6 +2,7 @@
 -- awaits every child (Python 3.13's asyncio/taskgroups.py; creating one enters it).
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
+local graph = require "asyncio.graph"
 
 local isinstance = errors.isinstance
 local CancelledError, RuntimeError = errors.CancelledError, errors.RuntimeError
@@ -23,6 +24,7 @@ local function abort(self)
 end
 
 local function on_task_done(self, task)
+  if self._parent ~= nil then graph.future_discard_from_awaited_by(task, self._parent) end
   if self._tasks[task] then
     self._tasks[task] = nil
     self._ntasks = self._ntasks - 1
@@ -65,6 +67,7 @@ function TaskGroup:create_task(fn, ...)
   local task = self._loop:create_task(fn, ...)
   self._tasks[task] = true
   self._ntasks = self._ntasks + 1
+  graph.future_add_to_awaited_by(task, self._parent)
   -- even when the task finished eagerly: its failure must not cancel the
   -- parent before create_task returns
   task:add_done_callback(self._on_task_done)
