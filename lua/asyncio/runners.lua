@@ -3,6 +3,7 @@
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local executor = require "asyncio.executor"
+local control = require "asyncio.control"
 
 -- How long asyncio.run waits for the default executor's jobs at the end
 -- (Python waits 300 s, silently): past it, a warning names each job still
@@ -58,6 +59,10 @@ function M.run(main, opts)
   if opts and opts.debug ~= nil then loop:set_debug(opts.debug) end
   core.set_event_loop(loop)
   local task = type(main) == "function" and loop:create_task(main) or main
+  -- the control socket (asyncio.control) lives as long as main runs
+  local want_control = opts and opts.control
+  if want_control == nil then want_control = control.enabled_by_env() end
+  local control_server = want_control and control.start(loop) or nil
   local interrupts = 0
   local sigint = pcall(loop.add_signal_handler, loop, "SIGINT", function()
     interrupts = interrupts + 1
@@ -69,6 +74,7 @@ function M.run(main, opts)
   end)
   local res = table.pack(pcall(loop.run_until_complete, loop, task))
   if sigint then loop:remove_signal_handler("SIGINT") end
+  control.stop(control_server)
   local ok_cleanup, cleanup_err = pcall(cancel_all_tasks, loop)
   if executor.has_default_executor(loop) then
     local ok, err = pcall(loop.run_until_complete, loop, function()
