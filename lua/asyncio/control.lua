@@ -25,12 +25,6 @@ function M.socket_path(pid, dir)
   return ("%s/lua-asyncio-%d.sock"):format(dir, pid)
 end
 
--- True when env LUA_ASYNCIO_CONTROL asks for the socket (anything but "" and "0").
-function M.enabled_by_env()
-  local v = os.getenv("LUA_ASYNCIO_CONTROL")
-  return v ~= nil and v ~= "" and v ~= "0"
-end
-
 ---------------------------------------------------------------------------
 -- top
 

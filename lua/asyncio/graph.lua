@@ -1,69 +1,65 @@
 -- Call graphs of tasks (Python 3.14's asyncio.graph) and the ps/pstree views
 -- of every task of a loop (python -m asyncio ps/pstree), read from live tasks.
 --
--- Who awaits whom comes from two places. A task blocked in fut:await() is
--- found from what the C step already records (core.task_suspension), so
--- await itself pays nothing. gather, wait, shield and TaskGroups, whose
--- waiting task awaits a future of their own rather than the children, record
--- an edge here when they are set up (future_add_to_awaited_by) and drop it
--- when the wait ends.
+-- Who awaits whom is worked out when someone looks, from what is there
+-- anyway, so awaiting costs nothing: a task blocked in fut:await() is found
+-- from what the C step records (core.task_suspension); gather, wait and
+-- shield register once per call the future their caller awaits in place of
+-- the children (a proxy: whoever awaits it awaits each pending child), and a
+-- TaskGroup registers itself once (its parent awaits each of its tasks).
+-- Only the public future_add_to_awaited_by keeps edges one by one.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local acoroutine = require "asyncio.coroutine"
 
 local isfuture, suspension, all_tasks = core.isfuture, core.task_suspension, core.all_tasks
+local fut_done = core.Future.done
 local getinfo, getlocal, getupvalue = debug.getinfo, debug.getlocal, debug.getupvalue
 local concat, sort = table.concat, table.sort
 
 local M = {}
 
 ---------------------------------------------------------------------------
--- Edges recorded by the combinators
+-- Edges
 
--- future -> its one recorded waiter, or a set {[waiter] = true} of several.
--- Weak keys: an edge nobody discarded goes with its future.
-local recorded = setmetatable({}, { __mode = "k" })
-
--- Tasks that are the machinery of a combinator (gather's body): left out of
--- ps and pstree, as Python's gathering future is not a task at all.
-local internal = setmetatable({}, { __mode = "k" })
+-- Weak keys throughout: a registration nobody undoes goes with its object.
+-- proxy future -> its children: a list {f1, f2, ..., n =} or one future
+local proxies = setmetatable({}, { __mode = "k" })
+-- TaskGroup -> true (its _parent awaits each task of its _tasks set)
+local groups = setmetatable({}, { __mode = "k" })
+-- future -> {[waiter] = true}: future_add_to_awaited_by's edges
+local explicit = setmetatable({}, { __mode = "k" })
 
 --- future_add_to_awaited_by(fut, waiter): record that `waiter` awaits `fut`.
 -- Anything but two futures is ignored, as Python does with foreign ones.
 function M.future_add_to_awaited_by(fut, waiter)
   if not (isfuture(fut) and isfuture(waiter)) then return end
-  local cur = recorded[fut]
-  if cur == nil then
-    recorded[fut] = waiter
-  elseif cur ~= waiter then
-    if isfuture(cur) then
-      cur = { [cur] = true }
-      recorded[fut] = cur
-    end
-    cur[waiter] = true
+  local set = explicit[fut]
+  if set == nil then
+    set = {}
+    explicit[fut] = set
   end
+  set[waiter] = true
 end
 
 --- future_discard_from_awaited_by(fut, waiter): the wait has ended.
 function M.future_discard_from_awaited_by(fut, waiter)
-  local cur = recorded[fut]
-  if cur == nil then return end
-  if cur == waiter then
-    recorded[fut] = nil
-  elseif type(cur) == "table" then
-    cur[waiter] = nil
-    if next(cur) == nil then recorded[fut] = nil end
-  end
+  local set = explicit[fut]
+  if set == nil then return end
+  set[waiter] = nil
+  if next(set) == nil then explicit[fut] = nil end
 end
 
--- The current task, or nil outside one (also outside any loop).
-function M.current_task()
-  local loop = core.get_running_loop()
-  return loop and core.current_task(loop)
+-- For gather (proxy: its own task, then left out of ps and pstree as Python's
+-- gathering future is no task), wait (the future it waits on) and shield
+-- (the outer future): while `proxy` is pending, its awaiters await each
+-- pending future of `children`.
+function M._proxy(proxy, children)
+  proxies[proxy] = children
 end
 
-function M._internal(task)
-  internal[task] = true
+function M._group(tg)
+  groups[tg] = true
 end
 
 ---------------------------------------------------------------------------
@@ -184,25 +180,44 @@ local function by_id(a, b)
   return ("%p"):format(a) < ("%p"):format(b)
 end
 
--- {[future] = {waiting task, ...}} for every task of `loop` blocked in await.
-local function await_index(loop)
-  local index = {}
+local function add_to(map, key, v)
+  local list = map[key]
+  if list == nil then
+    map[key] = { v }
+  else
+    list[#list + 1] = v
+  end
+end
+
+-- What awaiters_of reads: {await = {[future] = {task...}}, via = {[child] =
+-- {proxy...}}, parent = {[task] = {TaskGroup parent...}}} for `loop`.
+local function edge_index(loop)
+  local index = { await = {}, via = {}, parent = {} }
   if loop == nil or loop:is_closed() then return index end
   for _, t in ipairs(all_tasks(loop)) do
     local _, _, _, fut = suspension(t)
-    if fut ~= nil then
-      local list = index[fut]
-      if list == nil then
-        index[fut] = { t }
+    if fut ~= nil then add_to(index.await, fut, t) end
+  end
+  for proxy, children in pairs(proxies) do
+    if not fut_done(proxy) then
+      if isfuture(children) then
+        add_to(index.via, children, proxy)
       else
-        list[#list + 1] = t
+        for i = 1, children.n or #children do add_to(index.via, children[i], proxy) end
       end
+    end
+  end
+  for tg in pairs(groups) do
+    local parent = tg._parent
+    if parent ~= nil then
+      for t in pairs(tg._tasks) do add_to(index.parent, t, parent) end
     end
   end
   return index
 end
 
-local function waiters_of(fut, index)
+-- The futures awaiting `fut`, tasks first in creation order.
+local function awaiters_of(fut, index)
   local list, seen = {}, {}
   local function add(w)
     if not seen[w] then
@@ -210,13 +225,18 @@ local function waiters_of(fut, index)
       list[#list + 1] = w
     end
   end
-  for _, w in ipairs(index[fut] or {}) do add(w) end
-  local rec = recorded[fut]
-  if isfuture(rec) then
-    add(rec)
-  elseif rec ~= nil then
-    for w in pairs(rec) do add(w) end
+  local function collect(f, visiting)
+    for _, w in ipairs(index.await[f] or {}) do add(w) end
+    for _, w in ipairs(index.parent[f] or {}) do add(w) end
+    for w in pairs(explicit[f] or {}) do add(w) end
+    if fut_done(f) then return end
+    visiting[f] = true
+    for _, proxy in ipairs(index.via[f] or {}) do
+      if not visiting[proxy] then collect(proxy, visiting) end
+    end
+    visiting[f] = nil
   end
+  collect(fut, {})
   sort(list, by_id)
   return list
 end
@@ -226,7 +246,7 @@ local function build(fut, ctx, path)
   if is_task(fut) and ctx.limit ~= 0 then stack = task_stack(fut, ctx) end
   local graph = M.FutureCallGraph(fut, stack, {})
   path[fut] = true
-  for _, w in ipairs(waiters_of(fut, ctx.index)) do
+  for _, w in ipairs(awaiters_of(fut, ctx.index)) do
     -- a cycle in the await graph ends where it closes
     if not path[w] then graph.awaited_by[#graph.awaited_by + 1] = build(w, ctx, path) end
   end
@@ -259,7 +279,7 @@ local function context(entry, depth, limit, loop)
     entry = entry,
     depth = depth or 1,
     limit = limit,
-    index = await_index(loop),
+    index = edge_index(loop),
   }
 end
 
@@ -345,7 +365,7 @@ function M.snapshot(loop, entry)
   local ctx = context(entry or M.snapshot, 1, nil, loop)
   local rows = {}
   for _, t in ipairs(all_tasks(loop)) do
-    if not internal[t] then
+    if proxies[t] == nil then
       local state, id = suspension(t)
       rows[#rows + 1] = { task = t, id = id, state = state, name = t:get_name(),
                           stack = task_stack(t, ctx), awaiters = {} }
@@ -355,7 +375,7 @@ function M.snapshot(loop, entry)
   local row_of = {}
   for _, r in ipairs(rows) do row_of[r.task] = r end
   for _, r in ipairs(rows) do
-    for _, w in ipairs(waiters_of(r.task, ctx.index)) do
+    for _, w in ipairs(awaiters_of(r.task, ctx.index)) do
       if row_of[w] then r.awaiters[#r.awaiters + 1] = w end
     end
   end

@@ -24,7 +24,6 @@ local function abort(self)
 end
 
 local function on_task_done(self, task)
-  if self._parent ~= nil then graph.future_discard_from_awaited_by(task, self._parent) end
   if self._tasks[task] then
     self._tasks[task] = nil
     self._ntasks = self._ntasks - 1
@@ -67,7 +66,6 @@ function TaskGroup:create_task(fn, ...)
   local task = self._loop:create_task(fn, ...)
   self._tasks[task] = true
   self._ntasks = self._ntasks + 1
-  graph.future_add_to_awaited_by(task, self._parent)
   -- even when the task finished eagerly: its failure must not cancel the
   -- parent before create_task returns
   task:add_done_callback(self._on_task_done)
@@ -154,6 +152,7 @@ local function new()
     _parent_cancel_requested = false,
   }, TaskGroup)
   self._on_task_done = function(task) on_task_done(self, task) end
+  graph._group(self) -- for call graphs: the parent awaits each task of the group
   return self
 end
 

@@ -14,9 +14,6 @@ local Future = core.Future
 local fut_done, fut_result, fut_exception = Future.done, Future.result, Future.exception
 local fut_cancel, fut_get_loop, fut_add_done_callback = Future.cancel, Future.get_loop, Future.add_done_callback
 
-local add_awaiter, discard_awaiter = graph.future_add_to_awaited_by, graph.future_discard_from_awaited_by
-local current_task = graph.current_task
-
 local FIRST_COMPLETED, FIRST_EXCEPTION, ALL_COMPLETED = "FIRST_COMPLETED", "FIRST_EXCEPTION", "ALL_COMPLETED"
 
 local function typename(v)
@@ -130,12 +127,8 @@ local function gather(aws, opts)
   local settled = false -- the outcome is decided; later children are only looked at
   local started = false
   local waiter -- resolved when the outcome is decided, while the body waits
-  -- the children are awaited by the task that gathers them (not by the
-  -- body below), as in Python's graphs
-  local parent = current_task()
 
   local function on_child_done(child)
-    if parent ~= nil then discard_awaiter(child, parent) end
     nfinished = nfinished + 1
     -- also marks the exception as retrieved: gather reports it, or drops it
     local ok, exc = pcall(fut_exception, child)
@@ -154,7 +147,6 @@ local function gather(aws, opts)
     if fut_done(child) then
       on_child_done(child)
     else
-      if parent ~= nil then add_awaiter(child, parent) end
       fut_add_done_callback(child, on_child_done)
     end
   end
@@ -196,7 +188,7 @@ local function gather(aws, opts)
   end
 
   local outer = core.Task_new(loop, body)
-  graph._internal(outer)
+  graph._proxy(outer, children) -- for call graphs: its awaiters await the children
   -- cancelled before its first step, the body never runs: cancel the children here
   outer:add_done_callback(function()
     if started then return end
@@ -246,19 +238,13 @@ local function wait(aws, opts)
       release(waiter)
     end
   end
-  local parent = core.current_task(loop)
-  for _, f in ipairs(fs) do
-    add_awaiter(f, parent)
-    fut_add_done_callback(f, on_completion)
-  end
+  for _, f in ipairs(fs) do fut_add_done_callback(f, on_completion) end
   if timeout ~= nil then handle = loop:call_later(timeout, release, waiter) end
+  graph._proxy(waiter, fs)
 
   local ok, err = pcall(waiter.await, waiter)
   if handle ~= nil then handle:cancel() end
-  for _, f in ipairs(fs) do
-    f:remove_done_callback(on_completion)
-    discard_awaiter(f, parent)
-  end
+  for _, f in ipairs(fs) do f:remove_done_callback(on_completion) end
   if not ok then error(err, 0) end
 
   local done, pending = {}, {}
@@ -398,8 +384,7 @@ local function shield(aw)
   if fut_done(inner) then return inner end
 
   local outer = fut_get_loop(inner):create_future()
-  local parent = current_task()
-  if parent ~= nil then add_awaiter(inner, parent) end
+  graph._proxy(outer, inner)
   local function inner_done()
     if outer:cancelled() then
       if not inner:cancelled() then fut_exception(inner) end -- nobody will look at it
@@ -413,10 +398,7 @@ local function shield(aw)
     end
   end
   fut_add_done_callback(inner, inner_done)
-  -- outer ends when inner does or when it is cancelled: either way the
-  -- caller no longer waits on inner
   fut_add_done_callback(outer, function()
-    if parent ~= nil then discard_awaiter(inner, parent) end
     if not fut_done(inner) then inner:remove_done_callback(inner_done) end
   end)
   return outer
