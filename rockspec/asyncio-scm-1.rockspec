@@ -47,4 +47,10 @@ build = {
       LIBDIR = "$(LIBDIR)",
       ASYNCIO_SANITIZE = "$(ASYNCIO_SANITIZE)",
    },
+   -- the Lua modules (lua/asyncio/*.lua, graph and control included) are
+   -- installed by CMakeLists.txt; the command that reads a program's
+   -- control socket is installed here
+   install = {
+      bin = { ["lua-asyncio"] = "bin/lua-asyncio" },
+   },
 }

@@ -34,14 +34,18 @@ static int l_unix_connect(lua_State *L) {
   return 1;
 }
 
-/* unix_listen(loop, path) -> Listener, bound, not yet listening. A stale
- * socket file in the way is removed first, as Python does. */
+/* unix_listen(loop, path [, mode]) -> Listener, bound, not yet listening. A
+ * stale socket file in the way is removed first, as Python does. The mode is
+ * set before listen(): until then a connect is refused whatever the bits, so
+ * no one connects through the umask's wider mode in between. */
 static int l_unix_listen(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   const char *path = luaL_checkstring(L, 2);
+  lua_Integer mode = luaL_optinteger(L, 3, -1);
   aio_listener *ls;
   struct stat st;
   int err;
+  luaL_argcheck(L, mode >= -1 && mode <= 07777, 3, "mode out of range");
   aio_loop_check_open(L, lp);
   if (path[0] != '\0' && stat(path, &st) == 0 && S_ISSOCK(st.st_mode)) unlink(path);
   ls = aio_listener_new(L, lp, AIO_TP_PIPE);
@@ -55,6 +59,8 @@ static int l_unix_listen(lua_State *L) {
     ls->dev = st.st_dev;
     ls->ino = st.st_ino;
   }
+  if (err == 0 && mode >= 0 && path[0] != '\0' && chmod(path, (mode_t)mode) != 0)
+    err = uv_translate_sys_error(errno); /* the close below still removes the file */
   if (err) {
     aio_listener_close(L, ls);
     return aio_raise_os(L, err, "error while attempting to bind on address");

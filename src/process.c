@@ -663,6 +663,12 @@ static int l_proc_tostring(lua_State *L) {
   return 1;
 }
 
+/* getpid() -> this process's id (the control socket is named by it) */
+static int l_getpid(lua_State *L) {
+  lua_pushinteger(L, (lua_Integer)uv_os_getpid());
+  return 1;
+}
+
 void aio_process_open(lua_State *L, aio_state *S) {
   static const luaL_Reg methods[] = {{"returncode", l_returncode},
                                      {"wait", l_wait},
@@ -671,7 +677,8 @@ void aio_process_open(lua_State *L, aio_state *S) {
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {
       {"__gc", l_proc_gc}, {"__tostring", l_proc_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"spawn", l_spawn}, {"close_fd", l_close_fd}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"spawn", l_spawn}, {"close_fd", l_close_fd}, {"getpid", l_getpid}, {NULL, NULL}};
   aio_newclass(L, S, AIO_T_PROCESS, "asyncio.ProcessHandle", methods, meta);
   lua_setfield(L, -2, "ProcessHandle");
   aio_setfuncs(L, S, funcs);

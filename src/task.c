@@ -435,6 +435,9 @@ static int l_unpark(lua_State *L) {
 
 /* ---- cancellation ---------------------------------------------------- */
 
+/* must_cancel while the cancel passes into the future the task awaits */
+#define CANCEL_IN_FLIGHT 2
+
 /* Pushes the future a suspended task awaits: the first argument of the
  * await frame on top of the coroutine's stack. */
 static void push_waiting(lua_State *L, aio_task *t) {
@@ -445,6 +448,33 @@ static void push_waiting(lua_State *L, aio_task *t) {
     lua_pushnil(L);
 }
 
+/* task_suspension(task) -> state, id, coroutine, awaited future: for the
+ * call graphs of graph.lua, read from what a step already records, so edges
+ * through await cost nothing. The coroutine is lent, not exposed (the pool
+ * may still recycle it once the task ends). */
+static int l_task_suspension(lua_State *L) {
+  static const char *const states[] = {"running", "awaiting", "sleeping", "ready", "parked"};
+  aio_task *t = check_task(L, 1);
+  if (t->f.state != AIO_PENDING) {
+    lua_pushliteral(L, "done");
+    lua_pushinteger(L, t->id);
+    return 2;
+  }
+  lua_pushstring(L, t->started ? states[t->wait] : "ready");
+  lua_pushinteger(L, t->id);
+  if (t->co && t->started) {
+    lua_pushthread(t->co);
+    lua_xmove(t->co, L, 1);
+  } else {
+    lua_pushnil(L);
+  }
+  if (t->wait == AIO_WAIT_FUTURE)
+    push_waiting(L, t);
+  else
+    lua_pushnil(L);
+  return 4;
+}
+
 int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
   aio_task *t = lua_touserdata(L, idx);
   aio_loop *lp = t->f.loop;
@@ -452,13 +482,19 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
   msg_idx = lua_absindex(L, msg_idx);
   if (t->f.state != AIO_PENDING) return 0;
   t->cancels++;
-  if (t->wait == AIO_WAIT_FUTURE) {
+  if (t->wait == AIO_WAIT_FUTURE && t->must_cancel != CANCEL_IN_FLIGHT) {
+    uint8_t was = t->must_cancel;
     int done;
+    t->must_cancel = CANCEL_IN_FLIGHT;
     push_waiting(L, t);
     done = aio_test_future(L, -1) && aio_future_cancel(L, -1, msg_idx);
     lua_pop(L, 1);
+    if (t->must_cancel == CANCEL_IN_FLIGHT) t->must_cancel = was;
     if (done) return 1;
-  } else if (t->wait == AIO_WAIT_TIMER || t->wait == AIO_WAIT_PARK) {
+  } else if (t->wait == AIO_WAIT_TIMER || t->wait == AIO_WAIT_PARK || t->wait == AIO_WAIT_FUTURE) {
+    /* AIO_WAIT_FUTURE here: the cancel came back round a cycle of tasks
+     * awaiting each other, which would otherwise recurse until the C stack
+     * overflows; this task is woken with CancelledError instead */
     if (t->wait == AIO_WAIT_TIMER) aio_loop_remove_timer(lp, &t->timer);
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
@@ -702,6 +738,7 @@ void aio_task_open(lua_State *L, aio_state *S) {
                                    {"all_tasks", l_all_tasks},
                                    {"Task_new", l_task_new},
                                    {"eager_task_factory", asyncio_eager_task_factory},
+                                   {"task_suspension", l_task_suspension},
                                    {NULL, NULL}};
   aio_newclass(L, S, AIO_T_TASK, AIO_TASK_MT, NULL, meta);
   aio_future_methods(L, S);

@@ -54,6 +54,14 @@ for _, name in ipairs { "tasks", "timeouts", "taskgroups", "locks", "queues" } d
   for k, v in pairs(require("asyncio." .. name)) do M[k] = v end
 end
 
+-- introspection: call graphs, ps and pstree (asyncio.graph)
+local graph = require "asyncio.graph"
+for _, name in ipairs { "capture_call_graph", "format_call_graph", "print_call_graph", "ps", "pstree",
+                        "future_add_to_awaited_by", "future_discard_from_awaited_by",
+                        "FrameCallGraphEntry", "FutureCallGraph" } do
+  M[name] = graph[name]
+end
+
 -- transports and servers: Loop methods; M.Server for type checks
 M.Server = require("asyncio.network").Server
 M.ssl = require "asyncio.ssl"

@@ -435,7 +435,9 @@ end
 
 function M.create_unix_server_with(loop, on_connection, path, opts)
   argcheck(type(path) == "string", 2, "create_unix_server", "path expected")
-  local ls = core.unix_listen(loop, path)
+  argcheck(opts.mode == nil or math.type(opts.mode) == "integer", 3, "create_unix_server",
+    "mode: integer expected")
+  local ls = core.unix_listen(loop, path, opts.mode)
   return serve(loop, { ls }, on_connection, opts)
 end
 

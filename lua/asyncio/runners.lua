@@ -58,6 +58,14 @@ function M.run(main, opts)
   if opts and opts.debug ~= nil then loop:set_debug(opts.debug) end
   core.set_event_loop(loop)
   local task = type(main) == "function" and loop:create_task(main) or main
+  -- the control socket (asyncio.control, loaded only then) lives as long as main runs
+  local want_control = opts and opts.control
+  if want_control == nil then
+    local v = os.getenv("LUA_ASYNCIO_CONTROL")
+    want_control = v ~= nil and v ~= "" and v ~= "0"
+  end
+  local control = want_control and require "asyncio.control" or nil
+  local control_server = control and control.start(loop)
   local interrupts = 0
   local sigint = pcall(loop.add_signal_handler, loop, "SIGINT", function()
     interrupts = interrupts + 1
@@ -69,6 +77,7 @@ function M.run(main, opts)
   end)
   local res = table.pack(pcall(loop.run_until_complete, loop, task))
   if sigint then loop:remove_signal_handler("SIGINT") end
+  if control then control.stop(control_server) end
   local ok_cleanup, cleanup_err = pcall(cancel_all_tasks, loop)
   if executor.has_default_executor(loop) then
     local ok, err = pcall(loop.run_until_complete, loop, function()

@@ -2,6 +2,7 @@
 -- awaits every child (Python 3.13's asyncio/taskgroups.py; creating one enters it).
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
+local graph = require "asyncio.graph"
 
 local isinstance = errors.isinstance
 local CancelledError, RuntimeError = errors.CancelledError, errors.RuntimeError
@@ -151,6 +152,7 @@ local function new()
     _parent_cancel_requested = false,
   }, TaskGroup)
   self._on_task_done = function(task) on_task_done(self, task) end
+  graph._group(self) -- for call graphs: the parent awaits each task of the group
   return self
 end
 

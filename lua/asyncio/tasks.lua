@@ -3,6 +3,7 @@
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local timeouts = require "asyncio.timeouts"
+local graph = require "asyncio.graph"
 
 local isfuture = core.isfuture
 local isinstance = errors.isinstance
@@ -187,6 +188,7 @@ local function gather(aws, opts)
   end
 
   local outer = core.Task_new(loop, body)
+  graph._proxy(outer, children) -- for call graphs: its awaiters await the children
   -- cancelled before its first step, the body never runs: cancel the children here
   outer:add_done_callback(function()
     if started then return end
@@ -238,6 +240,7 @@ local function wait(aws, opts)
   end
   for _, f in ipairs(fs) do fut_add_done_callback(f, on_completion) end
   if timeout ~= nil then handle = loop:call_later(timeout, release, waiter) end
+  graph._proxy(waiter, fs)
 
   local ok, err = pcall(waiter.await, waiter)
   if handle ~= nil then handle:cancel() end
@@ -381,6 +384,7 @@ local function shield(aw)
   if fut_done(inner) then return inner end
 
   local outer = fut_get_loop(inner):create_future()
+  graph._proxy(outer, inner)
   local function inner_done()
     if outer:cancelled() then
       if not inner:cancelled() then fut_exception(inner) end -- nobody will look at it
