@@ -108,6 +108,13 @@ function helper.vrun(fn, timeout)
   return helper.run(fn, timeout, { clock = "virtual" })
 end
 
+-- helper.vrun with another default timeout (real seconds)
+function helper.vrunner(timeout)
+  return function(fn)
+    return helper.vrun(fn, timeout)
+  end
+end
+
 function helper.with_loop(fn, timeout, opts)
   timeout = timeout or helper.timeout
   local loop = asyncio.new_event_loop(opts)
