@@ -33,8 +33,10 @@ typedef struct {
  * - Else, when a callback is queued or a timer due, the poll does not block
  *   and time stands still.
  * - Else, with events libuv has not handled yet (a readable socket, an
- *   expired libuv timer, a closing handle), the poll is real too, so data a
- *   peer in this loop wrote is read before any timer fires.
+ *   expired libuv timer, a closing handle, a new watcher), the poll does
+ *   not block and there is no jump, so data a peer in this loop wrote is
+ *   read before any timer fires (past two such polls in a row the clock
+ *   runs at real speed: see on_prepare).
  * - Else time jumps to the next timer's deadline, and the poll does not
  *   block (with no timer at all it blocks, the clock running, until I/O).
  *
@@ -189,15 +191,16 @@ void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay) {
   if (!lp->ticking) loop_arm(lp);
 }
 
-/* Keeps libuv's view in step with ours: never block while work is queued or
- * a timer is due, else wake up for the earliest timer. Also the uv timer's
- * callback: libuv's clock is coarse and may fire it a little early, and in
- * its timers phase, before our check handle has run. */
+/* Something to run now, or the loop to leave: the poll must not block. */
 static int loop_has_work(aio_loop *lp, aio_timer *top, double now) {
   return lp->ready.len > 0 || lp->stopping || (top && top->when <= now) ||
          (lp->until && lp->until->state != AIO_PENDING);
 }
 
+/* Keeps libuv's view in step with ours: never block while work is queued or
+ * a timer is due, else wake up for the earliest timer. Also the uv timer's
+ * callback: libuv's clock is coarse and may fire it a little early, and in
+ * its timers phase, before our check handle has run. */
 static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double now = top ? aio_loop_time(lp) : 0;
