@@ -3,7 +3,7 @@
 local asyncio = require "asyncio"
 local helper = require "helper"
 
-local run, with_loop = helper.run, helper.with_loop
+local run, with_loop = helper.vrun, helper.with_vloop
 
 local function assert_cancelled_error(e, msg)
   assert.is_true(asyncio.isinstance(e, asyncio.CancelledError), "got " .. tostring(e))

@@ -5,7 +5,7 @@
 local asyncio = require "asyncio"
 local helper = require "helper"
 
-local run = helper.run
+local run = helper.vrun
 local assert_class = helper.assert_class
 local C = asyncio.coroutine
 

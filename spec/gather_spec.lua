@@ -5,7 +5,7 @@ local tasks = require "asyncio.tasks"
 local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
-local run, with_loop = helper.run, helper.with_loop
+local run, with_loop = helper.vrun, helper.with_vloop
 local assert_class, raises = helper.assert_class, helper.err_of
 local loop, sleeper = helper.loop, helper.sleeper
 

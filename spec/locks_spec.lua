@@ -6,7 +6,7 @@ local helper = require "helper"
 
 after_each(helper.close_loops)
 
-local run = helper.runner(5)
+local run = helper.vrunner(5)
 local sleep0, err_of, assert_class = helper.sleep0, helper.err_of, helper.assert_class
 local await_cancelled, within = helper.await_cancelled, helper.within
 

@@ -5,7 +5,7 @@ local taskgroups = require "asyncio.taskgroups"
 local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
-local run, with_loop = helper.run, helper.with_loop
+local run, with_loop = helper.vrun, helper.with_vloop
 local is, assert_class, raises = helper.is, helper.assert_class, helper.err_of
 local loop, current, sleeper = helper.loop, helper.current, helper.sleeper
 local TaskGroup = taskgroups.TaskGroup

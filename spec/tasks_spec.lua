@@ -4,7 +4,7 @@
 local asyncio = require "asyncio"
 local helper = require "helper"
 
-local run, with_loop = helper.run, helper.with_loop
+local run, with_loop = helper.vrun, helper.with_vloop
 local assert_class = helper.assert_class
 
 describe("create_task", function()

@@ -4,7 +4,7 @@ local asyncio = require "asyncio"
 local timeouts = require "asyncio.timeouts"
 local helper = require "helper"
 
-local run, with_loop = helper.run, helper.with_loop
+local run, with_loop = helper.vrun, helper.with_vloop
 local is, assert_class, raises = helper.is, helper.assert_class, helper.err_of
 local loop, current = helper.loop, helper.current
 local timeout, timeout_at = timeouts.timeout, timeouts.timeout_at
@@ -247,7 +247,7 @@ describe("asyncio.timeout", function()
         local _ <close> = timeout(0.002)
         local ok, e = pcall(function()
           local _ <close> = timeout(0.1)
-          helper.busy(0.01) -- crunch numbers past the outer deadline
+          loop():advance(0.01) -- crunch numbers past the outer deadline (virtual clock)
           asyncio.sleep(1)
         end)
         inner_err = e
@@ -264,7 +264,7 @@ describe("asyncio.timeout", function()
         local _ <close> = timeout(0.1)
         local ok, e = pcall(function()
           local _ <close> = timeout(0.01)
-          helper.busy(0.1) -- the loop is busy past both deadlines
+          loop():advance(0.1) -- the loop is busy past both deadlines (virtual clock)
           asyncio.sleep(1)
         end)
         -- only a TimeoutError of the inner scope is expected here

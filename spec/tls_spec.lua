@@ -9,7 +9,7 @@ local ssl = require "asyncio.ssl"
 local helper = require "helper"
 local certs = require "tlscerts"
 
-local run = helper.run
+local run, vrun = helper.run, helper.vrun
 local wait_for, open_fds = helper.wait_until, helper.open_fds
 
 local function port_of(server)
@@ -1537,7 +1537,7 @@ describe("TLS close, EOF and timeouts", function()
   end)
 
   it("handshake timeout: a peer that never answers gives ConnectionAbortedError", function()
-    run(function()
+    vrun(function() -- the virtual clock: timeouts of a silent peer in microseconds
       local loop = asyncio.get_running_loop()
       local silent = asyncio.start_server(function(reader, writer)
         pcall(reader.read, reader)
@@ -1564,7 +1564,7 @@ describe("TLS close, EOF and timeouts", function()
   end)
 
   it("handshake timeout on a server: a client that never speaks is dropped", function()
-    run(function()
+    vrun(function() -- the virtual clock: timeouts of a silent peer in microseconds
       record_exceptions()
       local loop = asyncio.get_running_loop()
       local served = 0
@@ -1586,7 +1586,7 @@ describe("TLS close, EOF and timeouts", function()
   end)
 
   it("shutdown timeout: a peer that never answers close_notify is aborted", function()
-    run(function()
+    vrun(function() -- the virtual clock: timeouts of a silent peer in microseconds
       record_exceptions()
       local loop = asyncio.get_running_loop()
       local server, port = tls_echo_server()
@@ -1696,7 +1696,7 @@ describe("TLS close, EOF and timeouts", function()
   end)
 
   it("Server:close_clients sends close_notify; abort_clients does not", function()
-    run(function()
+    vrun(function() -- virtual clock: its sleeps let the I/O settle, then jump
       record_exceptions()
       local server = asyncio.start_server(function(reader, writer)
         pcall(reader.read, reader)
@@ -1780,7 +1780,7 @@ describe("TLS close, EOF and timeouts", function()
   end)
 
   it("cancelling a connection during its handshake leaves nothing open", function()
-    run(function()
+    vrun(function() -- virtual clock: its sleeps let the I/O settle, then jump
       local silent = asyncio.start_server(function(reader, writer)
         pcall(reader.read, reader)
         writer:close()

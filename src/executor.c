@@ -81,8 +81,9 @@ typedef struct {
   aio_job *spare;
 } box;
 
+/* real time: how long a job has run in its thread, whatever the loop's clock */
 static double now(void) {
-  return (double)uv_hrtime() / 1e9;
+  return aio_real_time();
 }
 
 static void pool_free(pool *pl) {

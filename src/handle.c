@@ -81,7 +81,7 @@ void aio_report_callback_error(lua_State *L, aio_loop *lp, int err_idx, const ch
 int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const char *what,
                         const char *msg, const char *key, int key_idx) {
   int nargs = lua_gettop(L) - base;
-  double t0 = lp->debug ? aio_loop_time(lp) : 0;
+  double t0 = lp->debug ? aio_real_time() : 0;
   lua_pushcfunction(L, aio_callback_msgh);
   lua_insert(L, base);
   if (lua_pcall(L, nargs, nres, base) == LUA_OK) {

@@ -184,7 +184,9 @@ struct asyncio_loop {
   uv_check_t check;
   uv_idle_t idle;
   uv_timer_t timer;
-  uv_timer_t deadline; /* bounds run_once(timeout) */
+  uv_timer_t deadline;  /* bounds run_once(timeout) */
+  uv_prepare_t prepare; /* virtual clock: decides before each poll whether time jumps */
+  uv_timer_t watchdog;  /* _watchdog(): stops the loop after real seconds */
   uv_async_t async;
   uv_mutex_t post_mutex;
   aio_post *posted; /* callbacks posted from other threads */
@@ -213,6 +215,8 @@ struct asyncio_loop {
   aio_heap timers;
   double armed_when; /* deadline the uv timer is armed for, or -1 */
   double slow_callback_duration;
+  double vnow;    /* virtual clock: loop:time() */
+  uint64_t vsync; /* virtual clock, while vflow: the uv_hrtime vnow was last brought to */
   aio_task *current;
   aio_future *until; /* run_until_complete's future */
   int turn_budget;   /* ready-queue turns per I/O poll */
@@ -225,6 +229,10 @@ struct asyncio_loop {
   uint8_t debug;
   uint8_t eager;
   uint8_t ticking;
+  uint8_t virtual_clock; /* opts.clock = "virtual" */
+  uint8_t vflow;         /* virtual clock: running at real speed until the next poll */
+  uint8_t vpending;      /* virtual clock: polls in a row that found events waiting */
+  uint8_t watchdog_fired;
 };
 
 /* Where a transport delivers its events: the protocol's operations. A Lua
@@ -332,7 +340,15 @@ void aio_loop_handle_closed(aio_loop *lp);
 void aio_loop_open(lua_State *L, aio_state *S);
 aio_loop *aio_check_loop(lua_State *L, int idx);
 aio_loop *aio_loop_of(lua_State *L, aio_state *S); /* running or error */
+/* The loop's clock, which timers, sleep(), timeouts and call_later follow:
+ * monotonic real seconds, or the virtual clock's time. */
 double aio_loop_time(aio_loop *lp);
+/* Real monotonic seconds, for what measures the process, not the program
+ * (slow-callback warnings, how long a job ran): a virtual clock stands still
+ * while callbacks run. */
+static inline double aio_real_time(void) {
+  return (double)uv_hrtime() / 1e9;
+}
 void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2);
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when);
 void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
@@ -413,6 +429,7 @@ void aio_poll_open(lua_State *L, aio_state *S);
 void aio_process_open(lua_State *L, aio_state *S);
 void aio_process_close_all(aio_loop *lp);
 void aio_process_loop_free(aio_loop *lp);
+int aio_process_running(const aio_loop *lp); /* a child not reaped yet */
 
 /* executor.c */
 void aio_executor_open(lua_State *L, aio_state *S);

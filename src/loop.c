@@ -1,8 +1,10 @@
 /* The event loop: a ready queue and a timer heap in C, driven by one libuv
  * check handle (plus an idle handle while work is queued), so the same loop
  * runs under our own run_forever or inside a host's uv_run or poller. */
+#include <errno.h>
 #include <limits.h>
 #include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,9 +19,124 @@ typedef struct {
   aio_loop *lp;
 } loop_box;
 
+/* ---- the virtual clock ------------------------------------------------
+ *
+ * opts.clock = "virtual": loop:time() starts at 0 and stands still while
+ * callbacks run. Before each poll (on_prepare) the loop looks at what could
+ * still happen without it:
+ *
+ * - Work in flight, which finishes by itself and then wakes the loop: a
+ *   libuv request (connect, write, shutdown, getaddrinfo, getnameinfo), an
+ *   executor job, a callback posted from another thread, a child not reaped
+ *   yet. The poll is real, and the clock runs at real speed until the next
+ *   poll finds nothing in flight, so a timeout on such work is a real one.
+ * - Else, when a callback is queued or a timer due, the poll does not block
+ *   and time stands still.
+ * - Else, with events libuv has not handled yet (a readable socket, an
+ *   expired libuv timer, a closing handle, a new watcher), the poll does
+ *   not block and there is no jump, so data a peer in this loop wrote is
+ *   read before any timer fires (past two such polls in a row the clock
+ *   runs at real speed: see on_prepare).
+ * - Else time jumps to the next timer's deadline, and the poll does not
+ *   block (with no timer at all it blocks, the clock running, until I/O).
+ *
+ * An open socket, a listening server, a watched fd or a signal handler that
+ * has nothing to deliver does not hold the clock: it waits for something
+ * only a peer can do, and holding the clock for it would make a test that
+ * sleeps an hour beside an idle server take an hour (Trio's autojump clock
+ * with threshold 0 does the same). A peer inside the loop's process and seen
+ * by it (a task of this loop, a thread of the executor, a child process)
+ * always shows up as work in flight or as a readable socket, so it is never
+ * overtaken by a jump; a peer the loop cannot see (a host's thread, another
+ * program) can be, and such a test wants the real clock. */
+
+static void vclock_sync(aio_loop *lp) {
+  if (lp->vflow) {
+    uint64_t now = uv_hrtime();
+    lp->vnow += (double)(now - lp->vsync) / 1e9;
+    lp->vsync = now;
+  }
+}
+
 double aio_loop_time(aio_loop *lp) {
-  (void)lp;
-  return (double)uv_hrtime() / 1e9;
+  if (!lp->virtual_clock) return (double)uv_hrtime() / 1e9;
+  vclock_sync(lp);
+  return lp->vnow;
+}
+
+/* Work that ends without the program's help, then wakes the loop. */
+static int vclock_in_flight(aio_loop *lp) {
+  int posted;
+  if (lp->uv->active_reqs.count > 0 || lp->jobs || aio_process_running(lp)) return 1;
+  uv_mutex_lock(&lp->post_mutex);
+  posted = lp->posted != NULL;
+  uv_mutex_unlock(&lp->post_mutex);
+  return posted;
+}
+
+/* libuv has events to handle: a descriptor ready in its epoll set (level
+ * triggered: the epoll fd is readable while one is), or something that
+ * makes its next poll return at once (a due libuv timer, a closing handle,
+ * a deferred callback, an idle handle of a host). */
+static int vclock_events_pending(aio_loop *lp) {
+  struct pollfd pfd;
+  int n;
+  if (uv_backend_timeout(lp->uv) == 0) return 1;
+  pfd.fd = uv_backend_fd(lp->uv);
+  pfd.events = POLLIN;
+  pfd.revents = 0;
+  do n = poll(&pfd, 1, 0);
+  while (n < 0 && errno == EINTR);
+  return n != 0; /* an error: do not jump, the poll will tell */
+}
+
+static void vclock_run_real(aio_loop *lp) {
+  lp->vflow = 1;
+  lp->vsync = uv_hrtime();
+}
+
+static int loop_has_work(aio_loop *lp, aio_timer *top, double now);
+static void loop_arm(aio_loop *lp);
+static void noop_idle(uv_idle_t *h);
+
+/* Before every poll of a virtual loop (libuv computes the poll's timeout
+ * after the prepare phase, so a jump made here is seen by it). */
+static void on_prepare(uv_prepare_t *h) {
+  aio_loop *lp = h->data;
+  aio_timer *top;
+  int pending;
+  vclock_sync(lp);
+  lp->vflow = 0;
+  if (lp->closed) return;
+  if (vclock_in_flight(lp)) {
+    lp->vpending = 0;
+    vclock_run_real(lp);
+    return;
+  }
+  top = aio_heap_top(&lp->timers);
+  if (loop_has_work(lp, top, lp->vnow)) return;
+  /* another loop of this state runs on this uv loop: ours does not tick */
+  if (!top || (!lp->running && lp->S->running)) {
+    vclock_run_real(lp);
+    return;
+  }
+  pending = vclock_events_pending(lp);
+  if (pending) {
+    /* Events usually take one poll (new watchers join libuv's epoll set in
+     * its next poll, a peer's data is read by it), and time stands still
+     * for that poll so that a program with no I/O in progress sees exact
+     * deadlines. Events in several polls in a row are I/O at work, or a
+     * descriptor nobody drains: the clock runs then, so that a timer still
+     * fires in the end. */
+    if (lp->vpending < 2) lp->vpending++;
+    if (lp->vpending >= 2) vclock_run_real(lp);
+    /* libuv polls with its timers' timeout even when new watchers wait */
+    if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
+    return;
+  }
+  lp->vpending = 0;
+  lp->vnow = top->when;
+  loop_arm(lp); /* the timer is due: the poll does not block, on_check runs it */
 }
 
 /* Seconds to whole milliseconds, rounded up and capped (at about 31 years)
@@ -67,13 +184,17 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm) {
   if (tm->index) aio_heap_remove(&lp->timers, tm);
 }
 
-static void loop_arm(aio_loop *lp);
-
 void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay) {
   ct->timer.kind = AIO_TIMER_CFUNC;
   aio_loop_remove_timer(lp, &ct->timer);
   aio_loop_add_timer(lp, &ct->timer, aio_loop_time(lp) + delay);
   if (!lp->ticking) loop_arm(lp);
+}
+
+/* Something to run now, or the loop to leave: the poll must not block. */
+static int loop_has_work(aio_loop *lp, aio_timer *top, double now) {
+  return lp->ready.len > 0 || lp->stopping || (top && top->when <= now) ||
+         (lp->until && lp->until->state != AIO_PENDING);
 }
 
 /* Keeps libuv's view in step with ours: never block while work is queued or
@@ -82,9 +203,9 @@ void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay) {
  * its timers phase, before our check handle has run. */
 static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
-  double delay = top ? top->when - aio_loop_time(lp) : 0;
-  if (lp->ready.len > 0 || lp->stopping || (top && delay <= 0) ||
-      (lp->until && lp->until->state != AIO_PENDING)) {
+  double now = top ? aio_loop_time(lp) : 0;
+  double delay = top ? top->when - now : 0;
+  if (loop_has_work(lp, top, now)) {
     if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
   } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
     uv_idle_stop(&lp->idle);
@@ -381,8 +502,10 @@ static void loop_close(lua_State *L, aio_loop *lp) {
     c->close(c);
   }
   aio_process_close_all(lp);
-  lp->nhandles_open += 5;
+  lp->nhandles_open += 7;
   uv_close((uv_handle_t *)&lp->check, on_close);
+  uv_close((uv_handle_t *)&lp->prepare, on_close);
+  uv_close((uv_handle_t *)&lp->watchdog, on_close);
   uv_close((uv_handle_t *)&lp->idle, on_close);
   uv_close((uv_handle_t *)&lp->timer, on_close);
   uv_close((uv_handle_t *)&lp->deadline, on_close);
@@ -439,18 +562,24 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   uv_idle_init(lp->uv, &lp->idle);
   uv_timer_init(lp->uv, &lp->timer);
   uv_timer_init(lp->uv, &lp->deadline);
+  uv_prepare_init(lp->uv, &lp->prepare);
+  uv_timer_init(lp->uv, &lp->watchdog);
   uv_async_init(lp->uv, &lp->async, on_async);
   uv_mutex_init(&lp->post_mutex);
   handle_init(lp, (uv_handle_t *)&lp->check);
   handle_init(lp, (uv_handle_t *)&lp->idle);
   handle_init(lp, (uv_handle_t *)&lp->timer);
   handle_init(lp, (uv_handle_t *)&lp->deadline);
+  handle_init(lp, (uv_handle_t *)&lp->prepare);
+  handle_init(lp, (uv_handle_t *)&lp->watchdog);
   handle_init(lp, (uv_handle_t *)&lp->async);
   uv_check_start(&lp->check, on_check);
   /* only our own run loop needs these to keep uv_run alive */
   uv_unref((uv_handle_t *)&lp->check);
   uv_unref((uv_handle_t *)&lp->async);
   uv_unref((uv_handle_t *)&lp->timer);
+  uv_unref((uv_handle_t *)&lp->prepare);
+  uv_unref((uv_handle_t *)&lp->watchdog);
   aio_ring_init(&lp->ready);
   aio_heap_init(&lp->timers);
   lp->armed_when = -1;
@@ -502,10 +631,11 @@ aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
   return S->running;
 }
 
-/* Debug mode: warns when a callback or task step that started at t0 ran
+/* Debug mode: warns when a callback or task step that started at t0 (real
+ * time: the CPU time it took, which a virtual clock does not count) ran
  * longer than slow_callback_duration. */
 void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0) {
-  double dt = aio_loop_time(lp) - t0;
+  double dt = aio_real_time() - t0;
   if (dt < lp->slow_callback_duration) return;
   aio_push_hook(L, lp->S, "log");
   lua_pushliteral(L, "warning");
@@ -659,6 +789,51 @@ static int l_is_closed(lua_State *L) {
 
 static int l_time(lua_State *L) {
   lua_pushnumber(L, aio_loop_time(aio_check_loop(L, 1)));
+  return 1;
+}
+
+/* Moves a virtual clock forward; the timers it makes due run in the loop's
+ * next iteration, as any due timer. */
+static int l_advance(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  double seconds = luaL_checknumber(L, 2);
+  luaL_argcheck(L, seconds >= 0 && isfinite(seconds), 2, "seconds must be a finite number >= 0");
+  if (!lp->virtual_clock)
+    return aio_raise(L, "RuntimeError",
+                     "loop:advance() needs a loop made with clock = \"virtual\"");
+  aio_loop_check_open(L, lp);
+  vclock_sync(lp);
+  lp->vnow += seconds;
+  lp->armed_when = -1; /* the uv timer was armed for a longer wait */
+  if (!lp->ticking) loop_arm(lp);
+  return 0;
+}
+
+static void on_watchdog(uv_timer_t *h) {
+  aio_loop *lp = h->data;
+  lp->watchdog_fired = 1;
+  lp->stopping = 1;
+  if (!lp->closed) loop_arm(lp);
+}
+
+/* loop:_watchdog(seconds): the test helpers' bound on a test, in real time
+ * whatever the loop's clock (a virtual one may stand still, or jump past any
+ * timer of the loop's own): stops the loop once `seconds` have passed.
+ * _watchdog(nil) disarms it. Returns whether it fired since last armed. */
+static int l_watchdog(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  int fired = lp->watchdog_fired;
+  if (!lua_isnoneornil(L, 2)) {
+    double seconds = luaL_checknumber(L, 2);
+    luaL_argcheck(L, seconds >= 0, 2, "seconds must be >= 0");
+    aio_loop_check_open(L, lp);
+    lp->watchdog_fired = 0;
+    uv_update_time(lp->uv);
+    uv_timer_start(&lp->watchdog, on_watchdog, to_ms(seconds), 0);
+  } else if (!lp->closed) {
+    uv_timer_stop(&lp->watchdog);
+  }
+  lua_pushboolean(L, fired);
   return 1;
 }
 
@@ -834,6 +1009,8 @@ int asyncio_loop_backend_timeout(aio_loop *lp) {
   loop_arm(lp);
   if (lp->ready.len > 0 || lp->stopping) return 0;
   top = aio_heap_top(&lp->timers);
+  /* the next iteration may jump to the timer: it must come at once */
+  if (top && lp->virtual_clock && !vclock_in_flight(lp)) return 0;
   if (top) {
     double delay = top->when - aio_loop_time(lp);
     uint64_t t = to_ms(delay);
@@ -878,13 +1055,35 @@ static int l_newindex(lua_State *L) {
 
 static int l_tostring(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
-  lua_pushfstring(L, "<Loop running=%s closed=%s debug=%s>", lp->running ? "true" : "false",
-                  lp->closed ? "true" : "false", lp->debug ? "true" : "false");
+  lua_pushfstring(L, "<Loop running=%s closed=%s debug=%s%s>", lp->running ? "true" : "false",
+                  lp->closed ? "true" : "false", lp->debug ? "true" : "false",
+                  lp->virtual_clock ? " clock=virtual" : "");
   return 1;
 }
 
+/* new_event_loop([opts]): opts.clock is "real" (the default) or
+ * "virtual" (see the virtual clock above). */
 static int l_new_loop(lua_State *L) {
-  asyncio_loop_new(L, NULL);
+  int virtual_clock = 0;
+  aio_loop *lp;
+  if (!lua_isnoneornil(L, 1)) {
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_getfield(L, 1, "clock") != LUA_TNIL) {
+      const char *clock = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+      if (strcmp(clock, "virtual") == 0)
+        virtual_clock = 1;
+      else if (strcmp(clock, "real") != 0)
+        return luaL_argerror(L, 1,
+                             lua_pushfstring(L,
+                                             "opts.clock must be \"real\" or \"virtual\", got %s",
+                                             luaL_tolstring(L, -1, NULL)));
+    }
+  }
+  lp = asyncio_loop_new(L, NULL);
+  if (virtual_clock) {
+    lp->virtual_clock = 1;
+    uv_prepare_start(&lp->prepare, on_prepare);
+  }
   return 1;
 }
 
@@ -920,6 +1119,8 @@ void aio_loop_open(lua_State *L, aio_state *S) {
                                      {"is_running", l_is_running},
                                      {"is_closed", l_is_closed},
                                      {"time", l_time},
+                                     {"advance", l_advance},
+                                     {"_watchdog", l_watchdog},
                                      {"call_soon", l_call_soon},
                                      {"call_later", l_call_later},
                                      {"call_at", l_call_at},

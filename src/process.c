@@ -213,6 +213,10 @@ void aio_process_loop_free(aio_loop *lp) {
   lp->procs = NULL;
 }
 
+int aio_process_running(const aio_loop *lp) {
+  return lp->procs && lp->procs->head.next != &lp->procs->head;
+}
+
 static void on_chld_closed(uv_handle_t *h) {
   aio_loop_handle_closed(((procs *)h->data)->lp);
 }

@@ -804,7 +804,7 @@ static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
 static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
   int base = lua_gettop(L) + 1;
   aio_loop *lp = aio_transport_loop(L, tp_idx);
-  double t0 = lp->debug ? aio_loop_time(lp) : 0;
+  double t0 = lp->debug ? aio_real_time() : 0;
   lua_pushcfunction(L, aio_callback_msgh);
   if (lua_getiuservalue(L, tp_idx, UV_DATACB) == LUA_TNIL) {
     lua_settop(L, base - 1);

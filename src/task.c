@@ -269,7 +269,7 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
     nargs = lua_gettop(co) - 1;
   }
   lp->current = t;
-  if (lp->debug) t0 = aio_loop_time(lp);
+  if (lp->debug) t0 = aio_real_time();
   status = lua_resume(co, L, nargs, &nres);
   lp->current = prev;
   if (lp->debug) {

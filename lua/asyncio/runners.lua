@@ -54,7 +54,11 @@ function M.run(main, opts)
   if core.get_running_loop() then
     error(errors.RuntimeError("asyncio.run() cannot be called from a running event loop"), 2)
   end
-  local loop = core.new_event_loop()
+  local clock = opts and opts.clock
+  if clock ~= nil and clock ~= "real" and clock ~= "virtual" then
+    error("bad argument #2 to 'run' (opts.clock must be \"real\" or \"virtual\", got " .. tostring(clock) .. ")", 2)
+  end
+  local loop = core.new_event_loop(clock and { clock = clock })
   if opts and opts.debug ~= nil then loop:set_debug(opts.debug) end
   core.set_event_loop(loop)
   local task = type(main) == "function" and loop:create_task(main) or main

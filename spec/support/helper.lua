@@ -14,6 +14,12 @@
 -- closed afterwards whatever happened (unless fn closed it), and a timeout is
 -- reported as "test timed out after N s". Returns what fn returned.
 --
+-- Both take a third argument, options for new_event_loop: with
+-- {clock = "virtual"} the loop has the virtual clock, and the timeout is
+-- still real seconds (a C watchdog, loop:_watchdog, since the loop's own
+-- timers follow its clock). helper.vrun(fn [, timeout]) and
+-- helper.with_vloop(fn [, timeout]) are the short forms.
+--
 -- helper.capture_log([fn]) installs an asyncio.logger handler that records
 -- every message as {level = , msg = } and returns the list. With fn, it runs
 -- fn(list) and restores the default handler afterwards (also on error), and
@@ -51,18 +57,33 @@ local function finish(res, timed_out, timeout, close_ok, close_err)
   return table.unpack(res, 2, res.n)
 end
 
-function helper.run(fn, timeout)
-  timeout = timeout or helper.timeout
-  local loop = asyncio.new_event_loop()
-  asyncio.set_event_loop(loop)
+-- A watchdog that stops `loop` after `timeout` real seconds: a timer of the
+-- loop's on the real clock, the C one on a virtual clock. Returns a function
+-- that disarms it and tells whether it fired, and the timer (nil for the C one).
+local function arm_watchdog(loop, timeout, opts)
+  if opts and opts.clock == "virtual" then
+    loop:_watchdog(timeout)
+    return function() return loop:_watchdog(nil) end, nil
+  end
   local timed_out = false
   local timer = loop:call_later(timeout, function()
     timed_out = true
     loop:stop()
   end)
+  return function()
+    if not loop:is_closed() then timer:cancel() end
+    return timed_out
+  end, timer
+end
+
+function helper.run(fn, timeout, opts)
+  timeout = timeout or helper.timeout
+  local loop = asyncio.new_event_loop(opts)
+  asyncio.set_event_loop(loop)
+  local disarm = arm_watchdog(loop, timeout, opts)
   local task = loop:create_task(fn)
   local res = table.pack(pcall(loop.run_until_complete, loop, task))
-  timer:cancel()
+  local timed_out = disarm()
   local hung = timed_out and not task:done()
   if hung then
     task:cancel()
@@ -82,19 +103,27 @@ function helper.runner(timeout)
   end
 end
 
-function helper.with_loop(fn, timeout)
+-- helper.run on a virtual clock
+function helper.vrun(fn, timeout)
+  return helper.run(fn, timeout, { clock = "virtual" })
+end
+
+-- helper.vrun with another default timeout (real seconds)
+function helper.vrunner(timeout)
+  return function(fn)
+    return helper.vrun(fn, timeout)
+  end
+end
+
+function helper.with_loop(fn, timeout, opts)
   timeout = timeout or helper.timeout
-  local loop = asyncio.new_event_loop()
+  local loop = asyncio.new_event_loop(opts)
   asyncio.set_event_loop(loop)
-  local timed_out = false
-  local watchdog = loop:call_later(timeout, function()
-    timed_out = true
-    loop:stop()
-  end)
+  local disarm, watchdog = arm_watchdog(loop, timeout, opts)
   local res = table.pack(pcall(fn, loop, watchdog))
+  local timed_out = disarm()
   local closed, close_err = true, nil
   if not loop:is_closed() then
-    watchdog:cancel()
     if loop:is_running() then -- fn escaped from inside the loop: cannot close
       loop:stop()
     else
@@ -103,6 +132,11 @@ function helper.with_loop(fn, timeout)
   end
   asyncio.set_event_loop(nil)
   return finish(res, timed_out, timeout, closed, close_err)
+end
+
+-- helper.with_loop on a virtual clock
+function helper.with_vloop(fn, timeout)
+  return helper.with_loop(fn, timeout, { clock = "virtual" })
 end
 
 local extra_loops = {}
