@@ -49,12 +49,11 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
   }
   e->kind = kind;
   e->p = p;
-  e->q = NULL;
+  /* a step's wake-up, for get_stats(): the loop's last clock reading inside
+   * a tick; outside one (an I/O callback), 0: the next tick's start */
+  e->stamp = lp->ticking ? lp->stamp : 0;
   e->ref = ref;
   e->ref2 = ref2;
-  /* the wake-up of get_stats()'s sched_delay: the loop's last clock reading
-   * inside a tick; outside one (an I/O callback), the next tick's start */
-  if (kind == AIO_RUN_STEP) ((aio_task *)p)->woke_ns = lp->ticking ? lp->stamp : 0;
   /* queued from outside a tick (before a run, or while a host's uv_run
    * waits): make sure the next poll does not block */
   if (!lp->ticking && !uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
@@ -135,7 +134,7 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
 static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
   switch (e->kind) {
   case AIO_RUN_STEP:
-    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p);
+    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp);
     return;
   case AIO_RUN_HANDLE:
     aio_handle_run(L, lp, e->p, e->ref);

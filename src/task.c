@@ -249,11 +249,11 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
 }
 
 /* Returns 1 when it ran the body: lp->stamp is then the step's end. */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
   int nargs = 0, nres, status, tidx = 0, debug = lp->debug;
-  uint64_t t0, t1, woke;
+  uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
   t->wait = AIO_WAIT_NONE;
@@ -275,10 +275,10 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
   t0 = lp->stamp_ok ? lp->stamp : aio_clock_ns(lp);
   lp->stamp = t0;
   lp->stamp_ok = 0;
-  woke = t->woke_ns ? t->woke_ns : lp->tick_ns;
-  t->delay_ns = t0 > woke ? t0 - woke : 0;
-  t->delay_sum_ns += t->delay_ns;
-  if (t->delay_ns > t->delay_max_ns) t->delay_max_ns = t->delay_ns;
+  if (!woke) woke = lp->tick_ns;
+  delay = t0 > woke ? t0 - woke : 0;
+  t->delay_sum_ns += delay;
+  if (delay > t->delay_max_ns) t->delay_max_ns = delay > UINT32_MAX ? UINT32_MAX : (uint32_t)delay;
   lp->current = t;
   if (debug) aio_debug_enter(L, lp, co, t, 0, t0, &fr);
   status = lua_resume(co, L, nargs, &nres);
@@ -524,7 +524,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   lua_setiuservalue(L, tidx, 1);
   anchor(L, lp, tidx);
   if (eager && lp->running) {
-    aio_task_step(L, lp, t);
+    aio_task_step(L, lp, t, UINT64_MAX);
   } else {
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
@@ -684,8 +684,8 @@ static int l_get_stats(lua_State *L) {
   /* the running task has not stopped running */
   lua_pushnumber(L, lp->current == t || now <= t->last_ns ? 0 : (double)(now - t->last_ns) / 1e9);
   lua_setfield(L, -2, "since_run");
-  lua_pushnumber(L, (double)t->delay_ns / 1e9);
-  lua_setfield(L, -2, "sched_delay");
+  lua_pushnumber(L, t->steps ? (double)t->delay_sum_ns / t->steps / 1e9 : 0);
+  lua_setfield(L, -2, "sched_delay"); /* the mean */
   lua_pushnumber(L, (double)t->delay_max_ns / 1e9);
   lua_setfield(L, -2, "sched_delay_max");
   lua_pushnumber(L, (double)t->delay_sum_ns / 1e9);
