@@ -288,4 +288,122 @@ describe("debug mode", function()
       assert.matches("outside a task", got.exception.message)
     end)
   end)
+
+  it("the report of a pending task destroyed has Python's words and where it was made", function()
+    local records = helper.capture_log(function(records)
+      local loop = helper.new_loop()
+      loop:set_debug(true)
+      do
+        records.line = debug.getinfo(1, "l").currentline + 1
+        local t = loop:create_task(function()
+          loop:create_future():await()
+        end)
+        t:set_name("forgotten")
+        loop:run_once()
+      end
+      loop:close()
+      helper.gc()
+      return records
+    end)
+    local found = helper.grep(records, "destroyed but it is pending")
+    assert.equal(1, #found)
+    assert.matches("^Task was destroyed but it is pending!\ntask: <Task pending name='forgotten'>", found[1].msg)
+    assert.matches("debug_spec.lua:" .. records.line, found[1].msg, 1, true)
+  end)
 end)
+
+describe("debug mode: resources never closed", function()
+  local function serve_and_forget(on)
+    return helper.capture_log(function(records)
+      local loop = helper.new_loop()
+      loop:set_debug(on)
+      asyncio.set_event_loop(loop)
+      loop:run_until_complete(function()
+        local server = asyncio.start_server(function() end, "127.0.0.1", 0)
+        asyncio.open_connection("127.0.0.1", server.sockets[1]:getsockname()[2])
+        asyncio.sleep(0.01)
+      end)
+      loop:close()
+      asyncio.set_event_loop(nil)
+      return records
+    end)
+  end
+
+  it("servers and transports still open when the loop closes are named with their origin", function()
+    local records = helper.capture_log(function(records)
+      local loop = helper.new_loop()
+      loop:set_debug(true)
+      asyncio.set_event_loop(loop)
+      loop:run_until_complete(function()
+        records.server_line = debug.getinfo(1, "l").currentline + 1
+        local server = asyncio.start_server(function() end, "127.0.0.1", 0)
+        records.client_line = debug.getinfo(1, "l").currentline + 1
+        asyncio.open_connection("127.0.0.1", server.sockets[1]:getsockname()[2])
+        asyncio.sleep(0.01)
+        local srv2 = asyncio.start_server(function() end, "127.0.0.1", 0)
+        srv2:close() -- closed: not reported
+      end)
+      loop:close()
+      asyncio.set_event_loop(nil)
+      return records
+    end)
+    local unclosed = helper.grep(records, "unclosed")
+    local servers = helper.grep(unclosed, "unclosed server <TCP server>")
+    assert.equal(1, #servers)
+    assert.equal("warning", servers[1].level)
+    assert.matches("created at .*debug_spec.lua:" .. records.server_line .. "$", servers[1].msg)
+    local transports = helper.grep(unclosed, "unclosed transport <TCP transport>")
+    assert.equal(2, #transports) -- the client's and the server's end
+    local client = helper.grep(transports, "debug_spec.lua:" .. records.client_line)
+    assert.equal(1, #client)
+    local accepted = helper.grep(transports, "a connection of the server made at")
+    assert.equal(1, #accepted)
+    assert.matches("debug_spec.lua:" .. records.server_line, accepted[1].msg, 1, true)
+    assert.equal(3, #unclosed)
+  end)
+
+  it("nothing is reported outside debug mode, and everything is closed all the same", function()
+    local records = serve_and_forget(false)
+    assert.equal(0, #helper.grep(records, "unclosed"))
+  end)
+
+  it("a loop never closed is reported when the state goes, with where it was made", function()
+    local exe = "/proc/" .. helper.pid() .. "/exe"
+    local code = "local asyncio = require 'asyncio'\n"
+      .. "asyncio.logger.set_handler(function(level, msg) io.stdout:write(level, ' ', msg, '\\n') end)\n"
+      .. "local loop = asyncio.new_event_loop()\n"
+      .. "local closed = asyncio.new_event_loop() closed:close()\n"
+    local path = os.tmpname()
+    local f = assert(io.open(path, "w"))
+    f:write(code)
+    f:close()
+    local p = assert(io.popen(("LUA_ASYNCIO_DEBUG=1 timeout 10 %s %s 2>&1"):format(exe, path)))
+    local out = p:read("a")
+    p:close()
+    os.remove(path)
+    assert.matches("warning unclosed event loop <Loop running=false closed=false debug=true> created at [^\n]*:3\n", out)
+    local _, n = out:gsub("unclosed", "")
+    assert.equal(1, n)
+  end)
+end)
+
+describe("non-thread-safe loop methods", function()
+  it("work from the loop's own thread, running or not", function()
+    with_loop(function(loop)
+      loop:call_soon(function() end)
+      loop:call_later(0, function() end)
+      loop:call_at(loop:time(), function() end)
+      loop:create_future()
+      asyncio.Future(loop)
+      local t = loop:create_task(function()
+        loop:call_soon(function() end)
+        loop:create_future()
+        asyncio.create_task(function() end)
+      end)
+      loop:run_until_complete(t)
+    end)
+  end)
+  -- from another OS thread: test/thread_check.c (a Lua state can only be
+  -- entered by one thread at a time, which a spec cannot arrange)
+end)
+

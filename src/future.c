@@ -428,7 +428,9 @@ void aio_future_methods(lua_State *L, aio_state *S) {
 }
 
 static int l_new_future(lua_State *L) {
-  aio_future_new(L, aio_check_loop(L, 1));
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_loop_check_thread(L, lp);
+  aio_future_new(L, lp);
   return 1;
 }
 

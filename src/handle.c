@@ -80,16 +80,15 @@ void aio_report_callback_error(lua_State *L, aio_loop *lp, int err_idx, const ch
  * formatted only then (this runs for every Lua callback). */
 int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const char *what,
                         const char *msg, const char *key, int key_idx) {
-  int nargs = lua_gettop(L) - base;
-  double t0 = lp->debug ? aio_real_time() : 0;
+  int nargs = lua_gettop(L) - base, debug = lp->debug, status;
+  aio_debug_frame fr;
+  if (debug) aio_debug_enter(L, lp, L, NULL, base, aio_clock_ns(lp), &fr);
   lua_pushcfunction(L, aio_callback_msgh);
   lua_insert(L, base);
-  if (lua_pcall(L, nargs, nres, base) == LUA_OK) {
-    lua_remove(L, base);
-    if (lp->debug) aio_loop_log_slow(L, lp, what, t0);
-    return 0;
-  }
+  status = lua_pcall(L, nargs, nres, base);
   lua_remove(L, base);
+  if (debug) aio_debug_leave(L, lp, &fr, 0, what, NULL, 0);
+  if (status == LUA_OK) return 0;
   if (!msg) msg = lua_pushfstring(L, "Exception in %s", what);
   aio_report_callback_error(L, lp, base, msg, key, key_idx);
   lua_settop(L, base);

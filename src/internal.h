@@ -128,12 +128,20 @@ struct aio_task {
   uint8_t started;
   uint8_t co_exposed; /* get_coro() handed it out */
   uint8_t packed;     /* uv1 is {fn, args..., n=} until the first step */
+  uint8_t named;      /* set_name() was called: the watchdog copies the name */
   uint16_t cancels;   /* cancel() requests not yet uncancel()ed */
   int slot;           /* index in the loop's anchor table while pending */
   uint32_t id;
   lua_State *co;
   const void *parked_on; /* the wait list of park(), while AIO_WAIT_PARK */
   aio_timer timer;       /* sleep() deadline, in the loop's heap */
+  /* get_stats(), in nanoseconds on the loop's step clock (aio_clock_ns):
+   * 32 bytes (tasks come by the 100,000) */
+  uint32_t steps;
+  uint32_t delay_max_ns; /* queued to run, saturating at 4.29 s */
+  uint64_t run_ns;       /* sum of step durations */
+  uint64_t last_ns;      /* end of the last step (creation before the first) */
+  uint64_t delay_sum_ns;
 };
 
 struct aio_handle {
@@ -167,6 +175,10 @@ typedef struct aio_closable aio_closable;
 struct aio_closable {
   aio_closable *next, *prev;
   void (*close)(aio_closable *c);
+  /* debug mode: what it is ("transport", "server") and where the user's code
+   * made it (malloc'd "file:line", or NULL), for the unclosed warning */
+  const char *kind, *what;
+  char *origin;
 };
 
 /* Values kept alive for C (anchor.c): slots of a Lua table, free slots on a
@@ -219,7 +231,15 @@ struct asyncio_loop {
   uint64_t vsync; /* virtual clock, while vflow: the uv_hrtime vnow was last brought to */
   aio_task *current;
   aio_future *until; /* run_until_complete's future */
-  int turn_budget;   /* ready-queue turns per I/O poll */
+  /* the step clock (aio_clock_ns): its last reading, whether that reading is
+   * still "now" (a step just ended and only the queue ran since: the next
+   * step starts from it without reading the clock again), the tick's start */
+  uint64_t stamp, tick_ns;
+  uint8_t stamp_ok;
+  uv_thread_t owner;       /* thread running the loop, while running */
+  struct aio_watchdog *wd; /* debug.c: the stall watchdog, or NULL */
+  char *origin;            /* debug mode: where the loop was made, malloc'd */
+  int turn_budget;         /* ready-queue turns per I/O poll */
   int nhandles_open;
   uint8_t owns_uv;
   uint8_t orphan; /* the state is gone: the last close callback frees the loop */
@@ -344,8 +364,8 @@ aio_loop *aio_loop_of(lua_State *L, aio_state *S); /* running or error */
  * monotonic real seconds, or the virtual clock's time. */
 double aio_loop_time(aio_loop *lp);
 /* Real monotonic seconds, for what measures the process, not the program
- * (slow-callback warnings, how long a job ran): a virtual clock stands still
- * while callbacks run. */
+ * (how long a job has run; steps and callbacks use aio_clock_ns): a virtual
+ * clock stands still while callbacks run. */
 static inline double aio_real_time(void) {
   return (double)uv_hrtime() / 1e9;
 }
@@ -355,7 +375,7 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
 /* (re)arms ct to fire after delay seconds */
 void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay);
 void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
-void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0);
+void aio_loop_check_thread_slow(lua_State *L, aio_loop *lp);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
 int aio_loop_enter(aio_loop *lp);
@@ -406,7 +426,9 @@ void aio_future_note_source(lua_State *L, aio_state *S, int idx);
 /* task.c */
 void aio_task_open(lua_State *L, aio_state *S);
 int aio_await(lua_State *L);
-void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t);
+/* woke: when it was queued (0: outside a tick, count from the tick's start;
+ * UINT64_MAX: no delay, an eager step) */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke);
 int aio_task_cancel(lua_State *L, int idx, int msg_idx);
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);
 void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t);
@@ -435,6 +457,75 @@ int aio_process_running(const aio_loop *lp); /* a child not reaped yet */
 void aio_executor_open(lua_State *L, aio_state *S);
 void aio_executor_cancel(lua_State *L, int fut_idx);
 void aio_executor_loop_close(lua_State *L, aio_loop *lp);
+
+/* The clock of task statistics and slow-callback checks: real time (never
+ * a virtual clock), nanoseconds. Outside debug mode the coarse clock, read
+ * from the vDSO without the TSC (a few ns, resolution a kernel tick, 1-4 ms:
+ * sums over many steps stay unbiased); in debug mode the precise one. Both
+ * count from the same origin. */
+#include <time.h>
+static inline uint64_t aio_clock_ns(const aio_loop *lp) {
+#ifdef CLOCK_MONOTONIC_COARSE
+  if (!lp->debug) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+  }
+#else
+  (void)lp;
+#endif
+  return uv_hrtime();
+}
+
+/* Loop methods that are not thread-safe (call_soon, create_task, ...) raise
+ * RuntimeError when called, while the loop runs, from another thread than
+ * the one running it: one pthread_self() and a compare. */
+static inline void aio_loop_check_thread(lua_State *L, aio_loop *lp) {
+  if (lp->running) {
+    uv_thread_t self = uv_thread_self();
+    if (!uv_thread_equal(&self, &lp->owner)) aio_loop_check_thread_slow(L, lp);
+  }
+}
+
+/* debug.c: the stall watchdog, slow-callback warnings, unclosed resources.
+ * aio_debug_enter/leave bracket a callback or task step in debug mode; the
+ * frame saves the watch of an enclosing one (an eager task's first step runs
+ * inside another step or a callback). */
+typedef struct aio_watch {
+  uint64_t started; /* 0: nothing running */
+  lua_State *co;    /* the thread running it, to hook */
+  uint32_t id;      /* task id, 0 for a callback */
+  lua_Hook prev_hook;
+  int prev_mask, prev_count;
+  char name[64]; /* task name or callback's "file:line" */
+} aio_watch;
+typedef struct aio_debug_frame {
+  struct aio_watchdog *wd; /* the watchdog entered, if any */
+  uint64_t t0;
+  aio_watch saved;
+  char where[64]; /* a callback's "file:line" (of the function at fn_idx) */
+} aio_debug_frame;
+/* t NULL: a callback, the function at fn_idx (0: unknown); t0: its start
+ * on aio_clock_ns */
+void aio_debug_enter(lua_State *L, aio_loop *lp, lua_State *co, aio_task *t, int fn_idx,
+                     uint64_t t0, aio_debug_frame *fr);
+/* Warns when it ran longer than slow_callback_duration. t1: its end (0:
+ * now); t: the task whose step it was (done: its body returned), else the
+ * callback named `what`. */
+void aio_debug_leave(lua_State *L, aio_loop *lp, aio_debug_frame *fr, uint64_t t1, const char *what,
+                     aio_task *t, int done);
+void aio_debug_start(aio_loop *lp);
+void aio_debug_stop(aio_loop *lp);
+/* "file:line" of the first caller outside asyncio's own Lua files, malloc'd */
+char *aio_debug_origin(lua_State *L);
+void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c, const char *kind,
+                             const char *what);
+/* c's origin becomes "<prefix> <origin>", or none when origin is NULL */
+void aio_debug_set_origin(aio_closable *c, const char *prefix, const char *origin);
+/* From a __gc: warns about the object of c, collected while open */
+void aio_debug_collected_open(lua_State *L, aio_loop *lp, aio_closable *c);
+void aio_debug_report_unclosed(lua_State *L, aio_state *S, const char *kind, const char *what,
+                               const char *origin);
 
 /* signal.c */
 void aio_signal_open(lua_State *L, aio_state *S);

@@ -71,6 +71,8 @@ aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
   ls->u.h.data = ls;
   ls->cl.close = on_loop_close;
   aio_closable_link(lp, &ls->cl);
+  aio_debug_note_closable(L, lp, &ls->cl, "server",
+                          kind == AIO_TP_TCP ? "<TCP server>" : "<Unix server>");
   return ls;
 }
 
@@ -83,8 +85,12 @@ void aio_listener_discard(aio_listener *ls) {
  * libuv error. */
 static int accept_one(lua_State *L, aio_listener *ls) {
   aio_tp *tp = aio_tp_new(L, ls->lp, ls->kind);
-  int err = ls->kind == AIO_TP_TCP ? uv_tcp_init(ls->lp->uv, &tp->u.tcp)
-                                   : uv_pipe_init(ls->lp->uv, &tp->u.pipe, 0);
+  int err;
+  /* not where the loop happened to be: whose connection it is */
+  if (ls->cl.origin)
+    aio_debug_set_origin(&tp->cl, "a connection of the server made at", ls->cl.origin);
+  err = ls->kind == AIO_TP_TCP ? uv_tcp_init(ls->lp->uv, &tp->u.tcp)
+                               : uv_pipe_init(ls->lp->uv, &tp->u.pipe, 0);
   if (err) {
     aio_tp_discard(tp);
     lua_pop(L, 1);
@@ -195,9 +201,10 @@ static int l_gc(lua_State *L) {
   if (!ls) return 0;
   *b = NULL;
   ls->box = NULL;
-  if (!ls->closed)
+  if (!ls->closed) {
+    aio_debug_collected_open(L, ls->lp, &ls->cl);
     aio_listener_close(NULL, ls); /* unreferenced, so it was not listening */
-  else
+  } else
     free_if_done(ls);
   return 0;
 }

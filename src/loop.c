@@ -166,7 +166,9 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
   }
   e->kind = kind;
   e->p = p;
-  e->q = NULL;
+  /* a step's wake-up, for get_stats(): the loop's last clock reading inside
+   * a tick; outside one (an I/O callback), 0: the next tick's start */
+  e->stamp = lp->ticking ? lp->stamp : 0;
   e->ref = ref;
   e->ref2 = ref2;
   /* queued from outside a tick (before a run, or while a host's uv_run
@@ -253,8 +255,8 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
 static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
   switch (e->kind) {
   case AIO_RUN_STEP:
-    aio_task_step(L, lp, e->p);
-    break;
+    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp);
+    return;
   case AIO_RUN_HANDLE:
     aio_handle_run(L, lp, e->p, e->ref);
     break;
@@ -266,6 +268,7 @@ static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
     lua_settop(L, 0);
     break;
   }
+  lp->stamp_ok = 0; /* time went by since the last step's end */
 }
 
 /* One tick: up to turn_budget turns of (due timers, then the callbacks that
@@ -276,6 +279,8 @@ static int tick(lua_State *L) {
   aio_future *until = lua_touserdata(L, 2);
   int budget = lp->turn_budget;
   lua_settop(L, 0);
+  lp->tick_ns = lp->stamp = aio_clock_ns(lp);
+  lp->stamp_ok = 1;
   do {
     size_t n;
     run_due_timers(L, lp);
@@ -295,6 +300,8 @@ static int tick(lua_State *L) {
  * right now. Returns 1 when aio_loop_leave has that to undo. */
 int aio_loop_enter(aio_loop *lp) {
   if (lp->running || lp->S->running) return 0;
+  lp->owner = uv_thread_self();
+  if (lp->debug && !lp->wd) aio_debug_start(lp);
   lp->running = 1;
   lp->L = lp->mainL;
   lp->S->running = lp;
@@ -327,6 +334,7 @@ static void on_check(uv_check_t *h) {
   }
   lua_settop(L, top);
   lp->ticking = 0;
+  lp->stamp_ok = 0; /* a step outside a tick (an eager task) reads the clock */
   aio_loop_leave(lp, entered);
   if (!lp->closed) loop_arm(lp);
 }
@@ -370,6 +378,7 @@ static void loop_free(aio_loop *lp) {
   int i;
   uv_mutex_destroy(&lp->post_mutex);
   for (i = 0; i < AIO_RBUF_SLOTS; i++) free(lp->rbuf[i]);
+  free(lp->origin);
   aio_process_loop_free(lp);
   free(lp);
 }
@@ -404,6 +413,8 @@ void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf) {
 }
 
 void aio_closable_link(aio_loop *lp, aio_closable *c) {
+  c->kind = c->what = NULL; /* aio_debug_note_closable sets them after */
+  c->origin = NULL;
   c->next = lp->closables.next;
   c->prev = &lp->closables;
   c->next->prev = c;
@@ -414,6 +425,9 @@ void aio_closable_unlink(aio_closable *c) {
   c->prev->next = c->next;
   c->next->prev = c->prev;
   c->next = c->prev = c;
+  free(c->origin); /* closed: no warning about it any more */
+  c->origin = NULL;
+  c->kind = NULL;
 }
 
 void aio_loop_handle_closed(aio_loop *lp) {
@@ -473,6 +487,7 @@ static void release_queued(lua_State *L, aio_loop *lp) {
 static void loop_close(lua_State *L, aio_loop *lp) {
   aio_post *p, *next;
   if (lp->closed) return;
+  aio_debug_stop(lp);
   uv_mutex_lock(&lp->post_mutex);
   lp->closed = 1;
   uv_mutex_unlock(&lp->post_mutex);
@@ -498,6 +513,8 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   aio_signal_close_all(lp);
   while (lp->closables.next != &lp->closables) {
     aio_closable *c = lp->closables.next;
+    /* what the user never closed: Python's ResourceWarning, in debug mode */
+    if (lp->debug && c->kind) aio_debug_report_unclosed(L, lp->S, c->kind, c->what, c->origin);
     aio_closable_unlink(c);
     c->close(c);
   }
@@ -606,6 +623,7 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
     const char *dbg = getenv("LUA_ASYNCIO_DEBUG");
     lp->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
   }
+  if (lp->debug) lp->origin = aio_debug_origin(L);
   return lp;
 }
 
@@ -631,16 +649,10 @@ aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
   return S->running;
 }
 
-/* Debug mode: warns when a callback or task step that started at t0 (real
- * time: the CPU time it took, which a virtual clock does not count) ran
- * longer than slow_callback_duration. */
-void aio_loop_log_slow(lua_State *L, aio_loop *lp, const char *what, double t0) {
-  double dt = aio_real_time() - t0;
-  if (dt < lp->slow_callback_duration) return;
-  aio_push_hook(L, lp->S, "log");
-  lua_pushliteral(L, "warning");
-  lua_pushfstring(L, "Executing %s took %f seconds", what, dt);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
+void aio_loop_check_thread_slow(lua_State *L, aio_loop *lp) {
+  (void)lp;
+  aio_raise(L, "RuntimeError",
+            "Non-thread-safe operation invoked on an event loop other than the current one");
 }
 
 /* Calls the Lua-level loop:call_exception_handler(ctx); never raises. */
@@ -665,6 +677,10 @@ static void run_enter(lua_State *L, aio_loop *lp) {
   lp->running = 1;
   lp->L = L;
   lp->S->running = lp;
+  /* the thread that runs it, not the one that made it: a host may make a
+   * loop in one thread and run it in another */
+  lp->owner = uv_thread_self();
+  if (lp->debug && !lp->wd) aio_debug_start(lp);
 }
 
 static void run_leave(aio_loop *lp) {
@@ -767,10 +783,17 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+static int l_tostring(lua_State *L);
+
 static int l_gc(lua_State *L) {
   loop_box *box = aio_checkudata(L, 1, AIO_T_LOOP, AIO_T_LOOP, "Loop");
   aio_loop *lp = box->lp;
   if (!lp) return 0;
+  if (!lp->closed && lp->debug) {
+    l_tostring(L);
+    aio_debug_report_unclosed(L, lp->S, "event loop", lua_tostring(L, -1), lp->origin);
+    lua_pop(L, 1);
+  }
   box->lp = NULL;
   if (lp->S->running == lp) lp->S->running = NULL;
   loop_close(L, lp);
@@ -853,6 +876,7 @@ static int l_call_soon(lua_State *L) {
   aio_handle *h;
   check_callable(L, 2);
   aio_loop_check_open(L, lp);
+  aio_loop_check_thread(L, lp);
   h = aio_handle_new(L, lp, 2, lua_gettop(L) - 2, 0);
   aio_handle_schedule(L, lp, h, -1);
   return 1;
@@ -862,6 +886,7 @@ static int call_at(lua_State *L, aio_loop *lp, double when) {
   aio_handle *h;
   check_callable(L, 3);
   aio_loop_check_open(L, lp);
+  aio_loop_check_thread(L, lp);
   h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 1);
   aio_loop_add_timer(lp, &h->timer, when);
   h->slot = aio_anchors_put(L, &lp->handles, -1);
@@ -934,6 +959,7 @@ static int l_call_soon_threadsafe(lua_State *L) {
 
 static int l_create_future(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
+  aio_loop_check_thread(L, lp);
   aio_future_new(L, lp);
   return 1;
 }
@@ -986,7 +1012,12 @@ static int l_get_task_factory(lua_State *L) {
 }
 
 static int l_set_debug(lua_State *L) {
-  aio_check_loop(L, 1)->debug = lua_toboolean(L, 2);
+  aio_loop *lp = aio_check_loop(L, 1);
+  lp->debug = (uint8_t)lua_toboolean(L, 2);
+  if (!lp->debug)
+    aio_debug_stop(lp);
+  else if (lp->running)
+    aio_debug_start(lp);
   return 0;
 }
 

@@ -167,6 +167,8 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   tp->u.h.data = tp;
   tp->cl.close = on_loop_close;
   aio_closable_link(lp, &tp->cl);
+  aio_debug_note_closable(L, lp, &tp->cl, "transport",
+                          kind == AIO_TP_TCP ? "<TCP transport>" : "<pipe transport>");
   return tp;
 }
 
@@ -183,6 +185,7 @@ static int tp_gc(lua_State *L) {
   b->tp = NULL;
   tp->box = NULL;
   if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
+    aio_debug_collected_open(L, tp->lp, &tp->cl);
     start_uv_close(tp);
     return 0;
   }
@@ -804,20 +807,22 @@ static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
 static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
   int base = lua_gettop(L) + 1;
   aio_loop *lp = aio_transport_loop(L, tp_idx);
-  double t0 = lp->debug ? aio_real_time() : 0;
+  int debug = lp->debug, status;
+  aio_debug_frame fr;
   lua_pushcfunction(L, aio_callback_msgh);
   if (lua_getiuservalue(L, tp_idx, UV_DATACB) == LUA_TNIL) {
     lua_settop(L, base - 1);
     return;
   }
+  if (debug) aio_debug_enter(L, lp, L, NULL, base + 1, aio_clock_ns(lp), &fr);
   lua_pushvalue(L, proto_idx);
   lua_pushlstring(L, p, n);
-  if (lua_pcall(L, 2, 0, base) != LUA_OK) {
+  status = lua_pcall(L, 2, 0, base);
+  if (debug) aio_debug_leave(L, lp, &fr, 0, "protocol.data_received()", NULL, 0);
+  if (status != LUA_OK) {
     aio_report_callback_error(L, lp, -1, "Fatal error: protocol.data_received() call failed.",
                               "protocol", proto_idx);
     fail_transport(L, tp_idx);
-  } else if (lp->debug) {
-    aio_loop_log_slow(L, lp, "protocol.data_received()", t0);
   }
   lua_settop(L, base - 1);
 }

@@ -248,17 +248,19 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   lua_settop(L, tidx - 1);
 }
 
-void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
+/* Returns 1 when it ran the body: lp->stamp is then the step's end. */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, tidx = 0;
-  double t0 = 0;
-  if (t->f.state != AIO_PENDING) return;
+  int nargs = 0, nres, status, tidx = 0, debug = lp->debug;
+  uint64_t t0, t1, delay;
+  aio_debug_frame fr;
+  if (t->f.state != AIO_PENDING) return 0;
   t->wait = AIO_WAIT_NONE;
   if (!t->started) {
     if (t->must_cancel) {
       finish_unstarted(L, lp, t);
-      return;
+      return 0;
     }
     t->started = 1;
     if (!co) {
@@ -268,15 +270,25 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
     }
     nargs = lua_gettop(co) - 1;
   }
+  /* One clock reading per step when steps follow each other: this step
+   * starts when the one before it ended (see lp->stamp_ok). */
+  t0 = lp->stamp_ok ? lp->stamp : aio_clock_ns(lp);
+  lp->stamp = t0;
+  lp->stamp_ok = 0;
+  if (!woke) woke = lp->tick_ns;
+  delay = t0 > woke ? t0 - woke : 0;
+  t->delay_sum_ns += delay;
+  if (delay > t->delay_max_ns) t->delay_max_ns = delay > UINT32_MAX ? UINT32_MAX : (uint32_t)delay;
   lp->current = t;
-  if (lp->debug) t0 = aio_real_time();
+  if (debug) aio_debug_enter(L, lp, co, t, 0, t0, &fr);
   status = lua_resume(co, L, nargs, &nres);
   lp->current = prev;
-  if (lp->debug) {
-    char what[32];
-    snprintf(what, sizeof what, "<Task Task-%u>", (unsigned)t->id);
-    aio_loop_log_slow(L, lp, what, t0);
-  }
+  t1 = aio_clock_ns(lp);
+  lp->stamp = t1;
+  t->steps++;
+  t->run_ns += t1 > t0 ? t1 - t0 : 0;
+  t->last_ns = t1;
+  if (debug) aio_debug_leave(L, lp, &fr, t1, NULL, t, status != LUA_YIELD);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
     if (t->wait == AIO_WAIT_SOON) {
@@ -290,9 +302,10 @@ void aio_task_step(lua_State *L, aio_loop *lp, aio_task *t) {
       task_finish(L, lp, t, tidx, LUA_ERRRUN, 1);
     }
     if (tidx) lua_settop(L, tidx - 1);
-    return;
+    return 1;
   }
   task_finish(L, lp, t, tidx, status, nres);
+  return 1;
 }
 
 /* ---- awaiting -------------------------------------------------------- */
@@ -523,6 +536,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   t->f.flags = AIO_F_TASK;
   t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
+  t->last_ns = lp->ticking ? lp->stamp : aio_clock_ns(lp); /* since_run counts from here */
   if (lp->debug) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, lp->S->mt_debug_task);
     lua_setmetatable(L, -2);
@@ -546,7 +560,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   lua_setiuservalue(L, tidx, 1);
   anchor(L, lp, tidx);
   if (eager && lp->running) {
-    aio_task_step(L, lp, t);
+    aio_task_step(L, lp, t, UINT64_MAX);
   } else {
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
@@ -556,6 +570,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
 /* loop:create_task / asyncio.create_task: honours the loop's task factory. */
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
   int i;
+  aio_loop_check_thread(L, lp);
   fn_idx = lua_absindex(L, fn_idx);
   if (lp->task_factory == LUA_NOREF || lp->eager) {
     task_new(L, lp, fn_idx, nargs, lp->eager);
@@ -649,7 +664,7 @@ static int l_get_name(lua_State *L) {
 }
 
 static int l_set_name(lua_State *L) {
-  check_task(L, 1);
+  check_task(L, 1)->named = 1;
   luaL_checkany(L, 2);
   luaL_tolstring(L, 2, NULL);
   aio_push_extras(L, aio_state_of(L), 1, 1);
@@ -692,6 +707,30 @@ static int l_print_stack(lua_State *L) {
   return 0;
 }
 
+/* The counters of the task's steps (see aio_task_step), in seconds. */
+static int l_get_stats(lua_State *L) {
+  aio_task *t = check_task(L, 1);
+  aio_loop *lp = t->f.loop;
+  uint64_t now = aio_clock_ns(lp);
+  lua_createtable(L, 0, 7);
+  lua_pushinteger(L, (lua_Integer)t->steps);
+  lua_setfield(L, -2, "steps");
+  lua_pushnumber(L, (double)t->run_ns / 1e9);
+  lua_setfield(L, -2, "run_time");
+  /* the running task has not stopped running */
+  lua_pushnumber(L, lp->current == t || now <= t->last_ns ? 0 : (double)(now - t->last_ns) / 1e9);
+  lua_setfield(L, -2, "since_run");
+  lua_pushnumber(L, t->steps ? (double)t->delay_sum_ns / t->steps / 1e9 : 0);
+  lua_setfield(L, -2, "sched_delay"); /* the mean */
+  lua_pushnumber(L, (double)t->delay_max_ns / 1e9);
+  lua_setfield(L, -2, "sched_delay_max");
+  lua_pushnumber(L, (double)t->delay_sum_ns / 1e9);
+  lua_setfield(L, -2, "sched_delay_total");
+  lua_pushboolean(L, lp->current == t);
+  lua_setfield(L, -2, "running");
+  return 1;
+}
+
 /* Debug mode only: a task can be collected while pending once its loop was
  * closed with the task still waiting. */
 static int l_debug_gc(lua_State *L) {
@@ -700,7 +739,15 @@ static int l_debug_gc(lua_State *L) {
   if (t->f.state != AIO_PENDING) return 0;
   aio_push_hook(L, S, "log");
   lua_pushliteral(L, "error");
-  lua_pushfstring(L, "Task was destroyed but it is pending! (Task-%d)", (int)t->id);
+  {
+    int top = lua_gettop(L);
+    l_get_name(L);
+    /* Python's words: the message, then the task */
+    lua_pushfstring(L, "Task was destroyed but it is pending!\ntask: <Task pending name='%s'>",
+                    lua_tostring(L, -1));
+    lua_replace(L, top + 1);
+    lua_settop(L, top + 1);
+  }
   aio_push_extras(L, S, 1, 0);
   if (lua_istable(L, -1)) {
     lua_getfield(L, -1, "source_traceback");
@@ -724,10 +771,11 @@ static int l_tostring(lua_State *L) {
 }
 
 void aio_task_open(lua_State *L, aio_state *S) {
-  static const luaL_Reg methods[] = {
-      {"cancel", l_cancel},       {"cancelling", l_cancelling},   {"uncancel", l_uncancel},
-      {"get_name", l_get_name},   {"set_name", l_set_name},       {"get_coro", l_get_coro},
-      {"get_stack", l_get_stack}, {"print_stack", l_print_stack}, {NULL, NULL}};
+  static const luaL_Reg methods[] = {{"cancel", l_cancel},       {"cancelling", l_cancelling},
+                                     {"uncancel", l_uncancel},   {"get_name", l_get_name},
+                                     {"set_name", l_set_name},   {"get_coro", l_get_coro},
+                                     {"get_stack", l_get_stack}, {"print_stack", l_print_stack},
+                                     {"get_stats", l_get_stats}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"park", l_park},

@@ -1125,6 +1125,7 @@ static int l_wrap(lua_State *L) {
   lua_pushvalue(L, idx);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   aio_closable_link(lp, &t->cl);
+  aio_debug_note_closable(L, lp, &t->cl, "transport", "<TLS transport>");
   if (b) {
     t->ltp = b->tp;
     aio_tp_wrap(L, b->tp, 1, &aio_tls_ops, idx);

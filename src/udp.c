@@ -661,6 +661,7 @@ static int l_udp_open(lua_State *L) {
   u->low = HIGH_WATER / 4;
   u->cl.close = loop_closing;
   aio_closable_link(lp, &u->cl);
+  aio_debug_note_closable(L, lp, &u->cl, "transport", "<datagram transport>");
   b->u = u; /* from here on the box's __gc releases the handle */
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u);

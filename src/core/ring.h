@@ -8,7 +8,10 @@
 
 typedef struct aio_ready {
   void *p; /* task, handle or C data */
-  void *q; /* C function for AIO_RUN_CFUNC */
+  union {
+    void *q;        /* C function for AIO_RUN_CFUNC */
+    uint64_t stamp; /* AIO_RUN_STEP: when it was queued (see aio_task_step) */
+  };
   int ref; /* registry refs anchoring Lua values; for a Handle, its anchor slot */
   int ref2;
   uint8_t kind;
