@@ -104,7 +104,7 @@ describe("the control socket of a child process", function()
       local out, err, status = cli({ "ps", p.pid })
       assert.equal(0, status, err)
       assert.truthy(out:match("^task id%s+task name%s+state"))
-      assert.truthy(out:find("alpha%-worker%s+sleeping%s+idle_worker"))
+      assert.truthy(out:find("alpha%-worker%s+sleeping%s+1%s+[%d.]+%s+[%d.]+%s+[%d.]+%s+idle_worker"))
       assert.truthy(out:find("beta%-worker%s+sleeping"))
       assert.truthy(out:find("Task%-1%s+parked")) -- main, in done:wait()
 
@@ -147,8 +147,9 @@ describe("the control socket of a child process", function()
       assert.equal(0, status, err)
       local _, screens = out:gsub("lua%-asyncio top %- pid " .. p.pid, "")
       assert.equal(2, screens)
-      assert.truthy(out:find("task id%s+task name%s+state%s+location"))
-      assert.truthy(out:find("alpha%-worker%s+sleeping%s+idle_worker " .. script:gsub("%p", "%%%0")))
+      assert.truthy(out:find("task id%s+task name%s+state%s+steps%s+busy s%s+idle s%s+wake ms%s+location"))
+      assert.truthy(out:find("alpha%-worker%s+sleeping%s+1%s+[%d.]+%s+[%d.]+%s+[%d.]+%s+idle_worker "
+        .. script:gsub("%p", "%%%0")))
 
       local top = asyncio.create_subprocess_exec({ "env", "TERM=dumb", LUA, "bin/lua-asyncio", "top", p.pid },
         { stdout = PIPE, stderr = PIPE })
@@ -244,7 +245,7 @@ describe("control.serve in this process", function()
     end)
   end)
 
-  it("top adds the columns of counter_columns (task:get_stats() by default)", function()
+  it("top adds the columns of counter_columns (ps's counters by default)", function()
     run(function()
       local path = helper.tmpdir() .. "/ctl.sock"
       local server = control.serve(asyncio.get_running_loop(), path)
@@ -261,8 +262,10 @@ describe("control.serve in this process", function()
       local text = replies[1][2]
       assert.truthy(text:find("task id%s+task name%s+state%s+steps%s+location"))
       assert.truthy(text:find("counted%s+sleeping%s+42%s+function <"))
-      -- by default: nothing when Tasks have no get_stats, its fields otherwise
-      assert.same({}, type(t.get_stats) == "function" and {} or control.counter_columns(t))
+      -- by default: ps's counters, from get_stats()
+      local cols = control.counter_columns(t)
+      assert.same({ "steps", "busy s", "idle s", "wake ms" }, { cols[1][1], cols[2][1], cols[3][1], cols[4][1] })
+      assert.equal("1", cols[1][2])
       t:cancel()
       server:close()
     end)

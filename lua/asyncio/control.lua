@@ -34,22 +34,9 @@ local function pad(s, width)
 end
 
 --- counter_columns(task) -> list of {header, value}: the columns top adds
--- after id, name, state and location. The hook for per-task counters: by
--- default the fields of task:get_stats() when Tasks have that method, by
--- name. Replace it to show something else.
-function M.counter_columns(task)
-  local get_stats = task.get_stats
-  if get_stats == nil then return {} end
-  local ok, stats = pcall(get_stats, task)
-  if not ok or type(stats) ~= "table" then return {} end
-  local cols = {}
-  for k, v in pairs(stats) do
-    if type(v) == "number" and math.type(v) == "float" then v = ("%.3f"):format(v) end
-    cols[#cols + 1] = { tostring(k), tostring(v) }
-  end
-  table.sort(cols, function(a, b) return a[1] < b[1] end)
-  return cols
-end
+-- after id, name and state; by default ps's counters (graph.stat_columns:
+-- steps, busy s, idle s, wake ms). Replace it to show something else.
+M.counter_columns = graph.stat_columns
 
 local function location(stack)
   local f = stack[1]

@@ -392,20 +392,46 @@ local function stack_names(stack)
   return concat(names, " -> ")
 end
 
---- ps([loop]) -> a table of every task: id, name, state, where it is
--- suspended (innermost frame first) and the ids of the tasks awaiting it.
+-- The counters of task:get_stats() that ps and top show, as {header,
+-- field, scale to the header's unit}: steps taken, seconds spent running,
+-- seconds since it last ran, mean milliseconds from wake-up to run.
+local STAT_COLUMNS = {
+  { "steps", "steps" },
+  { "busy s", "run_time", 1 },
+  { "idle s", "since_run", 1 },
+  { "wake ms", "sched_delay", 1000 },
+}
+
+--- stat_columns(task) -> list of {header, value}: the counter columns of
+-- ps and top, from task:get_stats().
+function M.stat_columns(task)
+  local stats = task:get_stats()
+  local cols = {}
+  for i, c in ipairs(STAT_COLUMNS) do
+    local v = stats[c[2]]
+    cols[i] = { c[1], c[3] and ("%.3f"):format(v * c[3]) or tostring(v) }
+  end
+  return cols
+end
+
+--- ps([loop]) -> a table of every task: id, name, state, its counters,
+-- where it is suspended (innermost frame first) and the ids of the tasks
+-- awaiting it.
 function M.ps(loop)
   local rows = M.snapshot(running_loop(loop, "ps"), M.ps)
-  local buf = {
-    ("%s %s %s %s %s"):format(pad("task id", 18), pad("task name", 20), pad("state", 9),
-      pad("coroutine stack", 50), "awaiter id"),
-    ("-"):rep(120),
-  }
+  local head = { pad("task id", 18), pad("task name", 20), pad("state", 9) }
+  for _, c in ipairs(STAT_COLUMNS) do head[#head + 1] = pad(c[1], 8) end
+  head[#head + 1] = pad("coroutine stack", 50)
+  head[#head + 1] = "awaiter id"
+  local buf = { concat(head, " "), ("-"):rep(156) }
   for _, r in ipairs(rows) do
     local ids = {}
     for i, w in ipairs(r.awaiters) do ids[i] = ("%p"):format(w) end
-    buf[#buf + 1] = ("%s %s %s %s %s"):format(pad(("%p"):format(r.task), 18), pad(r.name, 20),
-      pad(r.state, 9), pad(stack_names(r.stack), 50), concat(ids, ", ")):gsub("%s+$", "")
+    local cells = { pad(("%p"):format(r.task), 18), pad(r.name, 20), pad(r.state, 9) }
+    for _, c in ipairs(M.stat_columns(r.task)) do cells[#cells + 1] = pad(c[2], 8) end
+    cells[#cells + 1] = pad(stack_names(r.stack), 50)
+    cells[#cells + 1] = concat(ids, ", ")
+    buf[#buf + 1] = concat(cells, " "):gsub("%s+$", "")
   end
   return concat(buf, "\n") .. "\n"
 end
