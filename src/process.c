@@ -266,14 +266,20 @@ static int watch_pidfd(procs *ps, proc *p) {
 
 /* Exit watching: the pidfd, or (no pidfd: Linux < 5.3, or forced for tests
  * by LUA_ASYNCIO_NO_PIDFD=1) the loop's SIGCHLD watcher. */
+static int no_pidfd;
+static uv_once_t no_pidfd_once = UV_ONCE_INIT;
+
+/* read once: the environment is the process's, and loops in several threads
+ * spawn at once (ThreadSanitizer saw the unguarded form race) */
+static void read_no_pidfd(void) {
+  const char *no = getenv("LUA_ASYNCIO_NO_PIDFD");
+  no_pidfd = no && *no == '1';
+}
+
 static int watch(proc *p) {
-  static int no_pidfd = -1; /* read once: the environment is the process's */
   procs *ps = loop_procs(p->lp);
   if (!ps) return UV_ENOMEM;
-  if (no_pidfd < 0) {
-    const char *no = getenv("LUA_ASYNCIO_NO_PIDFD");
-    no_pidfd = no && *no == '1';
-  }
+  uv_once(&no_pidfd_once, read_no_pidfd);
   p->next = ps->head.next;
   p->prev = &ps->head;
   p->next->prev = p;
