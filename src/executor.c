@@ -81,11 +81,6 @@ typedef struct {
   aio_job *spare;
 } box;
 
-/* real time: how long a job has run in its thread, whatever the loop's clock */
-static double now(void) {
-  return aio_real_time();
-}
-
 static void pool_free(pool *pl) {
   pthread_mutex_destroy(&pl->mu);
   pthread_cond_destroy(&pl->work);
@@ -447,7 +442,7 @@ static void *worker_main(void *arg) {
     if ((j = pl->head) == NULL) break; /* shut down, nothing left */
     dequeue(pl, j);
     j->state = JOB_RUNNING;
-    j->started = now();
+    j->started = aio_real_time(); /* whatever the loop's clock */
     pthread_mutex_unlock(&pl->mu);
     lua_pushvalue(L, W_RUN_JOB);
     lua_pushlightuserdata(L, j);
@@ -898,7 +893,7 @@ static int l_drain(lua_State *L) {
 static int l_running(lua_State *L) {
   pool *pl = check_pool(L);
   aio_loop *lp = aio_loop_of(L, aio_state_of(L));
-  double t = now();
+  double t = aio_real_time();
   aio_job *j;
   int i = 0;
   lua_newtable(L);

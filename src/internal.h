@@ -375,7 +375,7 @@ void aio_loop_remove_timer(aio_loop *lp, aio_timer *tm);
 /* (re)arms ct to fire after delay seconds */
 void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay);
 void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx);
-void aio_loop_check_thread_slow(lua_State *L, aio_loop *lp);
+int aio_loop_wrong_thread(lua_State *L);
 void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
 int aio_loop_enter(aio_loop *lp);
@@ -483,7 +483,7 @@ static inline uint64_t aio_clock_ns(const aio_loop *lp) {
 static inline void aio_loop_check_thread(lua_State *L, aio_loop *lp) {
   if (lp->running) {
     uv_thread_t self = uv_thread_self();
-    if (!uv_thread_equal(&self, &lp->owner)) aio_loop_check_thread_slow(L, lp);
+    if (!uv_thread_equal(&self, &lp->owner)) aio_loop_wrong_thread(L);
   }
 }
 

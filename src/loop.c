@@ -298,13 +298,20 @@ static int tick(lua_State *L) {
  * counts as running while the callback runs (a protocol's data_received may
  * call get_running_loop()), unless another loop of this state is running
  * right now. Returns 1 when aio_loop_leave has that to undo. */
-int aio_loop_enter(aio_loop *lp) {
-  if (lp->running || lp->S->running) return 0;
+/* Marks lp running on L in this thread: the thread that runs it, not the
+ * one that made it (a host may make a loop in one thread and run it in
+ * another). */
+static void set_running(aio_loop *lp, lua_State *L) {
+  lp->running = 1;
+  lp->L = L;
+  lp->S->running = lp;
   lp->owner = uv_thread_self();
   if (lp->debug && !lp->wd) aio_debug_start(lp);
-  lp->running = 1;
-  lp->L = lp->mainL;
-  lp->S->running = lp;
+}
+
+int aio_loop_enter(aio_loop *lp) {
+  if (lp->running || lp->S->running) return 0;
+  set_running(lp, lp->mainL);
   return 1;
 }
 
@@ -649,10 +656,9 @@ aio_loop *aio_loop_of(lua_State *L, aio_state *S) {
   return S->running;
 }
 
-void aio_loop_check_thread_slow(lua_State *L, aio_loop *lp) {
-  (void)lp;
-  aio_raise(L, "RuntimeError",
-            "Non-thread-safe operation invoked on an event loop other than the current one");
+int aio_loop_wrong_thread(lua_State *L) {
+  return aio_raise(L, "RuntimeError",
+                   "Non-thread-safe operation invoked on an event loop other than the current one");
 }
 
 /* Calls the Lua-level loop:call_exception_handler(ctx); never raises. */
@@ -674,13 +680,7 @@ static void run_enter(lua_State *L, aio_loop *lp) {
   if (lp->running) aio_raise(L, "RuntimeError", "This event loop is already running");
   if (lp->S->running)
     aio_raise(L, "RuntimeError", "Cannot run the event loop while another loop is running");
-  lp->running = 1;
-  lp->L = L;
-  lp->S->running = lp;
-  /* the thread that runs it, not the one that made it: a host may make a
-   * loop in one thread and run it in another */
-  lp->owner = uv_thread_self();
-  if (lp->debug && !lp->wd) aio_debug_start(lp);
+  set_running(lp, L);
 }
 
 static void run_leave(aio_loop *lp) {

@@ -28,10 +28,7 @@ end
 ---------------------------------------------------------------------------
 -- top
 
-local function pad(s, width)
-  s = tostring(s)
-  return #s >= width and s or s .. (" "):rep(width - #s)
-end
+local pad = graph._pad
 
 --- counter_columns(task) -> list of {header, value}: the columns top adds
 -- after id, name and state; by default ps's counters (graph.stat_columns:
@@ -39,9 +36,7 @@ end
 M.counter_columns = graph.stat_columns
 
 local function location(stack)
-  local f = stack[1]
-  if f == nil then return "" end
-  return ("%s %s:%d"):format(f.name, f.source, f.line)
+  return stack[1] and graph._frame_label(stack[1]) or ""
 end
 
 --- top([loop]) -> one screen: a line about the process, then a row per

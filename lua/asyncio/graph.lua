@@ -382,9 +382,12 @@ function M.snapshot(loop, entry)
   return rows, row_of
 end
 
+-- s as a column of at least width characters (ps here, top in control.lua)
 local function pad(s, width)
+  s = tostring(s)
   return #s >= width and s or s .. (" "):rep(width - #s)
 end
+M._pad = pad
 
 local function stack_names(stack)
   local names = {}
@@ -469,6 +472,7 @@ end
 local function frame_label(f)
   return ("%s %s:%d"):format(f.name, f.source, f.line)
 end
+M._frame_label = frame_label
 
 --- pstree([loop]) -> the tasks as a tree: each task under the frames of the
 -- task awaiting it. Raises a RuntimeError naming the cycle (field `cycles`:
