@@ -187,14 +187,6 @@ void aio_debug_stop(aio_loop *lp) {
 
 /* ---- entering and leaving a watched call (loop thread) ------------------ */
 
-/* Copies at most n - 1 bytes and a NUL. */
-static void copy_str(char *dst, const char *src, size_t n) {
-  size_t len = strlen(src);
-  if (len >= n) len = n - 1;
-  memcpy(dst, src, len);
-  dst[len] = 0;
-}
-
 void aio_debug_enter(lua_State *L, aio_loop *lp, lua_State *co, aio_task *t, int fn_idx,
                      uint64_t t0, aio_debug_frame *fr) {
   struct aio_watchdog *wd;
@@ -223,7 +215,7 @@ void aio_debug_enter(lua_State *L, aio_loop *lp, lua_State *co, aio_task *t, int
       aio_task_push(L, lp, t);
       aio_push_extras(L, lp->S, -1, 0);
       if (lua_istable(L, -1) && lua_getfield(L, -1, "name") == LUA_TSTRING)
-        copy_str(w.name, lua_tostring(L, -1), sizeof w.name);
+        snprintf(w.name, sizeof w.name, "%s", lua_tostring(L, -1));
       lua_settop(L, top);
     }
   } else {
