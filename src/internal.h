@@ -204,6 +204,8 @@ struct asyncio_loop {
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
   aio_closable closables;     /* list head of open I/O objects */
+  struct aio_fdwatch **fdwatch; /* poll.c: watchers by fd number, nfdwatch slots */
+  int nfdwatch;
   aio_procs *procs;           /* process.c: running children, the SIGCHLD watcher */
   aio_job *jobs;              /* executor.c: this loop's jobs not completed yet */
   int job_waiters;            /* executor.c: registry ref of {[future] = pool}, or LUA_NOREF */
@@ -446,6 +448,21 @@ void aio_pipe_open(lua_State *L, aio_state *S);
 void aio_udp_open(lua_State *L, aio_state *S);
 void aio_dns_open(lua_State *L, aio_state *S);
 void aio_poll_open(lua_State *L, aio_state *S);
+void aio_sock_open(lua_State *L, aio_state *S);
+/* sock.c: the family of socket fd, checked to be of `type` (SOCK_STREAM,
+ * SOCK_DGRAM) and a family the loop has transports for (or just `family`
+ * unless AF_UNSPEC), and not listening unless `listening`; raises, naming
+ * api, for a closed fd, a non-socket or one of the wrong kind. */
+int aio_sock_probe(lua_State *L, int fd, const char *api, int type, int family, int listening);
+
+/* poll.c: the current task t waits for fd to be readable (writable 0) or
+ * writable; returns the token to park it on. The task stays registered,
+ * across wake-ups, until aio_fdwatch_unpark. Raises RuntimeError when a
+ * callback (add_reader) or another task has that direction, or a transport
+ * the fd. */
+const void *aio_fdwatch_park(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t,
+                             const char *api);
+void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t);
 
 /* process.c */
 void aio_process_open(lua_State *L, aio_state *S);

@@ -385,6 +385,7 @@ static void loop_free(aio_loop *lp) {
   int i;
   uv_mutex_destroy(&lp->post_mutex);
   for (i = 0; i < AIO_RBUF_SLOTS; i++) free(lp->rbuf[i]);
+  free(lp->fdwatch);
   free(lp->origin);
   aio_process_loop_free(lp);
   free(lp);

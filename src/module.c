@@ -213,6 +213,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_udp_open(L, S);
   aio_dns_open(L, S);
   aio_poll_open(L, S);
+  aio_sock_open(L, S);
   aio_reader_open(L, S);
   aio_writer_open(L, S);
   aio_sslcontext_open(L, S);

@@ -1,8 +1,10 @@
 /* add_reader / add_writer: callbacks run whenever a file descriptor is
- * readable or writable. libuv allows one uv_poll_t per fd, so each watched fd
- * has one watcher holding both its reader and its writer Handle. */
+ * readable or writable, and the tasks of loop:sock_* waiting for the same
+ * (sock.c). libuv allows one uv_poll_t per fd, so each watched fd has one
+ * watcher holding both directions. */
 #include <fcntl.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "internal.h"
 
@@ -11,9 +13,11 @@ enum { READER, WRITER };
 static const int uv_events[] = {UV_READABLE, UV_WRITABLE};
 static const char *const names[] = {"add_reader", "add_writer"};
 
-/* Lives in the loop's closables list while its poll handle is open, which is
- * also how add/remove find the watcher of an fd. */
-typedef struct {
+/* Lives in the loop's closables list while its poll handle is open, and in
+ * lp->fdwatch[fd], which is how add/remove and sock_* find it. A direction
+ * has a callback or a waiting task, never both. */
+typedef struct aio_fdwatch fdwatch;
+struct aio_fdwatch {
   aio_closable link;
   uv_poll_t h;
   aio_loop *lp;
@@ -21,35 +25,28 @@ typedef struct {
   aio_handle *cb[2]; /* READER, WRITER; NULL when not set */
   int ref[2];        /* registry refs of those Handles */
   int file_ref;      /* the Lua file given for fd, so the GC cannot close it */
-} fdwatch;
+  aio_task *task[2]; /* a sock_* call parked on the watcher, or NULL */
+};
 
 static void watch_close(aio_closable *c);
 static void on_poll(uv_poll_t *h, int status, int events);
 
 static fdwatch *find(aio_loop *lp, int fd) {
-  aio_closable *c;
-  for (c = lp->closables.next; c != &lp->closables; c = c->next) {
-    if (c->close == watch_close) {
-      fdwatch *w = (fdwatch *)((char *)c - offsetof(fdwatch, link));
-      if (w->fd == fd) return w;
-    }
-  }
-  return NULL;
+  return fd < lp->nfdwatch ? lp->fdwatch[fd] : NULL;
 }
 
 /* The watcher holding the Lua file at idx: remove_reader(f) after f:close(),
  * when the fd number is gone. */
 static fdwatch *find_file(lua_State *L, aio_loop *lp, int idx) {
-  aio_closable *c;
-  for (c = lp->closables.next; c != &lp->closables; c = c->next) {
-    if (c->close == watch_close) {
-      fdwatch *w = (fdwatch *)((char *)c - offsetof(fdwatch, link));
-      int same;
-      lua_rawgeti(L, LUA_REGISTRYINDEX, w->file_ref);
-      same = lua_rawequal(L, -1, idx);
-      lua_pop(L, 1);
-      if (same) return w;
-    }
+  int fd;
+  for (fd = 0; fd < lp->nfdwatch; fd++) {
+    fdwatch *w = lp->fdwatch[fd];
+    int same;
+    if (!w || w->file_ref == LUA_NOREF) continue;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, w->file_ref);
+    same = lua_rawequal(L, -1, idx);
+    lua_pop(L, 1);
+    if (same) return w;
   }
   return NULL;
 }
@@ -65,6 +62,7 @@ static void watch_free(lua_State *L, fdwatch *w) {
   luaL_unref(L, LUA_REGISTRYINDEX, w->ref[READER]);
   luaL_unref(L, LUA_REGISTRYINDEX, w->ref[WRITER]);
   luaL_unref(L, LUA_REGISTRYINDEX, w->file_ref);
+  w->lp->fdwatch[w->fd] = NULL;
   aio_closable_unlink(&w->link);
   w->lp->nhandles_open++;
   uv_close((uv_handle_t *)&w->h, on_close);
@@ -90,7 +88,8 @@ static void drop(lua_State *L, fdwatch *w, int i) {
 /* Polls for the events whose callbacks are set; frees the watcher when none
  * is. Returns 0 or a libuv error. */
 static int update(lua_State *L, fdwatch *w) {
-  int events = (w->cb[READER] ? UV_READABLE : 0) | (w->cb[WRITER] ? UV_WRITABLE : 0);
+  int events = (w->cb[READER] || w->task[READER] ? UV_READABLE : 0) |
+               (w->cb[WRITER] || w->task[WRITER] ? UV_WRITABLE : 0);
   if (events == 0) {
     watch_free(L, w);
     return 0;
@@ -103,16 +102,34 @@ static int update(lua_State *L, fdwatch *w) {
   return uv_poll_start(&w->h, events, on_poll);
 }
 
+/* Makes room in lp->fdwatch for fd, grown as libuv grows its own table. */
+static void reserve(lua_State *L, aio_loop *lp, int fd) {
+  fdwatch **a;
+  int n;
+  if (fd < lp->nfdwatch) return;
+  for (n = lp->nfdwatch ? lp->nfdwatch : 64; n <= fd; n *= 2) {
+  }
+  if ((a = realloc(lp->fdwatch, (size_t)n * sizeof *a)) == NULL) luaL_error(L, "not enough memory");
+  memset(a + lp->nfdwatch, 0, (size_t)(n - lp->nfdwatch) * sizeof *a);
+  lp->fdwatch = a;
+  lp->nfdwatch = n;
+}
+
 static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) {
-  fdwatch *w = malloc(sizeof *w);
+  fdwatch *w;
   int err;
-  if (!w) {
+  reserve(L, lp, fd);
+  if ((w = malloc(sizeof *w)) == NULL) {
     luaL_error(L, "not enough memory");
     return NULL;
   }
-  /* fails for what epoll cannot watch: a regular file (EPERM), a closed fd */
+  /* fails for what epoll cannot watch: a regular file (EPERM), a closed fd,
+   * one a transport or server of the loop has (EEXIST) */
   if ((err = uv_poll_init(lp->uv, &w->h, fd)) != 0) {
     free(w);
+    if (err == UV_EEXIST)
+      aio_raise(L, "RuntimeError", "%s: file descriptor %d is used by a transport or server", what,
+                fd);
     aio_raise_os(L, err, what);
     return NULL;
   }
@@ -121,8 +138,10 @@ static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) 
   w->fd = fd;
   w->cb[READER] = w->cb[WRITER] = NULL;
   w->ref[READER] = w->ref[WRITER] = w->file_ref = LUA_NOREF;
+  w->task[READER] = w->task[WRITER] = NULL;
   w->link.close = watch_close;
   aio_closable_link(lp, &w->link);
+  lp->fdwatch[fd] = w;
   return w;
 }
 
@@ -135,7 +154,11 @@ static void on_poll(uv_poll_t *h, int status, int events) {
    * whose next read or write sees it, as a selector reports both events */
   if (status < 0) events = UV_READABLE | UV_WRITABLE;
   for (i = READER; i <= WRITER; i++) {
-    if (!(events & uv_events[i]) || !w->cb[i]) continue;
+    if (!(events & uv_events[i])) continue;
+    /* the task stays registered until its call is done: a wake-up that finds
+     * nothing to do parks it again without an epoll_ctl */
+    if (w->task[i]) (void)aio_task_wake(w->task[i], w);
+    if (!w->cb[i]) continue;
     if (w->cb[i]->cancelled) { /* as in Python, a cancelled Handle unregisters */
       drop(L, w, i);
       cancelled = 1;
@@ -149,6 +172,41 @@ static void on_poll(uv_poll_t *h, int status, int events) {
   if (cancelled) (void)update(L, w);
 }
 
+/* A task parked on w for direction i; one that was woken by a cancel and
+ * has not run yet no longer counts. */
+static int waiting(fdwatch *w, int i) {
+  aio_task *t = w->task[i];
+  return t && t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == w;
+}
+
+const void *aio_fdwatch_park(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t,
+                             const char *api) {
+  fdwatch *w = find(lp, fd);
+  int err;
+  if (w && w->cb[writable])
+    aio_raise(L, "RuntimeError", "%s: file descriptor %d has a %s callback (%s)", api, fd,
+              writable ? "writer" : "reader", names[writable]);
+  if (w && w->task[writable] != t && waiting(w, writable))
+    aio_raise(L, "RuntimeError", "%s: another task is already %s file descriptor %d", api,
+              writable ? "sending on" : "receiving from", fd);
+  if (!w) w = watch_new(L, lp, fd, api);
+  if (w->task[writable] == t) return w;
+  w->task[writable] = t;
+  if ((err = update(L, w)) != 0) {
+    w->task[writable] = NULL;
+    (void)update(L, w);
+    aio_raise_os(L, err, api);
+  }
+  return w;
+}
+
+void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t) {
+  fdwatch *w = find(lp, fd);
+  if (!w || w->task[writable] != t) return;
+  w->task[writable] = NULL;
+  (void)update(L, w);
+}
+
 static int add(lua_State *L, int i) {
   aio_loop *lp = aio_check_loop(L, 1);
   int fd = aio_check_fd(L, 2), err;
@@ -157,8 +215,11 @@ static int add(lua_State *L, int i) {
   if (!lua_isfunction(L, 3) && luaL_getmetafield(L, 3, "__call") == LUA_TNIL)
     luaL_typeerror(L, 3, "callable");
   aio_loop_check_open(L, lp);
-  h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 0);
   w = find(lp, fd);
+  if (w && waiting(w, i))
+    return aio_raise(L, "RuntimeError", "%s: a task waits in %s on file descriptor %d", names[i],
+                     i == READER ? "a sock_* receive" : "a sock_* send", fd);
+  h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 0);
   if (!w) w = watch_new(L, lp, fd, names[i]);
   if (w->cb[i]) drop(L, w, i);
   w->ref[i] = luaL_ref(L, LUA_REGISTRYINDEX);

@@ -625,34 +625,20 @@ static const struct sockaddr *opt_sockaddr(lua_State *L, int idx, struct sockadd
   return (const struct sockaddr *)ss;
 }
 
-/* core._udp_open(loop, local, remote, family, reuse_port, allow_broadcast)
- * -> transport, without a protocol yet; raises OSError. */
-static int l_udp_open(lua_State *L) {
-  aio_loop *lp = aio_check_loop(L, 1);
-  struct sockaddr_storage lss, rss;
-  const struct sockaddr *local = opt_sockaddr(L, 2, &lss);
-  const struct sockaddr *remote = opt_sockaddr(L, 3, &rss);
-  int family = check_family(L, 4), err;
-  const char *what = "socket";
-  udp_box *b;
+/* Pushes a new endpoint whose handle is initialised for family; the box's
+ * __gc releases the handle from then on. */
+static udp_ep *new_endpoint(lua_State *L, aio_loop *lp, int family, const char *what) {
+  udp_box *b = lua_newuserdatauv(L, sizeof *b, 2);
   udp_ep *u;
-  aio_loop_check_open(L, lp);
-  if (local)
-    family = local->sa_family;
-  else if (remote)
-    family = remote->sa_family;
-  if (family == AF_UNSPEC) return aio_raise(L, "ValueError", "unexpected address family");
-  if (local && remote && local->sa_family != remote->sa_family)
-    return aio_raise(L, "ValueError", "local and remote addresses of different families");
-  b = lua_newuserdatauv(L, sizeof *b, 2);
+  int err;
   b->u = NULL;
   aio_setmetatable(L, lp->S, AIO_T_DATAGRAM);
   lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key);
   u = calloc(1, sizeof *u);
-  if (!u) return luaL_error(L, "not enough memory");
+  if (!u) luaL_error(L, "not enough memory");
   if ((err = uv_udp_init_ex(lp->uv, &u->h, (unsigned)family)) != 0) {
     free(u);
-    return aio_raise_os(L, err, what);
+    aio_raise_os(L, err, what);
   }
   u->h.data = u;
   u->lp = lp;
@@ -662,7 +648,7 @@ static int l_udp_open(lua_State *L) {
   u->cl.close = loop_closing;
   aio_closable_link(lp, &u->cl);
   aio_debug_note_closable(L, lp, &u->cl, "transport", "<datagram transport>");
-  b->u = u; /* from here on the box's __gc releases the handle */
+  b->u = u;
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u);
   lua_pop(L, 1);
@@ -670,10 +656,58 @@ static int l_udp_open(lua_State *L) {
    * the loop: a server nobody refers to goes on serving */
   lua_pushvalue(L, -1);
   u->keep_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  return u;
+}
+
+/* core._udp_open(loop, local, remote, family, reuse_port, allow_broadcast)
+ * -> transport, without a protocol yet; raises OSError. */
+static int l_udp_open(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  struct sockaddr_storage lss, rss;
+  const struct sockaddr *local = opt_sockaddr(L, 2, &lss);
+  const struct sockaddr *remote = opt_sockaddr(L, 3, &rss);
+  int family = check_family(L, 4), err;
+  const char *what = "socket";
+  udp_ep *u;
+  aio_loop_check_open(L, lp);
+  if (local)
+    family = local->sa_family;
+  else if (remote)
+    family = remote->sa_family;
+  if (family == AF_UNSPEC) return aio_raise(L, "ValueError", "unexpected address family");
+  if (local && remote && local->sa_family != remote->sa_family)
+    return aio_raise(L, "ValueError", "local and remote addresses of different families");
+  u = new_endpoint(L, lp, family, what);
   if ((err = configure(u, local, remote, lua_toboolean(L, 5), lua_toboolean(L, 6), &what)) != 0) {
     start_close(L, u);
     return aio_raise_os(L, err, what);
   }
+  update_sockname(u);
+  return 1;
+}
+
+/* core._udp_adopt(loop, fd, api) -> transport over an open UDP socket (opts.sock),
+ * which it owns from then on; a connected one sends to its peer. */
+static int l_udp_adopt(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  lua_Integer fd = luaL_checkinteger(L, 2);
+  const char *api = luaL_checkstring(L, 3);
+  socklen_t len = sizeof(struct sockaddr_storage);
+  udp_ep *u;
+  int err;
+  luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, 2, "invalid file descriptor");
+  aio_loop_check_open(L, lp);
+  (void)aio_sock_probe(L, (int)fd, api, SOCK_DGRAM, AF_UNSPEC, 0);
+  u = new_endpoint(L, lp, AF_UNSPEC, api);
+  if ((err = uv_udp_open(&u->h, (uv_os_sock_t)fd)) != 0) {
+    start_close(L, u);
+    if (err == UV_EEXIST)
+      return aio_raise(L, "RuntimeError", "%s: file descriptor %d is already watched by the loop",
+                       api, (int)fd);
+    return aio_raise_os(L, err, api);
+  }
+  if (getpeername((int)fd, (struct sockaddr *)&u->remote, &len) == 0)
+    u->has_remote = u->connected = 1;
   update_sockname(u);
   return 1;
 }
@@ -722,6 +756,7 @@ void aio_udp_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__gc", l_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"_udp_resolve", l_udp_resolve},
                                    {"_udp_open", l_udp_open},
+                                   {"_udp_adopt", l_udp_adopt},
                                    {"_udp_start", l_udp_start},
                                    {NULL, NULL}};
   if (lua_rawgetp(L, LUA_REGISTRYINDEX, &boxes_key) == LUA_TNIL) {

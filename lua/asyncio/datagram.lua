@@ -5,11 +5,12 @@ local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
 local Loop = core.Loop
-local resolve_addr, udp_open, udp_start = core._udp_resolve, core._udp_open, core._udp_start
+local resolve_addr, udp_open, udp_adopt, udp_start =
+  core._udp_resolve, core._udp_open, core._udp_adopt, core._udp_start
 
 local FNAME = "create_datagram_endpoint"
 local OPTIONS = { local_addr = true, remote_addr = true, family = true, reuse_port = true,
-                  allow_broadcast = true, reuse_address = true }
+                  allow_broadcast = true, reuse_address = true, sock = true }
 
 local FAMILIES = { inet = true, inet6 = true, AF_INET = true, AF_INET6 = true, unspec = true,
                    AF_UNSPEC = true }
@@ -76,6 +77,22 @@ local function address_pairs(locs, rems)
   return out
 end
 
+-- gives the transport its protocol; closes it when that fails
+local function start(transport, factory)
+  local ok, protocol = pcall(factory)
+  if not ok then
+    transport:close()
+    error(protocol, 0)
+  end
+  local waiter = udp_start(transport, protocol)
+  local done, err = pcall(waiter.await, waiter)
+  if not done then
+    transport:close()
+    error(err, 0)
+  end
+  return transport, protocol
+end
+
 function Loop:create_datagram_endpoint(factory, opts)
   if not is_callable(factory) then argerror(1, "callable expected, got " .. type(factory)) end
   if opts ~= nil and type(opts) ~= "table" then argerror(2, "table expected, got " .. type(opts)) end
@@ -86,6 +103,22 @@ function Loop:create_datagram_endpoint(factory, opts)
   if opts.reuse_address then
     error(errors.ValueError("Passing `reuse_address=True` is no longer supported, as the usage of " ..
       "SO_REUSEPORT in UDP poses a significant security concern."), 2)
+  end
+  if opts.sock ~= nil then
+    local fd = opts.sock
+    if math.type(fd) ~= "integer" then
+      argerror(2, "opts.sock: descriptor number expected, got " .. (math.type(fd) or type(fd)))
+    end
+    if fd < 0 or fd > 0x7fffffff then argerror(2, "opts.sock: invalid file descriptor") end
+    local given = {}
+    for _, k in ipairs { "local_addr", "remote_addr", "family", "reuse_port", "allow_broadcast" } do
+      if opts[k] ~= nil then given[#given + 1] = k end
+    end
+    if #given > 0 then
+      error(errors.ValueError("socket modifier keyword arguments can not be used when sock is " ..
+        "specified. (" .. table.concat(given, ", ") .. ")"), 2)
+    end
+    return start(udp_adopt(self, fd, FNAME), factory)
   end
   local problem = addr_problem(opts.local_addr, "local_addr")
     or addr_problem(opts.remote_addr, "remote_addr")
@@ -106,18 +139,7 @@ function Loop:create_datagram_endpoint(factory, opts)
     first_err = first_err or res
   end
   if not transport then error(first_err, 0) end
-  local ok, protocol = pcall(factory)
-  if not ok then
-    transport:close()
-    error(protocol, 0)
-  end
-  local waiter = udp_start(transport, protocol)
-  local done, err = pcall(waiter.await, waiter)
-  if not done then
-    transport:close()
-    error(err, 0)
-  end
-  return transport, protocol
+  return start(transport, factory)
 end
 
 return Loop

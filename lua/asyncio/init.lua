@@ -64,6 +64,8 @@ end
 
 -- transports and servers: Loop methods; M.Server for type checks
 M.Server = require("asyncio.network").Server
+M.socket = core.socket -- descriptors for sock_* and opts.sock (Lua has no socket library)
+M.socketpair = core.socket.socketpair
 M.ssl = require "asyncio.ssl"
 M.subprocess = require "asyncio.subprocess"
 M.create_subprocess_exec = M.subprocess.create_subprocess_exec

@@ -177,32 +177,48 @@ local function made(tp, factory, ctx, hostname, opts)
   return t, proto
 end
 
-function Loop:create_connection(factory, host, port, opts)
-  check_factory(factory, "create_connection")
-  opts = check_opts(opts, 4, "create_connection")
-  local ctx = ssl._context_of(opts, "create_connection")
+-- opts.sock: a descriptor number instead of host and port (Python's sock=).
+-- Returns it after checking it can name one; the C side checks the socket.
+local function sock_of(opts, host, port, n, fname)
+  local fd = opts.sock
+  if fd == nil then return nil end
+  argcheck(math.type(fd) == "integer", n, fname,
+    "opts.sock: descriptor number expected, got " .. (math.type(fd) or type(fd)))
+  argcheck(fd >= 0 and fd <= 0x7fffffff, n, fname, "opts.sock: invalid file descriptor")
+  if host ~= nil or port ~= nil then
+    error(errors.ValueError("host/port and sock can not be specified at the same time"), 3)
+  end
+  return fd
+end
+M.sock_of = sock_of
+
+-- create_connection and open_connection (fname names the one called)
+function M.connection(loop, factory, host, port, opts, fname)
+  local ctx = ssl._context_of(opts, fname)
   local hostname = opts.server_hostname
+  local fd = sock_of(opts, host, port, 4, fname)
   if ctx and hostname == nil then
     if type(host) ~= "string" then
-      error(errors.ValueError("You must set server_hostname when using ssl without a host"), 2)
+      error(errors.ValueError("You must set server_hostname when using ssl without a host"), 3)
     end
     hostname = host
   end
-  local infos = resolve(self, host, port, opts.family)
+  if fd then return made(core.sock_transport(loop, fd, fname), factory, ctx, hostname, opts) end
+  local infos = resolve(loop, host, port, opts.family)
   local laddrs
   if opts.local_addr then
-    argcheck(type(opts.local_addr) == "table", 4, "create_connection", "local_addr must be {host, port}")
-    laddrs = resolve(self, opts.local_addr[1], opts.local_addr[2], opts.family)
+    argcheck(type(opts.local_addr) == "table", 4, fname, "local_addr must be {host, port}")
+    laddrs = resolve(loop, opts.local_addr[1], opts.local_addr[2], opts.family)
   end
   local tp, errs
   if opts.happy_eyeballs_delay ~= nil then
     if opts.interleave == nil or opts.interleave then infos = interleave(infos, opts.interleave or 1) end
-    tp, errs = staggered(self, infos, opts.happy_eyeballs_delay, laddrs)
+    tp, errs = staggered(loop, infos, opts.happy_eyeballs_delay, laddrs)
   else
     if opts.interleave then infos = interleave(infos, opts.interleave) end
     errs = {}
     for _, info in ipairs(infos) do
-      local ok, res = pcall(connect_one, self, info, laddrs)
+      local ok, res = pcall(connect_one, loop, info, laddrs)
       if ok then tp = res; break end
       if is_cancel(res) or not errors.isinstance(res, errors.OSError) then error(res, 0) end
       errs[#errs + 1] = res
@@ -212,13 +228,72 @@ function Loop:create_connection(factory, host, port, opts)
   return made(tp, factory, ctx, hostname, opts)
 end
 
+function Loop:create_connection(factory, host, port, opts)
+  check_factory(factory, "create_connection")
+  opts = check_opts(opts, 4, "create_connection")
+  return M.connection(self, factory, host, port, opts, "create_connection")
+end
+
+-- create_unix_connection and open_unix_connection
+function M.unix_connection(loop, factory, path, opts, fname)
+  local ctx = ssl._context_of(opts, fname)
+  local fd = sock_of(opts, path, nil, 3, fname)
+  local tp
+  if fd then
+    tp = core.sock_transport(loop, fd, fname, "unix")
+  else
+    argcheck(type(path) == "string", 2, fname, "path expected")
+    tp = core.unix_connect(loop, path):await()
+  end
+  return made(tp, factory, ctx, opts.server_hostname, opts)
+end
+
 function Loop:create_unix_connection(factory, path, opts)
   check_factory(factory, "create_unix_connection")
-  argcheck(type(path) == "string", 2, "create_unix_connection", "path expected")
   opts = check_opts(opts, 3, "create_unix_connection")
-  local ctx = ssl._context_of(opts, "create_unix_connection")
-  local tp = core.unix_connect(self, path):await()
-  return made(tp, factory, ctx, opts.server_hostname, opts)
+  return M.unix_connection(self, factory, path, opts, "create_unix_connection")
+end
+
+-- Python's connect_accepted_socket: a transport over a connection accepted
+-- elsewhere; with opts.ssl the server side of a TLS handshake, done before
+-- this returns.
+function Loop:connect_accepted_socket(factory, fd, opts)
+  check_factory(factory, "connect_accepted_socket")
+  argcheck(math.type(fd) == "integer", 2, "connect_accepted_socket",
+    "descriptor number expected, got " .. (math.type(fd) or type(fd)))
+  argcheck(fd >= 0 and fd <= 0x7fffffff, 2, "connect_accepted_socket", "invalid file descriptor")
+  opts = check_opts(opts, 3, "connect_accepted_socket")
+  local ctx = ssl._context_of(opts, "connect_accepted_socket", true)
+  local tp = core.sock_transport(self, fd, "connect_accepted_socket")
+  local ok, proto = pcall(factory)
+  if not ok then tp:close(); error(proto, 0) end
+  if not ctx then
+    tp:_start(proto)
+    return tp, proto
+  end
+  local t
+  ok, t = pcall(ssl._wrap, tp, proto, ctx, {
+    server_side = true, ssl_handshake_timeout = opts.ssl_handshake_timeout,
+    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
+  })
+  if not ok then pcall(tp.abort, tp); error(t, 0) end
+  return t, proto
+end
+
+-- Python's sock_connect: a host name is resolved first, for the socket's
+-- own family; the connect itself is C (sock.c).
+function Loop:sock_connect(fd, addr)
+  if type(addr) == "table" and type(addr[1]) == "string" and not numeric(addr[1], 0) then
+    argcheck(math.type(fd) == "integer", 1, "sock_connect",
+      "number expected, got " .. (math.type(fd) or type(fd)))
+    local family = addr[1]:find(":", 1, true) and "inet6" or nil
+    local ok, name = pcall(core.socket.getsockname, fd)
+    if ok and type(name) == "table" then family = name[1]:find(":", 1, true) and "inet6" or "inet" end
+    local infos = self:getaddrinfo(addr[1], addr[2], { family = family, type = dns.SOCK_STREAM })
+    if #infos == 0 then error(errors.OSError("getaddrinfo() returned empty list"), 2) end
+    addr = infos[1].addr
+  end
+  return self:_sock_connect(fd, addr)
 end
 
 -- Python's loop.start_tls: the protocol's transport becomes TLS; returns
@@ -429,14 +504,19 @@ local function protocol_handler(factory, ctx, opts)
   end
 end
 
-function M.create_server_with(loop, on_connection, host, port, opts)
-  return serve(loop, bind_all(loop, host, port, opts), on_connection, opts)
+-- With opts.sock the server listens on that socket (bound, or listening
+-- already: a socket a supervisor such as systemd handed over).
+function M.create_server_with(loop, on_connection, host, port, opts, fname)
+  local fd = sock_of(opts, host, port, 4, fname)
+  local listeners = fd and { core.sock_listener(loop, fd, fname) } or bind_all(loop, host, port, opts)
+  return serve(loop, listeners, on_connection, opts)
 end
 
-function M.create_unix_server_with(loop, on_connection, path, opts)
-  argcheck(type(path) == "string", 2, "create_unix_server", "path expected")
-  argcheck(opts.mode == nil or math.type(opts.mode) == "integer", 3, "create_unix_server",
-    "mode: integer expected")
+function M.create_unix_server_with(loop, on_connection, path, opts, fname)
+  local fd = sock_of(opts, path, nil, 3, fname)
+  if fd then return serve(loop, { core.sock_listener(loop, fd, fname, "unix") }, on_connection, opts) end
+  argcheck(type(path) == "string", 2, fname, "path expected")
+  argcheck(opts.mode == nil or math.type(opts.mode) == "integer", 3, fname, "mode: integer expected")
   local ls = core.unix_listen(loop, path, opts.mode)
   return serve(loop, { ls }, on_connection, opts)
 end
@@ -445,14 +525,16 @@ function Loop:create_server(factory, host, port, opts)
   check_factory(factory, "create_server")
   opts = check_opts(opts, 4, "create_server")
   local ctx = ssl._context_of(opts, "create_server", true)
-  return M.create_server_with(self, protocol_handler(factory, ctx, opts), host, port, opts)
+  return M.create_server_with(self, protocol_handler(factory, ctx, opts), host, port, opts,
+    "create_server")
 end
 
 function Loop:create_unix_server(factory, path, opts)
   check_factory(factory, "create_unix_server")
   opts = check_opts(opts, 3, "create_unix_server")
   local ctx = ssl._context_of(opts, "create_unix_server", true)
-  return M.create_unix_server_with(self, protocol_handler(factory, ctx, opts), path, opts)
+  return M.create_unix_server_with(self, protocol_handler(factory, ctx, opts), path, opts,
+    "create_unix_server")
 end
 
 return M

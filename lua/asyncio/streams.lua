@@ -103,7 +103,7 @@ function M.open_connection(host, port, opts)
   opts = check_opts(opts, 3, "open_connection")
   local loop = running_loop()
   local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
-  local tp = loop:create_connection(factory, host, port, opts)
+  local tp = network.connection(loop, factory, host, port, opts, "open_connection")
   return reader, M.new_writer(tp, reader)
 end
 
@@ -111,7 +111,7 @@ function M.open_unix_connection(path, opts)
   opts = check_opts(opts, 2, "open_unix_connection")
   local loop = running_loop()
   local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
-  local tp = loop:create_unix_connection(factory, path, opts)
+  local tp = network.unix_connection(loop, factory, path, opts, "open_unix_connection")
   return reader, M.new_writer(tp, reader)
 end
 
@@ -160,7 +160,8 @@ function M.start_server(cb, host, port, opts)
   local ctx = ssl._context_of(opts, "start_server", true)
   local loop = running_loop()
   return network.create_server_with(loop,
-    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), host, port, opts)
+    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), host, port, opts,
+    "start_server")
 end
 
 function M.start_unix_server(cb, path, opts)
@@ -169,7 +170,8 @@ function M.start_unix_server(cb, path, opts)
   local ctx = ssl._context_of(opts, "start_unix_server", true)
   local loop = running_loop()
   return network.create_unix_server_with(loop,
-    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), path, opts)
+    stream_handler(loop, cb, opts.limit or DEFAULT_LIMIT, ctx, opts), path, opts,
+    "start_unix_server")
 end
 
 return M
