@@ -4,8 +4,8 @@
 #                crawler.lua, echo_server.lua with echo_client.lua, and the
 #                --demo modes of chat_server.lua, http_get.lua, https_get.lua
 #                and tls_echo_server.lua (those two make throwaway certificates
-#                with the openssl CLI and stay on 127.0.0.1), subprocess.lua
-#                and to_thread.lua
+#                with the openssl CLI and stay on 127.0.0.1), subprocess.lua,
+#                to_thread.lua and socketpair_child.lua
 #   make test    install missing packages, build, run every test pass;
 #                the last line is "N passed, M failed"
 #   make build   luarocks make into the local tree .build/tree
@@ -119,6 +119,9 @@ demo: deps build
 	@echo
 	@echo "$(LUA) examples/to_thread.lua"
 	@$(TREE_ENV) $(LUA) examples/to_thread.lua
+	@echo
+	@echo "$(LUA) examples/socketpair_child.lua"
+	@$(TREE_ENV) $(LUA) examples/socketpair_child.lua
 
 # The echo server in the background on a free port, which it prints when
 # ready; three clients against it; the server stops by itself after the

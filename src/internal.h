@@ -203,7 +203,7 @@ struct asyncio_loop {
   uv_mutex_t post_mutex;
   aio_post *posted; /* callbacks posted from other threads */
   aio_sigwatch *signals;
-  aio_closable closables;     /* list head of open I/O objects */
+  aio_closable closables;       /* list head of open I/O objects */
   struct aio_fdwatch **fdwatch; /* poll.c: watchers by fd number, nfdwatch slots */
   int nfdwatch;
   aio_procs *procs;           /* process.c: running children, the SIGCHLD watcher */
@@ -462,7 +462,7 @@ int aio_sock_probe(lua_State *L, int fd, const char *api, int type, int family, 
  * the fd. */
 const void *aio_fdwatch_park(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t,
                              const char *api);
-void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t);
+void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, const aio_task *t);
 
 /* process.c */
 void aio_process_open(lua_State *L, aio_state *S);

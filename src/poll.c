@@ -200,7 +200,7 @@ const void *aio_fdwatch_park(lua_State *L, aio_loop *lp, int fd, int writable, a
   return w;
 }
 
-void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, aio_task *t) {
+void aio_fdwatch_unpark(lua_State *L, aio_loop *lp, int fd, int writable, const aio_task *t) {
   fdwatch *w = find(lp, fd);
   if (!w || w->task[writable] != t) return;
   w->task[writable] = NULL;
