@@ -212,7 +212,7 @@ static int try_recv(lua_State *L, int fd, int from) {
   ssize_t got;
   if (n <= AIO_RBUF_SIZE) {
     aio_loop_rbuf_take(lp, &buf);
-    p = buf.base;
+    if ((p = buf.base) == NULL) return luaL_error(L, "not enough memory");
   } else {
     p = luaL_buffinitsize(L, &b, n);
   }
