@@ -454,6 +454,9 @@ void aio_sock_open(lua_State *L, aio_state *S);
  * unless AF_UNSPEC), and not listening unless `listening`; raises, naming
  * api, for a closed fd, a non-socket or one of the wrong kind. */
 int aio_sock_probe(lua_State *L, int fd, const char *api, int type, int family, int listening);
+/* sock.c: whether a transport or server (any handle but a watcher) of the
+ * loop has fd, polled or not. */
+int aio_fd_owned(aio_loop *lp, int fd);
 
 /* poll.c: the current task t waits for fd to be readable (writable 0) or
  * writable; returns the token to park it on. The task stays registered,

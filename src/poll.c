@@ -124,8 +124,9 @@ static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) 
     return NULL;
   }
   /* fails for what epoll cannot watch: a regular file (EPERM), a closed fd,
-   * one a transport or server of the loop has (EEXIST) */
-  if ((err = uv_poll_init(lp->uv, &w->h, fd)) != 0) {
+   * one a transport or server of the loop has (EEXIST; libuv tells only
+   * while that one is polled, aio_fd_owned also when it is paused) */
+  if ((err = aio_fd_owned(lp, fd) ? UV_EEXIST : uv_poll_init(lp->uv, &w->h, fd)) != 0) {
     free(w);
     if (err == UV_EEXIST)
       aio_raise(L, "RuntimeError", "%s: file descriptor %d is used by a transport or server", what,

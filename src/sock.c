@@ -75,6 +75,29 @@ int aio_sock_probe(lua_State *L, int fd, const char *api, int type, int family, 
   return domain;
 }
 
+/* libuv's own check (UV_EEXIST from uv_*_open, uv_poll_init) sees only the
+ * fds it is polling: a transport that is paused with nothing to write, or
+ * a server that is not serving, would go unnoticed, and two owners of one
+ * fd close it twice. So every handle of the loop is asked. */
+typedef struct {
+  int fd, found;
+} fd_search;
+
+static void find_owner(uv_handle_t *h, void *arg) {
+  fd_search *s = arg;
+  uv_os_fd_t fd;
+  /* a closing handle has no fd any more (UV_EBADF); watchers are poll.c's */
+  if (h->type != UV_POLL && uv_fileno(h, &fd) == 0 && fd == s->fd) s->found = 1;
+}
+
+int aio_fd_owned(aio_loop *lp, int fd) {
+  fd_search s;
+  s.fd = fd;
+  s.found = 0;
+  uv_walk(lp->uv, find_owner, &s);
+  return s.found;
+}
+
 static int opt_family(lua_State *L, int idx) {
   static const char *const names[] = {"any", "unix", NULL};
   return luaL_checkoption(L, idx, "any", names) == 1 ? AF_UNIX : AF_UNSPEC;
@@ -99,6 +122,7 @@ static int l_sock_transport(lua_State *L) {
   aio_tp *tp;
   aio_loop_check_open(L, lp);
   domain = aio_sock_probe(L, fd, api, SOCK_STREAM, opt_family(L, 4), 0);
+  if (aio_fd_owned(lp, fd)) return raise_open(L, UV_EEXIST, api, fd);
   lua_settop(L, 3);
   tp = aio_tp_new(L, lp, domain == AF_UNIX ? AIO_TP_PIPE : AIO_TP_TCP);
   err = domain == AF_UNIX ? uv_pipe_init(lp->uv, &tp->u.pipe, 0) : uv_tcp_init(lp->uv, &tp->u.tcp);
@@ -125,6 +149,7 @@ static int l_sock_listener(lua_State *L) {
   aio_listener *ls;
   aio_loop_check_open(L, lp);
   domain = aio_sock_probe(L, fd, api, SOCK_STREAM, opt_family(L, 4), 1);
+  if (aio_fd_owned(lp, fd)) return raise_open(L, UV_EEXIST, api, fd);
   lua_settop(L, 3);
   ls = aio_listener_new(L, lp, domain == AF_UNIX ? AIO_TP_PIPE : AIO_TP_TCP);
   err = domain == AF_UNIX ? uv_pipe_init(lp->uv, &ls->u.pipe, 0) : uv_tcp_init(lp->uv, &ls->u.tcp);

@@ -699,7 +699,7 @@ static int l_udp_adopt(lua_State *L) {
   aio_loop_check_open(L, lp);
   (void)aio_sock_probe(L, (int)fd, api, SOCK_DGRAM, AF_UNSPEC, 0);
   u = new_endpoint(L, lp, AF_UNSPEC, api);
-  if ((err = uv_udp_open(&u->h, (uv_os_sock_t)fd)) != 0) {
+  if ((err = aio_fd_owned(lp, (int)fd) ? UV_EEXIST : uv_udp_open(&u->h, (uv_os_sock_t)fd)) != 0) {
     start_close(L, u);
     if (err == UV_EEXIST)
       return aio_raise(L, "RuntimeError", "%s: file descriptor %d is already watched by the loop",
