@@ -14,9 +14,12 @@
 
 /* ---- descriptors -------------------------------------------------------- */
 
-/* A descriptor number at idx: an integer that can name one. */
+/* A descriptor number at idx: an integer that can name one (not a string
+ * that converts to one: a descriptor is no text). */
 static int check_fd(lua_State *L, int idx) {
-  lua_Integer fd = luaL_checkinteger(L, idx);
+  lua_Integer fd;
+  if (!lua_isinteger(L, idx)) luaL_typeerror(L, idx, "descriptor number");
+  fd = lua_tointeger(L, idx);
   luaL_argcheck(L, fd >= 0 && fd <= 0x7fffffff, idx, "invalid file descriptor");
   return (int)fd;
 }
@@ -498,8 +501,18 @@ static int l_socketpair(lua_State *L) {
   return 2;
 }
 
+/* The loop's own descriptors (its epoll fd, its transports' and servers')
+ * are not the program's to close: libuv would abort on the next poll. */
+static void check_not_loops(lua_State *L, int fd) {
+  aio_loop *lp;
+  for (lp = aio_state_of(L)->loops; lp; lp = lp->next)
+    if (!lp->closed && (fd == uv_backend_fd(lp->uv) || aio_fd_owned(lp, fd)))
+      aio_raise(L, "RuntimeError", "close: file descriptor %d belongs to an event loop", fd);
+}
+
 static int l_close(lua_State *L) {
   int fd = check_fd(L, 1);
+  check_not_loops(L, fd);
   /* Linux releases the descriptor even when close reports EINTR: no retry */
   if (close(fd) != 0 && errno != EINTR) return raise_errno(L, "close", fd);
   return 0;

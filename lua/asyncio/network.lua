@@ -283,9 +283,10 @@ end
 -- Python's sock_connect: a host name is resolved first, for the socket's
 -- own family; the connect itself is C (sock.c).
 function Loop:sock_connect(fd, addr)
+  argcheck(math.type(fd) == "integer", 1, "sock_connect",
+    "descriptor number expected, got " .. (math.type(fd) or type(fd)))
+  argcheck(fd >= 0 and fd <= 0x7fffffff, 1, "sock_connect", "invalid file descriptor")
   if type(addr) == "table" and type(addr[1]) == "string" and not numeric(addr[1], 0) then
-    argcheck(math.type(fd) == "integer", 1, "sock_connect",
-      "number expected, got " .. (math.type(fd) or type(fd)))
     local family = addr[1]:find(":", 1, true) and "inet6" or nil
     local ok, name = pcall(core.socket.getsockname, fd)
     if ok and type(name) == "table" then family = name[1]:find(":", 1, true) and "inet6" or "inet" end
