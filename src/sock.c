@@ -115,27 +115,40 @@ static int raise_open(lua_State *L, int err, const char *api, int fd) {
   return raise_errno(L, api, fd);
 }
 
+/* Checks fd is a stream socket (a listening one only if `listening`) no
+ * handle of the loop has; returns its family. */
+static int check_stream(lua_State *L, aio_loop *lp, int fd, const char *api, int listening) {
+  int domain;
+  aio_loop_check_open(L, lp);
+  domain = aio_sock_probe(L, fd, api, SOCK_STREAM, opt_family(L, 4), listening);
+  if (aio_fd_owned(lp, fd)) raise_open(L, UV_EEXIST, api, fd);
+  return domain;
+}
+
+/* Initialises u on lp for the family and opens fd in it: 0, or a libuv
+ * error with *inited telling whether u needs closing. */
+static int init_open(aio_loop *lp, aio_stream_handle *u, int domain, int fd, int *inited) {
+  int err = domain == AF_UNIX ? uv_pipe_init(lp->uv, &u->pipe, 0) : uv_tcp_init(lp->uv, &u->tcp);
+  if ((*inited = err == 0) == 0) return err;
+  return domain == AF_UNIX ? uv_pipe_open(&u->pipe, fd) : uv_tcp_open(&u->tcp, fd);
+}
+
 /* sock_transport(loop, fd, api [, "unix"]) -> Transport over a connected
  * stream socket, not started. From here on the transport owns fd; when this
  * raises, fd is still the caller's. */
 static int l_sock_transport(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
-  int fd = check_fd(L, 2), domain, err;
+  int fd = check_fd(L, 2), inited, err;
   const char *api = luaL_checkstring(L, 3);
+  int domain = check_stream(L, lp, fd, api, 0);
   aio_tp *tp;
-  aio_loop_check_open(L, lp);
-  domain = aio_sock_probe(L, fd, api, SOCK_STREAM, opt_family(L, 4), 0);
-  if (aio_fd_owned(lp, fd)) return raise_open(L, UV_EEXIST, api, fd);
   lua_settop(L, 3);
   tp = aio_tp_new(L, lp, domain == AF_UNIX ? AIO_TP_PIPE : AIO_TP_TCP);
-  err = domain == AF_UNIX ? uv_pipe_init(lp->uv, &tp->u.pipe, 0) : uv_tcp_init(lp->uv, &tp->u.tcp);
-  if (err) {
-    aio_tp_discard(tp);
-    return aio_raise_os(L, err, api);
-  }
-  err = domain == AF_UNIX ? uv_pipe_open(&tp->u.pipe, fd) : uv_tcp_open(&tp->u.tcp, fd);
-  if (err) {
-    aio_tp_abandon(L, tp, 4);
+  if ((err = init_open(lp, &tp->u, domain, fd, &inited)) != 0) {
+    if (inited)
+      aio_tp_abandon(L, tp, 4);
+    else
+      aio_tp_discard(tp);
     return raise_open(L, err, api, fd);
   }
   if (domain != AF_UNIX) uv_tcp_nodelay(&tp->u.tcp, 1);
@@ -147,22 +160,17 @@ static int l_sock_transport(lua_State *L) {
  * backlog). A Unix socket's file stays: whoever bound it removes it. */
 static int l_sock_listener(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
-  int fd = check_fd(L, 2), domain, err;
+  int fd = check_fd(L, 2), inited, err;
   const char *api = luaL_checkstring(L, 3);
+  int domain = check_stream(L, lp, fd, api, 1);
   aio_listener *ls;
-  aio_loop_check_open(L, lp);
-  domain = aio_sock_probe(L, fd, api, SOCK_STREAM, opt_family(L, 4), 1);
-  if (aio_fd_owned(lp, fd)) return raise_open(L, UV_EEXIST, api, fd);
   lua_settop(L, 3);
   ls = aio_listener_new(L, lp, domain == AF_UNIX ? AIO_TP_PIPE : AIO_TP_TCP);
-  err = domain == AF_UNIX ? uv_pipe_init(lp->uv, &ls->u.pipe, 0) : uv_tcp_init(lp->uv, &ls->u.tcp);
-  if (err) {
-    aio_listener_discard(ls);
-    return aio_raise_os(L, err, api);
-  }
-  err = domain == AF_UNIX ? uv_pipe_open(&ls->u.pipe, fd) : uv_tcp_open(&ls->u.tcp, fd);
-  if (err) {
-    aio_listener_close(L, ls);
+  if ((err = init_open(lp, &ls->u, domain, fd, &inited)) != 0) {
+    if (inited)
+      aio_listener_close(L, ls);
+    else
+      aio_listener_discard(ls);
     return raise_open(L, err, api, fd);
   }
   return 1;

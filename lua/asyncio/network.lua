@@ -161,7 +161,7 @@ end
 
 -- The transport the caller gets: tp itself, or with ctx the TLS transport
 -- over it once the handshake is done (tp is closed when that fails).
-local function made(tp, factory, ctx, hostname, opts)
+local function made(tp, factory, ctx, hostname, opts, server_side)
   local ok, proto = pcall(factory)
   if not ok then tp:close(); error(proto, 0) end
   if not ctx then
@@ -170,11 +170,19 @@ local function made(tp, factory, ctx, hostname, opts)
   end
   local t
   ok, t = pcall(ssl._wrap, tp, proto, ctx, {
-    server_hostname = hostname, ssl_handshake_timeout = opts.ssl_handshake_timeout,
+    server_side = server_side, server_hostname = hostname,
+    ssl_handshake_timeout = opts.ssl_handshake_timeout,
     ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
   })
   if not ok then pcall(tp.abort, tp); error(t, 0) end
   return t, proto
+end
+
+-- argument n of fname a descriptor number (`what` names it in the message)
+local function check_fd(fd, n, fname, what)
+  argcheck(math.type(fd) == "integer", n, fname,
+    what .. "descriptor number expected, got " .. (math.type(fd) or type(fd)))
+  argcheck(fd >= 0 and fd <= 0x7fffffff, n, fname, what .. "invalid file descriptor")
 end
 
 -- opts.sock: a descriptor number instead of host and port (Python's sock=).
@@ -182,9 +190,7 @@ end
 local function sock_of(opts, host, port, n, fname)
   local fd = opts.sock
   if fd == nil then return nil end
-  argcheck(math.type(fd) == "integer", n, fname,
-    "opts.sock: descriptor number expected, got " .. (math.type(fd) or type(fd)))
-  argcheck(fd >= 0 and fd <= 0x7fffffff, n, fname, "opts.sock: invalid file descriptor")
+  check_fd(fd, n, fname, "opts.sock: ")
   if host ~= nil or port ~= nil then
     error(errors.ValueError("host/port and sock can not be specified at the same time"), 3)
   end
@@ -259,33 +265,16 @@ end
 -- this returns.
 function Loop:connect_accepted_socket(factory, fd, opts)
   check_factory(factory, "connect_accepted_socket")
-  argcheck(math.type(fd) == "integer", 2, "connect_accepted_socket",
-    "descriptor number expected, got " .. (math.type(fd) or type(fd)))
-  argcheck(fd >= 0 and fd <= 0x7fffffff, 2, "connect_accepted_socket", "invalid file descriptor")
+  check_fd(fd, 2, "connect_accepted_socket", "")
   opts = check_opts(opts, 3, "connect_accepted_socket")
   local ctx = ssl._context_of(opts, "connect_accepted_socket", true)
-  local tp = core.sock_transport(self, fd, "connect_accepted_socket")
-  local ok, proto = pcall(factory)
-  if not ok then tp:close(); error(proto, 0) end
-  if not ctx then
-    tp:_start(proto)
-    return tp, proto
-  end
-  local t
-  ok, t = pcall(ssl._wrap, tp, proto, ctx, {
-    server_side = true, ssl_handshake_timeout = opts.ssl_handshake_timeout,
-    ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
-  })
-  if not ok then pcall(tp.abort, tp); error(t, 0) end
-  return t, proto
+  return made(core.sock_transport(self, fd, "connect_accepted_socket"), factory, ctx, nil, opts, true)
 end
 
 -- Python's sock_connect: a host name is resolved first, for the socket's
 -- own family; the connect itself is C (sock.c).
 function Loop:sock_connect(fd, addr)
-  argcheck(math.type(fd) == "integer", 1, "sock_connect",
-    "descriptor number expected, got " .. (math.type(fd) or type(fd)))
-  argcheck(fd >= 0 and fd <= 0x7fffffff, 1, "sock_connect", "invalid file descriptor")
+  check_fd(fd, 1, "sock_connect", "")
   if type(addr) == "table" and type(addr[1]) == "string" and not numeric(addr[1], 0) then
     local family = addr[1]:find(":", 1, true) and "inet6" or nil
     local ok, name = pcall(core.socket.getsockname, fd)
