@@ -700,6 +700,13 @@ static int l_live(lua_State *L) {
   return 1;
 }
 
+/* is_sslcontext(v): what asyncio.ssl.is_context asks, without making a
+ * context to compare metatables with (an SSL_CTX costs milliseconds). */
+static int l_is_ctx(lua_State *L) {
+  lua_pushboolean(L, aio_testudata(L, 1, AIO_T_SSLCTX, AIO_T_SSLCTX) != NULL);
+  return 1;
+}
+
 /* The class's __index is a function (fields live in C); methods are kept
  * under __methods. */
 static void new_fieldclass(lua_State *L, aio_state *S, int type, const char *name,
@@ -732,8 +739,10 @@ void aio_sslcontext_open(lua_State *L, aio_state *S) {
                                          {NULL, NULL}};
   static const luaL_Reg obj_meta[] = {
       {"__gc", obj_gc}, {"__tostring", l_obj_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"SSLContext_new", l_ctx_new}, {"ssl_live", l_live}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"SSLContext_new", l_ctx_new},
+                                   {"is_sslcontext", l_is_ctx},
+                                   {"ssl_live", l_live},
+                                   {NULL, NULL}};
   new_fieldclass(L, S, AIO_T_SSLCTX, "asyncio.SSLContext", ctx_methods, ctx_meta, l_ctx_index);
   new_fieldclass(L, S, AIO_T_SSLOBJ, "asyncio.SSLObject", obj_methods, obj_meta, l_obj_index);
   aio_setfuncs(L, S, funcs);

@@ -21,10 +21,8 @@ local M = {
   SSLZeroReturnError = errors.SSLZeroReturnError,
 }
 
-local context_mt = getmetatable(core.SSLContext_new("client"))
-
 --- True when v is an SSLContext.
-function M.is_context(v) return getmetatable(v) == context_mt end
+M.is_context = core.is_sslcontext
 
 --- SSLContext("client"|"server"), as Python's SSLContext(PROTOCOL_TLS_CLIENT
 --- or PROTOCOL_TLS_SERVER): TLS 1.2 or later, no certificates loaded.
