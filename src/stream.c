@@ -462,21 +462,28 @@ static int l_writelines(lua_State *L) {
   return 0;
 }
 
+/* libuv calls it before the handle's close callback, also when the close
+ * cancelled the shutdown, so the request is always freed here. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
-  (void)req;
   (void)status; /* a peer already gone shows up on the next read or write */
+  free(req);
 }
 
 static int l_write_eof(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
+  uv_shutdown_t *req;
   if (tp->state != AIO_TP_OPEN || tp->eof) return 0;
   tp->eof = 1;
   if (!tp->readable) { /* a write-only pipe has no half-close: it closes */
     aio_tp_close(L, tp, 1);
     return 0;
   }
-  if (uv_shutdown(&tp->shutdown, &tp->u.s, on_shutdown) != 0 && tp->inflight == 0)
-    aio_tp_close(L, tp, 1);
+  /* malloc'd: an idle connection that never half-closes should not carry it */
+  if ((req = malloc(sizeof *req)) == NULL) return luaL_error(L, "not enough memory");
+  if (uv_shutdown(req, &tp->u.s, on_shutdown) != 0) {
+    free(req);
+    if (tp->inflight == 0) aio_tp_close(L, tp, 1);
+  }
   return 0;
 }
 
