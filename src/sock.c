@@ -203,12 +203,13 @@ static socklen_t check_addr(lua_State *L, int idx, struct sockaddr_storage *ss) 
   return len;
 }
 
-/* A received address; an unnamed Unix peer is "". */
+/* A received address; an unnamed Unix peer is "", none at all (a datagram
+ * from a socketpair end) nil. With len 0 nothing of ss was written. */
 static void push_addr(lua_State *L, const struct sockaddr_storage *ss, socklen_t len) {
-  if (len <= offsetof(struct sockaddr_un, sun_path) && ss->ss_family == AF_UNIX)
-    lua_pushliteral(L, "");
-  else if (len == 0)
+  if (len == 0)
     lua_pushnil(L);
+  else if (len <= offsetof(struct sockaddr_un, sun_path) && ss->ss_family == AF_UNIX)
+    lua_pushliteral(L, "");
   else
     aio_push_sockaddr(L, (const struct sockaddr *)ss);
 }
