@@ -198,11 +198,13 @@ local function sock_of(opts, host, port, n, fname)
 end
 M.sock_of = sock_of
 
--- create_connection and open_connection (fname names the one called)
-function M.connection(loop, factory, host, port, opts, fname)
+-- create_connection and open_connection (fname names the one called, whose
+-- argument number `nhost` is host: 2 after the factory, 1 without)
+function M.connection(loop, factory, host, port, opts, fname, nhost)
   local ctx = ssl._context_of(opts, fname)
   local hostname = opts.server_hostname
-  local fd = sock_of(opts, host, port, 4, fname)
+  local nopts = (nhost or 2) + 2
+  local fd = sock_of(opts, host, port, nopts, fname)
   if ctx and hostname == nil then
     if type(host) ~= "string" then
       error(errors.ValueError("You must set server_hostname when using ssl without a host"), 3)
@@ -213,7 +215,7 @@ function M.connection(loop, factory, host, port, opts, fname)
   local infos = resolve(loop, host, port, opts.family)
   local laddrs
   if opts.local_addr then
-    argcheck(type(opts.local_addr) == "table", 4, fname, "local_addr must be {host, port}")
+    argcheck(type(opts.local_addr) == "table", nopts, fname, "local_addr must be {host, port}")
     laddrs = resolve(loop, opts.local_addr[1], opts.local_addr[2], opts.family)
   end
   local tp, errs
@@ -240,15 +242,16 @@ function Loop:create_connection(factory, host, port, opts)
   return M.connection(self, factory, host, port, opts, "create_connection")
 end
 
--- create_unix_connection and open_unix_connection
-function M.unix_connection(loop, factory, path, opts, fname)
+-- create_unix_connection and open_unix_connection (`npath` as nhost above)
+function M.unix_connection(loop, factory, path, opts, fname, npath)
   local ctx = ssl._context_of(opts, fname)
-  local fd = sock_of(opts, path, nil, 3, fname)
+  npath = npath or 2
+  local fd = sock_of(opts, path, nil, npath + 1, fname)
   local tp
   if fd then
     tp = core.sock_transport(loop, fd, fname, "unix")
   else
-    argcheck(type(path) == "string", 2, fname, "path expected")
+    argcheck(type(path) == "string", npath, fname, "path expected")
     tp = core.unix_connect(loop, path):await()
   end
   return made(tp, factory, ctx, opts.server_hostname, opts)

@@ -103,7 +103,7 @@ function M.open_connection(host, port, opts)
   opts = check_opts(opts, 3, "open_connection")
   local loop = running_loop()
   local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
-  local tp = network.connection(loop, factory, host, port, opts, "open_connection")
+  local tp = network.connection(loop, factory, host, port, opts, "open_connection", 1)
   return reader, M.new_writer(tp, reader)
 end
 
@@ -111,7 +111,7 @@ function M.open_unix_connection(path, opts)
   opts = check_opts(opts, 2, "open_unix_connection")
   local loop = running_loop()
   local reader, factory = reader_factory(loop, opts.limit or DEFAULT_LIMIT)
-  local tp = network.unix_connection(loop, factory, path, opts, "open_unix_connection")
+  local tp = network.unix_connection(loop, factory, path, opts, "open_unix_connection", 1)
   return reader, M.new_writer(tp, reader)
 end
 
