@@ -278,6 +278,14 @@ end
 -- own family; the connect itself is C (sock.c).
 function Loop:sock_connect(fd, addr)
   check_fd(fd, 1, "sock_connect", "")
+  argcheck(type(addr) == "table" or type(addr) == "string", 2, "sock_connect",
+    "{host, port} or a Unix socket path expected, got " .. type(addr))
+  if type(addr) == "table" then
+    argcheck(addr[1] == nil or type(addr[1]) == "string", 2, "sock_connect",
+      "address host must be a string")
+    argcheck(math.type(addr[2]) == "integer" and addr[2] >= 0 and addr[2] <= 65535, 2,
+      "sock_connect", "address port must be an integer in 0-65535")
+  end
   if type(addr) == "table" and type(addr[1]) == "string" and not numeric(addr[1], 0) then
     local family = addr[1]:find(":", 1, true) and "inet6" or nil
     local ok, name = pcall(core.socket.getsockname, fd)
