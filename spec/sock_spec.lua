@@ -107,16 +107,7 @@ local function http(reader, writer)
   writer:close()
 end
 
--- echoes every chunk until EOF, then closes
-local function echo(reader, writer)
-  while true do
-    local data = reader:read(65536)
-    if data == "" then break end
-    writer:write(data)
-    writer:drain()
-  end
-  writer:close()
-end
+local echo = helper.stream_echo
 
 -- Python's MyProto: INITIAL -> CONNECTED (sends a request) -> EOF -> CLOSED
 local function my_proto()

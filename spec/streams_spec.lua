@@ -11,16 +11,7 @@ local function port_of(server)
   return server.sockets[1]:getsockname()[2]
 end
 
--- echoes every chunk until EOF, then closes
-local function echo(reader, writer)
-  while true do
-    local data = reader:read(65536)
-    if data == "" then break end
-    writer:write(data)
-    writer:drain()
-  end
-  writer:close()
-end
+local echo = helper.stream_echo
 
 -- a stream echo server on 127.0.0.1; returns server, port
 local function echo_server(opts)

@@ -37,7 +37,7 @@
 -- with another timeout), helper.loop(), helper.current(), helper.sleep0(n),
 -- helper.sleeper(delay, ...), helper.within(secs, fn),
 -- helper.wait_until(pred, secs), helper.is(cls, e),
--- helper.err_of(fn, ...), helper.assert_class(cls, e) and
+-- helper.err_of(fn, ...), helper.assert_class(cls, e), helper.stream_echo and
 -- helper.await_cancelled(t); each is described where it is defined.
 local asyncio = require "asyncio"
 local luassert = require "luassert"
@@ -302,6 +302,17 @@ function helper.tmpdir()
   os.remove(p)
   assert(os.execute("mkdir -p " .. p))
   return p
+end
+
+-- A start_server callback that echoes every chunk until EOF, then closes.
+function helper.stream_echo(reader, writer)
+  while true do
+    local data = reader:read(65536)
+    if data == "" then break end
+    writer:write(data)
+    writer:drain()
+  end
+  writer:close()
 end
 
 -- Errors
