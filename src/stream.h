@@ -30,7 +30,6 @@ typedef struct aio_tp_box {
 
 struct aio_tp {
   aio_stream_handle u;
-  uv_shutdown_t shutdown;
   aio_closable cl;
   aio_loop *lp;
   aio_tp_box *box;          /* NULL once the Lua object is collected */
