@@ -120,26 +120,33 @@ end
 -- cancelled or fails, and the error reported (Python's client_connected_cb
 -- handling).
 local function stream_handler(loop, cb, limit, ctx, opts)
+  -- each connection's writer by its task: one done callback for them all
+  -- costs a table slot per connection where a closure would cost two objects
+  local writers = {}
   -- writer.transport, not tp: cb may have upgraded it with start_tls
+  local function done(t)
+    local writer = writers[t]
+    writers[t] = nil
+    if t:cancelled() then
+      writer.transport:close()
+      return
+    end
+    local exc = t:exception()
+    if exc ~= nil then
+      loop:call_exception_handler {
+        message = "Unhandled exception in client_connected_cb",
+        exception = exc,
+        transport = writer.transport,
+        task = t,
+      }
+      writer.transport:close()
+    end
+  end
   local function run(tp, reader)
     local writer = M.new_writer(tp, reader, true)
     local task = loop:create_task(cb, reader, writer)
-    task:add_done_callback(function(t)
-      if t:cancelled() then
-        writer.transport:close()
-        return
-      end
-      local exc = t:exception()
-      if exc ~= nil then
-        loop:call_exception_handler {
-          message = "Unhandled exception in client_connected_cb",
-          exception = exc,
-          transport = writer.transport,
-          task = t,
-        }
-        writer.transport:close()
-      end
-    end)
+    writers[task] = writer
+    task:add_done_callback(done)
   end
   return function(server, tp)
     local reader = StreamReader(limit, loop)
