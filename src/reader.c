@@ -10,11 +10,13 @@
 #define READER_MT "asyncio.StreamReader"
 #define DEFAULT_LIMIT 65536
 
-/* Uservalues: the transport (streams mode), the exception, the list of
- * drain futures, the loop, and the future StreamWriter.wait_closed awaits.
- * The parked task needs no reference: a pending task is kept by its loop,
- * and once the loop is closed r->waiter is never followed. */
-enum { UV_TRANSPORT = 1, UV_EXC, UV_DRAIN, UV_LOOP, UV_CLOSED, UV_N = UV_CLOSED };
+/* Uservalues: the transport (streams mode), the loop, and UV_AUX, a table
+ * made on first need for what a connection that goes well never has: the
+ * exception, the list of drain futures ("drains") and the future
+ * StreamWriter.wait_closed awaits ("closed"). The parked task needs no
+ * reference: a pending task is kept by its loop, and once the loop is
+ * closed r->waiter is never followed. */
+enum { UV_TRANSPORT = 1, UV_LOOP, UV_AUX, UV_N = UV_AUX };
 
 typedef struct reader {
   const char *tag; /* first: aio_test_tagged */
@@ -40,6 +42,32 @@ enum { OP_READ, OP_READEXACTLY, OP_READUNTIL, OP_READLINE, OP_LINES };
 
 static reader *check_reader(lua_State *L, int idx) {
   return aio_check_tagged(L, idx, AIO_T_READER, "StreamReader");
+}
+
+/* Pushes UV_AUX of the reader at ridx, made if need be. */
+static void push_aux(lua_State *L, int ridx) {
+  ridx = lua_absindex(L, ridx);
+  if (lua_getiuservalue(L, ridx, UV_AUX) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, ridx, UV_AUX);
+}
+
+/* Pushes UV_AUX's field `name`, or nil without a UV_AUX. */
+static int get_aux(lua_State *L, int ridx, const char *name) {
+  if (lua_getiuservalue(L, ridx, UV_AUX) != LUA_TTABLE) return lua_type(L, -1);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+/* Sets UV_AUX's field `name` to the value on top, which it pops. */
+static void set_aux(lua_State *L, int ridx, const char *name) {
+  push_aux(L, ridx);
+  lua_insert(L, -2);
+  lua_setfield(L, -2, name);
+  lua_pop(L, 1);
 }
 
 /* ---- the transport ---------------------------------------------------- */
@@ -114,7 +142,7 @@ static void feed_eof(reader *r) {
 /* ridx must be absolute, as in every function below taking one. */
 static void set_exception(lua_State *L, reader *r, int ridx, int err_idx) {
   lua_pushvalue(L, err_idx);
-  lua_setiuservalue(L, ridx, UV_EXC);
+  set_aux(L, ridx, "exception");
   r->has_exc = 1;
   wake(r, 1);
 }
@@ -215,7 +243,7 @@ static int op_eof_received(lua_State *L, int proto_idx, int tp_idx) {
  * at err_idx; then empties the list. */
 static void settle_drains(lua_State *L, int ridx, int err_idx) {
   int n, i;
-  if (lua_getiuservalue(L, ridx, UV_DRAIN) != LUA_TTABLE) {
+  if (get_aux(L, ridx, "drains") != LUA_TTABLE) {
     lua_pop(L, 1);
     return;
   }
@@ -256,7 +284,7 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
   forget_transport(L, r, proto_idx);
   settle_drains(L, proto_idx, lua_gettop(L));
   lua_pop(L, 1);
-  if (lua_getiuservalue(L, proto_idx, UV_CLOSED) == LUA_TUSERDATA &&
+  if (get_aux(L, proto_idx, "closed") == LUA_TUSERDATA &&
       ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
     aio_future_set_results(L, -1, -1, 0);
   lua_pop(L, 1);
@@ -304,14 +332,14 @@ static int read_k(lua_State *L, int status, lua_KContext op) {
   if (!busy(r)) r->to_eof = 0;
   aio_task_unparked(L, t);
   if (failed) {
-    lua_getiuservalue(L, 1, UV_EXC);
+    get_aux(L, 1, "exception");
     return lua_error(L);
   }
   return run_step(L, r, (int)op, t);
 }
 
 static int raise_exception(lua_State *L) {
-  lua_getiuservalue(L, 1, UV_EXC);
+  get_aux(L, 1, "exception");
   return lua_error(L);
 }
 
@@ -614,7 +642,7 @@ static int l_feed_eof(lua_State *L) {
 
 static int l_exception(lua_State *L) {
   check_reader(L, 1);
-  lua_getiuservalue(L, 1, UV_EXC);
+  get_aux(L, 1, "exception");
   return 1;
 }
 
@@ -666,11 +694,11 @@ static int l_drain_helper(lua_State *L) {
   if (r->lost) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (!r->write_paused) return 0;
   lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, UV_DRAIN) != LUA_TTABLE) {
+  if (get_aux(L, 1, "drains") != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, 1, UV_DRAIN);
+    set_aux(L, 1, "drains");
   }
   prune_drains(L, 2);
   aio_future_new(L, r->loop);
@@ -684,13 +712,17 @@ static int l_drain_helper(lua_State *L) {
 static int l_closed_waiter(lua_State *L) {
   reader *r = check_reader(L, 1);
   lua_settop(L, 1);
-  if (lua_getiuservalue(L, 1, UV_CLOSED) == LUA_TUSERDATA) return 1;
+  if (get_aux(L, 1, "closed") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
   aio_future_new(L, r->loop);
   if (r->lost) aio_future_set_results(L, -1, -1, 0);
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, 1, UV_CLOSED);
+  set_aux(L, 1, "closed");
   return 1;
+}
+
+static int push_value(lua_State *L, const char *aux) {
+  return aux ? get_aux(L, 1, aux) : lua_getiuservalue(L, 1, UV_TRANSPORT);
 }
 
 static int l_tostring(lua_State *L) {
@@ -698,9 +730,9 @@ static int l_tostring(lua_State *L) {
   luaL_Buffer b;
   int i;
   static const struct {
-    int uv;
+    const char *aux; /* a field of UV_AUX, or NULL for the transport */
     const char *label;
-  } values[] = {{UV_EXC, " exception="}, {UV_TRANSPORT, " transport="}};
+  } values[] = {{"exception", " exception="}, {NULL, " transport="}};
   luaL_buffinit(L, &b);
   luaL_addstring(&b, "<StreamReader");
   if (r->buf.len) {
@@ -721,11 +753,11 @@ static int l_tostring(lua_State *L) {
   }
   for (i = 0; i < 2; i++) {
     int present;
-    present = lua_getiuservalue(L, 1, values[i].uv) != LUA_TNIL;
+    present = push_value(L, values[i].aux) != LUA_TNIL;
     lua_pop(L, 1); /* the buffer wants its own stack level back */
     if (!present) continue;
     luaL_addstring(&b, values[i].label);
-    lua_getiuservalue(L, 1, values[i].uv);
+    push_value(L, values[i].aux);
     luaL_tolstring(L, -1, NULL);
     lua_remove(L, -2);
     luaL_addvalue(&b);

@@ -8,16 +8,29 @@
 
 #include "stream.h"
 
-/* Uservalues of a Transport */
-enum {
-  UV_PROTO = AIO_UV_PROTO,
-  UV_DATACB = AIO_UV_DATACB,
-  UV_INFLIGHT,
-  UV_SERVER,
-  UV_LOST,
-  UV_FLUSH, /* the future of _drain_waiter */
-  UV_NUSER = UV_FLUSH
-};
+/* Uservalues of a Transport. What an idle connection does not use shares
+ * UV_AUX, a table made on first need: the strings of queued writes at their
+ * request's slot, the error the connection was lost with at "lost", the
+ * future of _drain_waiter at "flush". */
+enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_AUX, UV_NUSER = UV_AUX };
+
+/* Pushes UV_AUX, made if need be. */
+static void push_aux(lua_State *L, int tp_idx) {
+  tp_idx = lua_absindex(L, tp_idx);
+  if (lua_getiuservalue(L, tp_idx, UV_AUX) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, tp_idx, UV_AUX);
+}
+
+/* Pushes UV_AUX's field `name`, or nil without a UV_AUX. */
+static int get_aux(lua_State *L, int tp_idx, const char *name) {
+  if (lua_getiuservalue(L, tp_idx, UV_AUX) != LUA_TTABLE) return lua_type(L, -1);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
 
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
@@ -50,7 +63,7 @@ static void tp_free_if_done(aio_tp *tp) {
 
 /* Settles _drain_waiter's future: resolved, or failed when `lost`. */
 static void settle_flush(lua_State *L, int tp_idx, int lost) {
-  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) != LUA_TUSERDATA) {
+  if (get_aux(L, tp_idx, "flush") != LUA_TUSERDATA) {
     lua_pop(L, 1);
     return;
   }
@@ -65,8 +78,10 @@ static void settle_flush(lua_State *L, int tp_idx, int lost) {
     }
   }
   lua_pop(L, 1);
+  lua_getiuservalue(L, tp_idx, UV_AUX);
   lua_pushnil(L);
-  lua_setiuservalue(L, tp_idx, UV_FLUSH);
+  lua_setfield(L, -2, "flush");
+  lua_pop(L, 1);
 }
 
 /* ---- closing ----------------------------------------------------------- */
@@ -82,7 +97,7 @@ static void on_closed(uv_handle_t *h) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
     box = lua_gettop(L);
     lua_getiuservalue(L, box, UV_PROTO);
-    lua_getiuservalue(L, box, UV_LOST);
+    get_aux(L, box, "lost");
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
     aio_transport_detach(L, lp, box, UV_SERVER);
@@ -114,8 +129,10 @@ static void start_uv_close(aio_tp *tp) {
 static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   if (err_idx) {
+    push_aux(L, tp_idx);
     lua_pushvalue(L, err_idx);
-    lua_setiuservalue(L, tp_idx, UV_LOST);
+    lua_setfield(L, -2, "lost");
+    lua_pop(L, 1);
   }
   start_uv_close(tp);
 }
@@ -298,7 +315,7 @@ static void on_written(uv_write_t *req, int status) {
   L = aio_loop_thread(tp->lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
-  if (lua_getiuservalue(L, top + 1, UV_INFLIGHT) == LUA_TTABLE) {
+  if (lua_getiuservalue(L, top + 1, UV_AUX) == LUA_TTABLE) {
     lua_pushnil(L);
     lua_rawseti(L, -2, w->slot);
   }
@@ -329,12 +346,7 @@ static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
 static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
   aio_wreq *w = take_req(L, tp);
   int err;
-  if (lua_getiuservalue(L, tp_idx, UV_INFLIGHT) != LUA_TTABLE) {
-    lua_pop(L, 1);
-    lua_newtable(L);
-    lua_pushvalue(L, -1);
-    lua_setiuservalue(L, tp_idx, UV_INFLIGHT);
-  }
+  push_aux(L, tp_idx);
   lua_pushvalue(L, s_idx);
   lua_rawseti(L, -2, w->slot);
   lua_pop(L, 1);
@@ -462,8 +474,6 @@ static int l_writelines(lua_State *L) {
   return 0;
 }
 
-/* libuv calls it before the handle's close callback, also when the close
- * cancelled the shutdown, so the request is always freed here. */
 static void on_shutdown(uv_shutdown_t *req, int status) {
   (void)status; /* a peer already gone shows up on the next read or write */
   free(req);
@@ -471,15 +481,15 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 
 static int l_write_eof(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  uv_shutdown_t *req;
+  uv_shutdown_t *req = NULL;
   if (tp->state != AIO_TP_OPEN || tp->eof) return 0;
+  /* a request of its own: few transports ever half-close */
+  if (tp->readable && !(req = malloc(sizeof *req))) return luaL_error(L, "not enough memory");
   tp->eof = 1;
-  if (!tp->readable) { /* a write-only pipe has no half-close: it closes */
+  if (!req) { /* a write-only pipe has no half-close: it closes */
     aio_tp_close(L, tp, 1);
     return 0;
   }
-  /* malloc'd: an idle connection that never half-closes should not carry it */
-  if ((req = malloc(sizeof *req)) == NULL) return luaL_error(L, "not enough memory");
   if (uv_shutdown(req, &tp->u.s, on_shutdown) != 0) {
     free(req);
     if (tp->inflight == 0) aio_tp_close(L, tp, 1);
@@ -625,11 +635,13 @@ int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
   tp_idx = lua_absindex(L, tp_idx);
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (tp->wsize <= tp->low) return 0;
-  if (lua_getiuservalue(L, tp_idx, UV_FLUSH) == LUA_TUSERDATA) return 1;
+  if (get_aux(L, tp_idx, "flush") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
+  push_aux(L, tp_idx);
   aio_future_new(L, tp->lp);
   lua_pushvalue(L, -1);
-  lua_setiuservalue(L, tp_idx, UV_FLUSH);
+  lua_setfield(L, -3, "flush");
+  lua_remove(L, -2);
   return 1;
 }
 

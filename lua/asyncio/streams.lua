@@ -27,10 +27,10 @@ StreamWriter.__index = StreamWriter
 StreamWriter.__name = "asyncio.StreamWriter"
 M.StreamWriter = StreamWriter
 
+-- [1] and [2] are for the C methods (writer.c), [3] is server_side; only
+-- the public transport is a field, so a writer is one array and one node
 function M.new_writer(transport, reader, server_side)
-  -- [1] and [2] are for the C methods (writer.c)
-  return setmetatable({ transport, reader, transport = transport, _reader = reader,
-                        _server_side = server_side }, StreamWriter)
+  return setmetatable({ transport, reader, server_side, transport = transport }, StreamWriter)
 end
 
 function StreamWriter:__tostring()
@@ -50,7 +50,7 @@ end
 -- Shielded: every wait_closed shares one future, which a cancelled waiter
 -- would otherwise cancel for all the later ones.
 function StreamWriter:wait_closed()
-  tasks.shield(self._reader:_closed_waiter()):await()
+  tasks.shield(self[2]:_closed_waiter()):await()
 end
 
 -- Waits while the transport's buffer is above its high-water mark; raises
@@ -61,14 +61,14 @@ end
 -- then raises the error the connection was lost with, if any. The C method
 -- returns at once when there is nothing to wait for, else runs this.
 local function drain(self)
-  local exc = self._reader:exception()
+  local exc = self[2]:exception()
   if exc ~= nil then error(exc, 0) end
   if self.transport:is_closing() then
     self:wait_closed()
-    exc = self._reader:exception()
+    exc = self[2]:exception()
     if exc ~= nil then error(exc, 0) end
   end
-  local waiter = self._reader:_drain_helper()
+  local waiter = self[2]:_drain_helper()
   if waiter then waiter:await() end
 end
 StreamWriter.drain = core.stream_drain(drain)
@@ -78,8 +78,8 @@ StreamWriter.drain = core.stream_drain(drain)
 function StreamWriter:start_tls(ctx, opts)
   opts = check_opts(opts, 3, "start_tls")
   local server_side = opts.server_side
-  if server_side == nil then server_side = self._server_side or false end
-  local t = running_loop():start_tls(self.transport, self._reader, ctx, {
+  if server_side == nil then server_side = self[3] or false end
+  local t = running_loop():start_tls(self.transport, self[2], ctx, {
     server_side = server_side, server_hostname = opts.server_hostname,
     ssl_handshake_timeout = opts.ssl_handshake_timeout,
     ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
@@ -120,26 +120,33 @@ end
 -- cancelled or fails, and the error reported (Python's client_connected_cb
 -- handling).
 local function stream_handler(loop, cb, limit, ctx, opts)
+  -- each connection's writer by its task: one done callback for them all
+  -- costs a table slot per connection where a closure would cost two objects
+  local writers = {}
   -- writer.transport, not tp: cb may have upgraded it with start_tls
+  local function done(t)
+    local writer = writers[t]
+    writers[t] = nil
+    if t:cancelled() then
+      writer.transport:close()
+      return
+    end
+    local exc = t:exception()
+    if exc ~= nil then
+      loop:call_exception_handler {
+        message = "Unhandled exception in client_connected_cb",
+        exception = exc,
+        transport = writer.transport,
+        task = t,
+      }
+      writer.transport:close()
+    end
+  end
   local function run(tp, reader)
     local writer = M.new_writer(tp, reader, true)
     local task = loop:create_task(cb, reader, writer)
-    task:add_done_callback(function(t)
-      if t:cancelled() then
-        writer.transport:close()
-        return
-      end
-      local exc = t:exception()
-      if exc ~= nil then
-        loop:call_exception_handler {
-          message = "Unhandled exception in client_connected_cb",
-          exception = exc,
-          transport = writer.transport,
-          task = t,
-        }
-        writer.transport:close()
-      end
-    end)
+    writers[task] = writer
+    task:add_done_callback(done)
   end
   return function(server, tp)
     local reader = StreamReader(limit, loop)
