@@ -3,6 +3,7 @@
 local asyncio = require "asyncio"
 local locks = require "asyncio.locks"
 local queues = require "asyncio.queues"
+local waiters = require "asyncio.waiters"
 local helper = require "helper"
 
 after_each(helper.close_loops)
@@ -243,7 +244,7 @@ describe("Queue:get", function()
     run(function()
       local q = queues.Queue(5)
       assert.is_false(within(0.05, function() q:get() end))
-      assert.equal(0, q._ng)
+      assert.equal(0, waiters.count(q._getters))
       assert.equal("<Queue maxsize=5>", tostring(q))
     end)
   end)
@@ -256,6 +257,45 @@ describe("Queue:get", function()
         asyncio.sleep(0)
       end)
       assert.equal("<Queue maxsize=0>", tostring(q))
+    end)
+  end)
+
+  it("getters cancelled on a queue that stays empty do not pile up", function()
+    run(function()
+      local q = queues.Queue()
+      local keep = asyncio.create_task(q.get, q)
+      for _ = 1, 500 do
+        local t = asyncio.create_task(q.get, q)
+        sleep0()
+        t:cancel()
+        await_cancelled(t)
+      end
+      local w = q._getters
+      assert.is_true(#w <= 70, "getter list grew to " .. #w)
+      assert.equal("<Queue maxsize=0 _getters[1]>", tostring(q))
+      q:put_nowait(7)
+      assert.equal(7, keep:await())
+    end)
+  end)
+
+  it("a getter that swallowed its cancellation and gets again queues at the tail", function()
+    run(function()
+      local q = queues.Queue()
+      local got = {}
+      local a = asyncio.create_task(function()
+        assert.is_false(pcall(q.get, q))
+        got.a = q:get()
+      end)
+      sleep0()
+      local b = asyncio.create_task(function() got.b = q:get() end)
+      sleep0()
+      a:cancel()
+      sleep0()
+      q:put_nowait(1)
+      q:put_nowait(2)
+      a:await()
+      b:await()
+      assert.same({ b = 1, a = 2 }, got)
     end)
   end)
 end)
@@ -447,10 +487,10 @@ describe("Queue:put", function()
       q:put_nowait(1)
       local put_task = asyncio.create_task(q.put, q, 1)
       sleep0()
-      assert.equal(1, q._np)
+      assert.equal(1, waiters.count(q._putters))
       put_task:cancel()
       await_cancelled(put_task)
-      assert.equal(0, q._np)
+      assert.equal(0, waiters.count(q._putters))
       assert.equal("<Queue maxsize=1 _queue=[1] tasks=1>", tostring(q))
     end)
   end)
@@ -772,9 +812,11 @@ describe("Queue throughput paths", function()
       for i = 101, 200 do
         tasks[i] = asyncio.create_task(getter, i)
         sleep0()
-        assert.equal(i - 60, q._ng)
-        for k in pairs(q._getters) do
-          assert.is_true(type(k) == "string" or k >= q._getters.h and k <= q._getters.t, "stale slot")
+        local w = q._getters
+        assert.equal(i - 60, waiters.count(w))
+        for k, v in pairs(w) do
+          assert.is_true(type(k) == "string" or k <= #w, "slot past the border")
+          assert.is_true(type(k) == "string" or k >= w.h or v == false, "task below the head")
         end
       end
       for k = 61, 200 do q:put(k) end

@@ -391,6 +391,50 @@ static int park_k(lua_State *L, int status, lua_KContext ctx) {
   return 0;
 }
 
+/* try_park(list) -> true | false, CancelledError, woken[, slot]: park() for a
+ * FIFO that must tidy up after a cancelled wait, without a pcall. `woken`
+ * tells whether an unpark came first: the task then holds a wake-up it must
+ * pass on. Otherwise the task's entry is still in the list, at `slot` unless
+ * the list was compacted meanwhile. */
+static int try_park_k(lua_State *L, int status, lua_KContext ctx) {
+  aio_task *t = (aio_task *)ctx;
+  int woken = t->parked_on == NULL; /* unpark() clears it, cancel() does not */
+  (void)status;
+  t->parked_on = NULL;
+  if (!t->must_cancel) {
+    lua_pushboolean(L, 1);
+    return 1;
+  }
+  t->must_cancel = 0;
+  lua_pushboolean(L, 0);
+  aio_task_push(L, t->f.loop, t);
+  push_cancel_message(L, t->f.loop->S, -1);
+  aio_push_error(L, "CancelledError", -1);
+  lua_remove(L, -2);
+  lua_remove(L, -2);
+  lua_pushboolean(L, woken);
+  if (woken) return 3;
+  lua_pushvalue(L, 2);
+  return 4;
+}
+
+static int l_try_park(lua_State *L) {
+  aio_state *S = aio_state_of(L);
+  aio_task *t;
+  lua_Integer slot;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  t = aio_current_task(L, S, "park");
+  if (!t) return aio_nested_yield(L);
+  lua_settop(L, 1);
+  slot = (lua_Integer)lua_rawlen(L, 1) + 1;
+  aio_task_push(L, t->f.loop, t);
+  lua_rawseti(L, 1, slot);
+  lua_pushinteger(L, slot); /* kept on the stack for try_park_k */
+  t->parked_on = lua_topointer(L, 1);
+  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
+  return lua_yieldk(L, 0, (lua_KContext)t, try_park_k);
+}
+
 static int l_park(lua_State *L) {
   aio_state *S = aio_state_of(L);
   aio_task *t;
@@ -439,6 +483,7 @@ static int l_unpark(lua_State *L) {
   aio_task *t = check_task(L, 1);
   int woken = is_parked(L, t);
   if (woken) {
+    t->parked_on = NULL;
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
   }
@@ -779,6 +824,7 @@ void aio_task_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"park", l_park},
+                                   {"try_park", l_try_park},
                                    {"unpark", l_unpark},
                                    {"is_parked", l_is_parked},
                                    {"create_task", l_create_task},

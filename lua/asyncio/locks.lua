@@ -1,22 +1,17 @@
 -- Python's asyncio synchronization primitives (Lock, Event, Condition, Semaphore,
--- BoundedSemaphore, Barrier): a waiter is a one-shot future, made only when a task must block.
+-- BoundedSemaphore, Barrier): a waiter is a parked task (core.park, or the FIFO
+-- of asyncio.waiters), with no Future, so no primitive is tied to one loop.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local waiters = require "asyncio.waiters"
 
-local new_future = core.Future_new
-local park, unpark, is_parked = core.park, core.unpark, core.is_parked
-local running_loop = core.get_running_loop
-local await = core.Future.await
-local done = core.Future.done
-local cancelled = core.Future.cancelled
-local set_result = core.Future.set_result
+local park, try_park, unpark, is_parked = core.park, core.try_park, core.unpark, core.is_parked
 local isinstance = errors.isinstance
 local CancelledError = errors.CancelledError
 local RuntimeError = errors.RuntimeError
 local ValueError = errors.ValueError
 local BrokenBarrierError = errors.BrokenBarrierError
-local fifo, push, remove, count = waiters.fifo, waiters.push, waiters.remove, waiters.count
+local fifo, drop, wake, any_parked, count = waiters.fifo, waiters.drop, waiters.wake, waiters.any_parked, waiters.count
 
 local error, pcall, setmetatable, getmetatable, type = error, pcall, setmetatable, getmetatable, type
 local math_type, tointeger = math.type, math.tointeger
@@ -25,23 +20,8 @@ local function argerror(i, fname, msg, level)
   error(("bad argument #%d to '%s' (%s)"):format(i, fname, msg), level + 1)
 end
 
--- A primitive binds to the loop of its first blocking call (Python's
--- _LoopBoundMixin); awaiting its future from another loop raises RuntimeError.
-local function bind_loop(self)
-  local loop = running_loop()
-  if loop == nil then error(RuntimeError("no running event loop"), 3) end
-  self._loop = loop
-  return loop
-end
-
-local function new_waiter(self)
-  return new_future(self._loop or bind_loop(self))
-end
-
--- Lock and Semaphore make their queue of waiters when a task first blocks:
--- `local q = self._waiters or add_waiters(self)`. (The blocking paths push,
--- await and remove inline: a shared function around them costs a Lua call per
--- wait, 2-4% of a contended acquisition.)
+-- Lock and Semaphore make their FIFO of waiters when a task first blocks:
+-- `local q = self._waiters or add_waiters(self)`.
 local function add_waiters(self)
   local q = fifo()
   self._waiters = q
@@ -63,49 +43,36 @@ local function class(name)
 end
 
 ---------------------------------------------------------------------------
--- Lock
+-- Lock: a woken waiter leaves the FIFO at once, and _woken holds its claim
+-- until it runs (Python keeps its done future in the queue meanwhile).
 
 local Lock = class("Lock")
 
-local function all_cancelled(q)
-  for i = q.h, q.t do
-    if not cancelled(q[i]) then return false end
-  end
-  return true
-end
-
--- Wakes the head waiter unless it is already woken; it takes the lock when it runs.
+-- Wakes the head waiter unless one is already woken; it takes the lock when it runs.
 local function wake_up_first(self)
   local q = self._waiters
-  local fut = q and q[q.h]
-  if fut ~= nil and not done(fut) then set_result(fut, true) end
+  if not self._woken and q ~= nil and wake(q) then self._woken = true end
 end
 
-local function lock_wait(self)
-  local fut = new_waiter(self)
-  local q = self._waiters or add_waiters(self)
-  push(q, fut)
-  local ok, err = pcall(await, fut)
-  remove(q, fut)
-  if not ok then
-    -- Woken and cancelled at once: hand the wake-up to the next waiter.
-    if not self._locked and isinstance(err, CancelledError) then wake_up_first(self) end
-    error(err, 0)
-  end
-  self._locked = true
-  return self
-end
-
+-- acquire() waits inline (see asyncio.waiters).
 function Lock:acquire()
-  if not self._locked then
-    local q = self._waiters
-    -- Fair: jump the queue only when every waiter gave up.
-    if q == nil or q.t < q.h or all_cancelled(q) then
-      self._locked = true
-      return self
-    end
+  -- Fair: jump the queue only when every waiter gave up.
+  if not self._locked and not self._woken and not any_parked(self._waiters) then
+    self._locked = true
+    return self
   end
-  return lock_wait(self)
+  local q = self._waiters or add_waiters(self)
+  local ok, err, woken, slot = try_park(q)
+  if ok then
+    self._woken = false
+    self._locked = true
+    return self
+  end
+  if slot then drop(q, slot) end
+  if woken then self._woken = false end
+  -- Woken and cancelled at once: hand the wake-up to the next waiter.
+  if not self._locked then wake_up_first(self) end
+  error(err, 0)
 end
 
 function Lock:release()
@@ -121,11 +88,12 @@ function Lock:locked()
 end
 
 function Lock:__tostring()
-  return ("<Lock [%s%s]>"):format(self._locked and "locked" or "unlocked", waiters_suffix(count(self._waiters)))
+  local n = count(self._waiters) + (self._woken and 1 or 0)
+  return ("<Lock [%s%s]>"):format(self._locked and "locked" or "unlocked", waiters_suffix(n))
 end
 
 local function new_lock()
-  return setmetatable({ _locked = false, acquire = Lock.acquire, release = Lock.release }, Lock)
+  return setmetatable({ _locked = false, _woken = false, acquire = Lock.acquire, release = Lock.release }, Lock)
 end
 
 ---------------------------------------------------------------------------
@@ -194,16 +162,11 @@ end
 
 local Condition = class("Condition")
 
+-- Python's notify(n): wakes the first n waiters still parked.
 local function notify_waiters(self, n)
   local q = self._waiters
-  local woken = 0
-  for i = q.h, q.t do
-    if woken >= n then return end
-    local fut = q[i]
-    if not done(fut) then
-      woken = woken + 1
-      set_result(fut, false)
-    end
+  for _ = 1, n do
+    if not wake(q) then return end
   end
 end
 
@@ -225,12 +188,12 @@ end
 function Condition:wait()
   local lock = self._lock
   if not lock:locked() then error(RuntimeError("cannot wait on un-acquired lock"), 2) end
-  local fut = new_waiter(self)
   lock:release()
+  -- under pcall: outside a task, park refuses and the lock is taken back below
   local q = self._waiters
-  push(q, fut)
-  local ok, err = pcall(await, fut)
-  remove(q, fut)
+  local parked, ok, err, _, slot = pcall(try_park, q)
+  if not parked then ok, err = false, ok end
+  if slot then drop(q, slot) end
   -- The lock is re-acquired even when the wait was cancelled; a cancellation
   -- meanwhile is retried and the latest one raised afterwards.
   while true do
@@ -287,52 +250,37 @@ local Semaphore = class("Semaphore")
 local BoundedSemaphore = class("BoundedSemaphore")
 setmetatable(BoundedSemaphore, { __index = Semaphore })
 
-local function any_waiting(q)
-  if q == nil then return false end
-  for i = q.h, q.t do
-    if not cancelled(q[i]) then return true end
-  end
-  return false
+-- Like Lock's, a woken waiter leaves the FIFO at once: _woken counts the
+-- ones that were handed a unit and have not run yet.
+local function any_waiting(self)
+  return self._woken > 0 or any_parked(self._waiters)
 end
 
--- Hands one unit to the first waiter not yet woken.
+-- Hands one unit to the first waiter still parked.
 local function wake_up_next(self)
   local q = self._waiters
-  if q == nil then return false end
-  for i = q.h, q.t do
-    local fut = q[i]
-    if not done(fut) then
-      self._value = self._value - 1
-      set_result(fut, true)
-      return true
-    end
-  end
-  return false
+  if q == nil or not wake(q) then return false end
+  self._value = self._value - 1
+  self._woken = self._woken + 1
+  return true
 end
 
-local function sem_wait(self)
-  local fut = new_waiter(self)
-  local q = self._waiters or add_waiters(self)
-  push(q, fut)
-  local ok, err = pcall(await, fut)
-  remove(q, fut)
-  -- Woken (a unit was handed over) but cancelled: give the unit back.
-  if not ok and isinstance(err, CancelledError) and done(fut) and not cancelled(fut) then
-    self._value = self._value + 1
+function Semaphore:acquire()
+  local value = self._value
+  if value > 0 and not any_waiting(self) then
+    self._value = value - 1
+    return self
   end
+  local q = self._waiters or add_waiters(self)
+  local ok, err, woken, slot = try_park(q)
+  if slot then drop(q, slot) end
+  if ok or woken then self._woken = self._woken - 1 end
+  -- Woken (a unit was handed over) but cancelled: give the unit back.
+  if woken then self._value = self._value + 1 end
   -- Waiters that arrived while units were free had to queue (FIFO): wake as many as allowed.
   while self._value > 0 and wake_up_next(self) do end
   if not ok then error(err, 0) end
   return self
-end
-
-function Semaphore:acquire()
-  local value, q = self._value, self._waiters
-  if value > 0 and (q == nil or q.t < q.h or not any_waiting(q)) then
-    self._value = value - 1
-    return self
-  end
-  return sem_wait(self)
 end
 
 function Semaphore:release()
@@ -343,12 +291,12 @@ end
 Semaphore.__close = Semaphore.release
 
 function Semaphore:locked()
-  return self._value == 0 or any_waiting(self._waiters)
+  return self._value == 0 or any_waiting(self)
 end
 
 function Semaphore:__tostring()
   local state = self:locked() and "locked" or ("unlocked, value:" .. self._value)
-  return ("<%s [%s%s]>"):format(getmetatable(self).__name, state, waiters_suffix(count(self._waiters)))
+  return ("<%s [%s%s]>"):format(getmetatable(self).__name, state, waiters_suffix(count(self._waiters) + self._woken))
 end
 BoundedSemaphore.__tostring = Semaphore.__tostring
 
@@ -374,13 +322,13 @@ end
 local function new_semaphore(value)
   value = check_count(value, 1, "Semaphore")
   if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
-  return setmetatable({ _value = value, acquire = Semaphore.acquire, release = Semaphore.release }, Semaphore)
+  return setmetatable({ _value = value, _woken = 0, acquire = Semaphore.acquire, release = Semaphore.release }, Semaphore)
 end
 
 local function new_bounded_semaphore(value)
   value = check_count(value, 1, "BoundedSemaphore")
   if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
-  return setmetatable({ _value = value, _bound = value,
+  return setmetatable({ _value = value, _bound = value, _woken = 0,
                         acquire = Semaphore.acquire, release = BoundedSemaphore.release }, BoundedSemaphore)
 end
 

@@ -1,75 +1,25 @@
 -- Python's asyncio queues (Queue, PriorityQueue, LifoQueue): a woken getter or
--- putter gets a future resolved, and the item stays queued until it runs.
+-- putter is unparked (asyncio.waiters), and the item stays queued until it
+-- runs. Like the locks, a queue is tied to no loop.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
 local waiters = require "asyncio.waiters"
 
-local new_future = core.Future_new
-local running_loop = core.get_running_loop
-local await = core.Future.await
-local done = core.Future.done
-local cancelled = core.Future.cancelled
-local cancel = core.Future.cancel
-local set_result = core.Future.set_result
 local new_event = locks.Event
 local QueueEmpty = errors.QueueEmpty
 local QueueFull = errors.QueueFull
 local QueueShutDown = errors.QueueShutDown
-local RuntimeError = errors.RuntimeError
 local ValueError = errors.ValueError
-local fifo, push, remove = waiters.fifo, waiters.push, waiters.remove
+local try_park = core.try_park
+local fifo, drop, wake, wake_all, count = waiters.fifo, waiters.drop, waiters.wake, waiters.wake_all, waiters.count
 
-local error, pcall, setmetatable, getmetatable, tostring, type = error, pcall, setmetatable, getmetatable, tostring, type
+local error, setmetatable, getmetatable, tostring, type = error, setmetatable, getmetatable, tostring, type
 local pairs, ipairs = pairs, ipairs
 local concat, table_move, huge, min = table.concat, table.move, math.huge, math.min
 
 local function nil_item(fname, level)
   error(("bad argument #1 to '%s' (item expected, got nil)"):format(fname), level + 1)
-end
-
--- A queue binds to the loop of its first blocking call, like the locks.
-local function new_waiter(self)
-  local loop = self._loop
-  if loop == nil then
-    loop = running_loop()
-    if loop == nil then error(RuntimeError("no running event loop"), 4) end
-    self._loop = loop
-  end
-  return new_future(loop)
-end
-
----------------------------------------------------------------------------
--- Getters and putters wait in FIFO order (asyncio.waiters).
-
--- Wakes the first waiter still waiting (dropping cancelled ones); returns how
--- many are left.
-local function wakeup_next(q)
-  local h, t = q.h, q.t
-  while h <= t do
-    local fut = q[h]
-    q[h] = nil
-    h = h + 1
-    if not done(fut) then
-      set_result(fut)
-      break
-    end
-  end
-  if h > t then
-    q.h, q.t = 1, 0
-    return 0
-  end
-  q.h = h
-  return t - h + 1
-end
-
-local function wake_all(q)
-  for i = q.h, q.t do
-    local fut = q[i]
-    q[i] = nil
-    if not done(fut) then set_result(fut) end
-  end
-  q.h, q.t = 1, 0
 end
 
 ---------------------------------------------------------------------------
@@ -80,76 +30,64 @@ end
 -- change.
 
 local function retune(self)
-  if self._shutdown or self._ng > 0 then
+  if self._shutdown or count(self._getters) > 0 then
     self._limit = -1
   else
     self._limit = min(self._room, self._cap)
   end
-  self._floor = self._np > 0 and huge or 0
-end
-
--- Returns once the queue has room; raises QueueShutDown once shut down.
-local function wait_for_room(self, item, fname)
-  if item == nil then nil_item(fname, 3) end
-  while self._n >= self._room do
-    if self._shutdown then error(QueueShutDown(), 3) end
-    local putter = new_waiter(self)
-    local q = self._putters
-    self._np = push(q, putter)
-    retune(self)
-    local ok, err = pcall(await, putter)
-    if not ok then
-      cancel(putter)
-      self._np = remove(q, putter)
-      -- woken by a get but leaving: the room goes to the next putter
-      if self._n < self._room and not cancelled(putter) then self._np = wakeup_next(q) end
-      retune(self)
-      error(err, 0)
-    end
-  end
-  if self._shutdown then error(QueueShutDown(), 3) end
-end
-
--- Returns once the queue has an item; raises QueueShutDown when it is shut
--- down and empty.
-local function wait_for_item(self)
-  while self._n == 0 do
-    if self._shutdown then error(QueueShutDown(), 3) end
-    local getter = new_waiter(self)
-    local q = self._getters
-    self._ng = push(q, getter)
-    retune(self)
-    local ok, err = pcall(await, getter)
-    if not ok then
-      cancel(getter)
-      self._ng = remove(q, getter)
-      -- woken by a put but leaving: the item goes to the next getter
-      if self._n > 0 and not cancelled(getter) then self._ng = wakeup_next(q) end
-      retune(self)
-      error(err, 0)
-    end
-  end
+  self._floor = count(self._putters) > 0 and huge or 0
 end
 
 local function stored(self)
   self._unfinished = self._unfinished + 1
-  if self._ng > 0 then self._ng = wakeup_next(self._getters) end
+  wake(self._getters)
   retune(self)
 end
 
 local function taken(self)
-  if self._np > 0 then self._np = wakeup_next(self._putters) end
+  wake(self._putters)
   retune(self)
 end
 
+-- The slow paths wait inline (see asyncio.waiters): a function more on the
+-- stack of a blocked putter would also double its Lua stack.
+
+-- Waits for room (raising QueueShutDown once shut down), then stores.
 local function put_slow(self, item)
-  wait_for_room(self, item, "put")
+  if item == nil then nil_item("put", 2) end
+  while self._n >= self._room do
+    if self._shutdown then error(QueueShutDown(), 2) end
+    local q = self._putters
+    self._floor = huge
+    local ok, err, woken, slot = try_park(q)
+    if not ok then
+      if slot then drop(q, slot) end
+      -- woken by a get but leaving: the room goes to the next putter
+      if woken and self._n < self._room then wake(q) end
+      retune(self)
+      error(err, 0)
+    end
+  end
+  if self._shutdown then error(QueueShutDown(), 2) end
   self:_put(item)
   stored(self)
 end
 
+-- Waits for an item (raising QueueShutDown when shut down and empty), then takes it.
 local function get_slow(self)
-  wait_for_item(self)
+  while self._n == 0 do
+    if self._shutdown then error(QueueShutDown(), 2) end
+    local q = self._getters
+    self._limit = -1
+    local ok, err, woken, slot = try_park(q)
+    if not ok then
+      if slot then drop(q, slot) end
+      -- woken by a put but leaving: the item goes to the next getter
+      if woken and self._n > 0 then wake(q) end
+      retune(self)
+      error(err, 0)
+    end
+  end
   local item = self:_get()
   taken(self)
   return item
@@ -240,9 +178,7 @@ function Base:shutdown(immediate)
   end
   -- blocked getters and putters re-check the state, and raise
   wake_all(self._getters)
-  self._ng = 0
   wake_all(self._putters)
-  self._np = 0
   retune(self)
 end
 
@@ -253,8 +189,9 @@ function Base:__tostring()
     for i, item in self:_iter() do items[i] = tostring(item) end
     parts[#parts + 1] = "_queue=[" .. concat(items, ", ") .. "]"
   end
-  if self._ng > 0 then parts[#parts + 1] = ("_getters[%d]"):format(self._ng) end
-  if self._np > 0 then parts[#parts + 1] = ("_putters[%d]"):format(self._np) end
+  local ng, np = count(self._getters), count(self._putters)
+  if ng > 0 then parts[#parts + 1] = ("_getters[%d]"):format(ng) end
+  if np > 0 then parts[#parts + 1] = ("_putters[%d]"):format(np) end
   if self._unfinished > 0 then parts[#parts + 1] = "tasks=" .. self._unfinished end
   if self._shutdown then parts[#parts + 1] = "shutdown" end
   return "<" .. concat(parts, " ") .. ">"
@@ -281,8 +218,8 @@ local function init(cls, maxsize, fname)
     _n = 0,
     _unfinished = 0,
     _shutdown = false,
-    _getters = fifo(), _ng = 0,
-    _putters = fifo(), _np = 0,
+    _getters = fifo(),
+    _putters = fifo(),
   }, cls)
 end
 
