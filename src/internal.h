@@ -355,6 +355,8 @@ void *aio_check_tagged(lua_State *L, int idx, int type, const char *name);
 void *aio_checkudata(lua_State *L, int idx, int type1, int type2, const char *name);
 void aio_setmetatable(lua_State *L, aio_state *S, int type);
 void aio_copy_metatable(lua_State *L, aio_state *S, int type);
+void aio_push_aux(lua_State *L, int idx, int uv);
+int aio_get_aux(lua_State *L, int idx, int uv, const char *name);
 
 /* loop.c */
 void aio_loop_free_all(aio_state *S);

@@ -140,6 +140,25 @@ void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const 
   lua_remove(L, -2);
 }
 
+/* Uservalue uv of the userdata at idx: a table of fields few objects ever
+ * need, made on first use (so an idle object carries none). */
+void aio_push_aux(lua_State *L, int idx, int uv) {
+  idx = lua_absindex(L, idx);
+  if (lua_getiuservalue(L, idx, uv) == LUA_TTABLE) return;
+  lua_pop(L, 1);
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  lua_setiuservalue(L, idx, uv);
+}
+
+/* Pushes field `name` of that table (nil when there is none yet); returns its type. */
+int aio_get_aux(lua_State *L, int idx, int uv, const char *name) {
+  if (lua_getiuservalue(L, idx, uv) != LUA_TTABLE) return lua_type(L, -1);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
 static int set_hooks(lua_State *L) {
   aio_state *S = aio_state_of(L);
   luaL_checktype(L, 1, LUA_TTABLE);

@@ -44,27 +44,9 @@ static reader *check_reader(lua_State *L, int idx) {
   return aio_check_tagged(L, idx, AIO_T_READER, "StreamReader");
 }
 
-/* Pushes UV_AUX of the reader at ridx, made if need be. */
-static void push_aux(lua_State *L, int ridx) {
-  ridx = lua_absindex(L, ridx);
-  if (lua_getiuservalue(L, ridx, UV_AUX) == LUA_TTABLE) return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -1);
-  lua_setiuservalue(L, ridx, UV_AUX);
-}
-
-/* Pushes UV_AUX's field `name`, or nil without a UV_AUX. */
-static int get_aux(lua_State *L, int ridx, const char *name) {
-  if (lua_getiuservalue(L, ridx, UV_AUX) != LUA_TTABLE) return lua_type(L, -1);
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
-  return lua_type(L, -1);
-}
-
 /* Sets UV_AUX's field `name` to the value on top, which it pops. */
 static void set_aux(lua_State *L, int ridx, const char *name) {
-  push_aux(L, ridx);
+  aio_push_aux(L, ridx, UV_AUX);
   lua_insert(L, -2);
   lua_setfield(L, -2, name);
   lua_pop(L, 1);
@@ -243,7 +225,7 @@ static int op_eof_received(lua_State *L, int proto_idx, int tp_idx) {
  * at err_idx; then empties the list. */
 static void settle_drains(lua_State *L, int ridx, int err_idx) {
   int n, i;
-  if (get_aux(L, ridx, "drains") != LUA_TTABLE) {
+  if (aio_get_aux(L, ridx, UV_AUX, "drains") != LUA_TTABLE) {
     lua_pop(L, 1);
     return;
   }
@@ -284,7 +266,7 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
   forget_transport(L, r, proto_idx);
   settle_drains(L, proto_idx, lua_gettop(L));
   lua_pop(L, 1);
-  if (get_aux(L, proto_idx, "closed") == LUA_TUSERDATA &&
+  if (aio_get_aux(L, proto_idx, UV_AUX, "closed") == LUA_TUSERDATA &&
       ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
     aio_future_set_results(L, -1, -1, 0);
   lua_pop(L, 1);
@@ -332,14 +314,14 @@ static int read_k(lua_State *L, int status, lua_KContext op) {
   if (!busy(r)) r->to_eof = 0;
   aio_task_unparked(L, t);
   if (failed) {
-    get_aux(L, 1, "exception");
+    aio_get_aux(L, 1, UV_AUX, "exception");
     return lua_error(L);
   }
   return run_step(L, r, (int)op, t);
 }
 
 static int raise_exception(lua_State *L) {
-  get_aux(L, 1, "exception");
+  aio_get_aux(L, 1, UV_AUX, "exception");
   return lua_error(L);
 }
 
@@ -642,7 +624,7 @@ static int l_feed_eof(lua_State *L) {
 
 static int l_exception(lua_State *L) {
   check_reader(L, 1);
-  get_aux(L, 1, "exception");
+  aio_get_aux(L, 1, UV_AUX, "exception");
   return 1;
 }
 
@@ -694,7 +676,7 @@ static int l_drain_helper(lua_State *L) {
   if (r->lost) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (!r->write_paused) return 0;
   lua_settop(L, 1);
-  if (get_aux(L, 1, "drains") != LUA_TTABLE) {
+  if (aio_get_aux(L, 1, UV_AUX, "drains") != LUA_TTABLE) {
     lua_pop(L, 1);
     lua_createtable(L, 1, 0);
     lua_pushvalue(L, -1);
@@ -712,7 +694,7 @@ static int l_drain_helper(lua_State *L) {
 static int l_closed_waiter(lua_State *L) {
   reader *r = check_reader(L, 1);
   lua_settop(L, 1);
-  if (get_aux(L, 1, "closed") == LUA_TUSERDATA) return 1;
+  if (aio_get_aux(L, 1, UV_AUX, "closed") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
   aio_future_new(L, r->loop);
   if (r->lost) aio_future_set_results(L, -1, -1, 0);
@@ -722,7 +704,7 @@ static int l_closed_waiter(lua_State *L) {
 }
 
 static int push_value(lua_State *L, const char *aux) {
-  return aux ? get_aux(L, 1, aux) : lua_getiuservalue(L, 1, UV_TRANSPORT);
+  return aux ? aio_get_aux(L, 1, UV_AUX, aux) : lua_getiuservalue(L, 1, UV_TRANSPORT);
 }
 
 static int l_tostring(lua_State *L) {

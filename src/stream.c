@@ -14,24 +14,6 @@
  * future of _drain_waiter at "flush". */
 enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_AUX, UV_NUSER = UV_AUX };
 
-/* Pushes UV_AUX, made if need be. */
-static void push_aux(lua_State *L, int tp_idx) {
-  tp_idx = lua_absindex(L, tp_idx);
-  if (lua_getiuservalue(L, tp_idx, UV_AUX) == LUA_TTABLE) return;
-  lua_pop(L, 1);
-  lua_newtable(L);
-  lua_pushvalue(L, -1);
-  lua_setiuservalue(L, tp_idx, UV_AUX);
-}
-
-/* Pushes UV_AUX's field `name`, or nil without a UV_AUX. */
-static int get_aux(lua_State *L, int tp_idx, const char *name) {
-  if (lua_getiuservalue(L, tp_idx, UV_AUX) != LUA_TTABLE) return lua_type(L, -1);
-  lua_getfield(L, -1, name);
-  lua_remove(L, -2);
-  return lua_type(L, -1);
-}
-
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
   uv_write_t req;
@@ -63,7 +45,7 @@ static void tp_free_if_done(aio_tp *tp) {
 
 /* Settles _drain_waiter's future: resolved, or failed when `lost`. */
 static void settle_flush(lua_State *L, int tp_idx, int lost) {
-  if (get_aux(L, tp_idx, "flush") != LUA_TUSERDATA) {
+  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") != LUA_TUSERDATA) {
     lua_pop(L, 1);
     return;
   }
@@ -97,7 +79,7 @@ static void on_closed(uv_handle_t *h) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
     box = lua_gettop(L);
     lua_getiuservalue(L, box, UV_PROTO);
-    get_aux(L, box, "lost");
+    aio_get_aux(L, box, UV_AUX, "lost");
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
     aio_transport_detach(L, lp, box, UV_SERVER);
@@ -129,7 +111,7 @@ static void start_uv_close(aio_tp *tp) {
 static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   if (err_idx) {
-    push_aux(L, tp_idx);
+    aio_push_aux(L, tp_idx, UV_AUX);
     lua_pushvalue(L, err_idx);
     lua_setfield(L, -2, "lost");
     lua_pop(L, 1);
@@ -346,7 +328,7 @@ static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
 static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
   aio_wreq *w = take_req(L, tp);
   int err;
-  push_aux(L, tp_idx);
+  aio_push_aux(L, tp_idx, UV_AUX);
   lua_pushvalue(L, s_idx);
   lua_rawseti(L, -2, w->slot);
   lua_pop(L, 1);
@@ -635,9 +617,9 @@ int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
   tp_idx = lua_absindex(L, tp_idx);
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (tp->wsize <= tp->low) return 0;
-  if (get_aux(L, tp_idx, "flush") == LUA_TUSERDATA) return 1;
+  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
-  push_aux(L, tp_idx);
+  aio_push_aux(L, tp_idx, UV_AUX);
   aio_future_new(L, tp->lp);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "flush");
