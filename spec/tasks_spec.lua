@@ -682,3 +682,58 @@ describe("eager task factory", function()
     end)
   end))
 end)
+
+describe("create_eager_task_factory", function()
+  it("the tasks its constructor makes with asyncio.Task start at once", function()
+    with_loop(function(loop)
+      local made = 0
+      local function ctor(l, fn, ...)
+        made = made + 1
+        local n = made
+        local t = asyncio.Task(l, fn, ...)
+        t:set_name("custom-" .. n)
+        return t
+      end
+      loop:run_until_complete(function()
+        loop:set_task_factory(asyncio.create_eager_task_factory(ctor))
+        local log = {}
+        local t = asyncio.create_task(function(x)
+          log[#log + 1] = "eager " .. x
+          -- a task made inside that first step is eager too, through the factory
+          local inner = asyncio.create_task(function() log[#log + 1] = "inner" end)
+          asyncio.sleep(0)
+          log[#log + 1] = "second step"
+          return inner
+        end, 1)
+        log[#log + 1] = "after create_task"
+        assert.equal("custom-1", t:get_name())
+        local inner = t:await()
+        assert.is_true(inner:done())
+        assert.same({ "eager 1", "inner", "after create_task", "second step" }, log)
+        assert.equal(2, made)
+        -- asyncio.Task called directly, outside the factory, is not eager
+        local plain = asyncio.Task(loop, function() log[#log + 1] = "plain" end)
+        assert.is_false(plain:done())
+        plain:await()
+      end)
+    end)
+  end)
+
+  it("a constructor's error propagates and leaves no eager start behind", function()
+    with_loop(function(loop)
+      loop:run_until_complete(function()
+        loop:set_task_factory(asyncio.create_eager_task_factory(function() error("ctor failed", 0) end))
+        local ok, e = pcall(asyncio.create_task, function() end)
+        assert.is_false(ok)
+        assert.matches("ctor failed", tostring(e))
+        loop:set_task_factory(nil)
+        local t = asyncio.Task(loop, function() end)
+        assert.is_false(t:done())
+        t:await()
+      end)
+    end)
+    local ok, e = pcall(asyncio.create_eager_task_factory, 42)
+    assert.is_false(ok)
+    assert.matches("bad argument #1 to 'create_eager_task_factory'", e)
+  end)
+end)

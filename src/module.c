@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "internal.h"
+#include "stream.h"
 
 static const char state_key = 0; /* its address keys the registry slot */
 const char aio_tags[AIO_T_N];
@@ -159,6 +160,40 @@ int aio_get_aux(lua_State *L, int idx, int uv, const char *name) {
   return lua_type(L, -1);
 }
 
+/* kind_of(v) -> the name of the runtime class of a userdata of the core, or
+ * nil: what asyncio.isinstance (classes.lua) maps onto Python's classes. A
+ * pipe transport open in one direction is a ReadTransport or WriteTransport
+ * only, as Python's pipe transports are. */
+static int kind_of(lua_State *L) {
+  static const struct {
+    int type;
+    const char *name;
+  } kinds[] = {{AIO_T_LOOP, "Loop"},
+               {AIO_T_FUTURE, "Future"},
+               {AIO_T_TASK, "Task"},
+               {AIO_T_HANDLE, "Handle"},
+               {AIO_T_TIMER, "TimerHandle"},
+               {AIO_T_TLS, "Transport"},
+               {AIO_T_DATAGRAM, "DatagramTransport"},
+               {AIO_T_READER, "StreamReader"}};
+  aio_tp_box *b;
+  size_t i;
+  for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    if (aio_testudata(L, 1, kinds[i].type, kinds[i].type)) {
+      lua_pushstring(L, kinds[i].name);
+      return 1;
+    }
+  }
+  if ((b = aio_testudata(L, 1, AIO_T_TRANSPORT, AIO_T_TRANSPORT)) != NULL) {
+    const aio_tp *tp = b->tp;
+    lua_pushstring(L, tp && !tp->writable   ? "ReadTransport"
+                      : tp && !tp->readable ? "WriteTransport"
+                                            : "Transport");
+    return 1;
+  }
+  return 0;
+}
+
 static int set_hooks(lua_State *L) {
   aio_state *S = aio_state_of(L);
   luaL_checktype(L, 1, LUA_TTABLE);
@@ -214,7 +249,7 @@ static aio_state *state_new(lua_State *L) {
 }
 
 int luaopen_asyncio_core(lua_State *L) {
-  static const luaL_Reg funcs[] = {{"set_hooks", set_hooks}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"set_hooks", set_hooks}, {"kind_of", kind_of}, {NULL, NULL}};
   aio_state *S = aio_get_state(L);
   if (!S) S = state_new(L);
   aio_signal_ignore_sigpipe();

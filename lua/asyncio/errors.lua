@@ -50,6 +50,11 @@ function M.isinstance(value, cls)
   return false
 end
 
+--- True when `cls` is one of the error classes.
+function M.is_class(cls)
+  return type(cls) == "table" and classes[rawget(cls, "__name")] == cls
+end
+
 function M.is_error(value)
   if type(value) ~= "table" then return false end
   local c = getmetatable(value)
@@ -69,6 +74,7 @@ class("InvalidStateError", Exception)
 class("ValueError", Exception)
 local RuntimeError = class("RuntimeError", Exception)
 class("SendfileNotAvailableError", RuntimeError)
+class("NotImplementedError", RuntimeError) -- the abstract methods of asyncio.classes
 class("BrokenBarrierError", RuntimeError)
 class("BrokenThreadPool", RuntimeError) -- Python's BrokenExecutor subclass: an initializer failed
 class("IncompleteReadError", class("EOFError", Exception))

@@ -5,13 +5,15 @@ local errors = require "asyncio.errors"
 local logger = require "asyncio.log"
 local Loop = require "asyncio.loop"
 local runners = require "asyncio.runners"
+local classes = require "asyncio.classes"
+local policies = require "asyncio.policies"
 
 local M = {}
 
 for name, cls in pairs(errors) do
   if type(cls) == "table" then M[name] = cls end
 end
-M.isinstance = errors.isinstance
+M.isinstance = classes.isinstance
 M.logger = logger
 
 core.set_hooks {
@@ -37,8 +39,8 @@ core.set_hooks {
 M.Loop = Loop
 M.Handle = core.Handle
 M.TimerHandle = core.TimerHandle
-M.new_event_loop = core.new_event_loop
-M.set_event_loop = core.set_event_loop
+M.new_event_loop = policies.new_event_loop
+M.set_event_loop = policies.set_event_loop
 M.sleep = core.sleep
 M.create_task = core.create_task
 M.current_task = core.current_task
@@ -46,6 +48,28 @@ M.all_tasks = core.all_tasks
 M.isfuture = core.isfuture
 M.eager_task_factory = core.eager_task_factory
 M.run = runners.run
+M.Runner = runners.Runner
+for _, name in ipairs { "get_event_loop_policy", "set_event_loop_policy", "DefaultEventLoopPolicy",
+                        "AbstractEventLoopPolicy" } do
+  M[name] = policies[name]
+end
+
+-- asyncio.EventLoop(opts): the one loop class (Python's alias of its
+-- platform's default loop), so isinstance(loop, asyncio.EventLoop) holds.
+M.EventLoop = setmetatable(Loop, { __call = function(_, opts) return core.new_event_loop(opts) end })
+
+-- the abstract classes: protocol bases to inherit, transport kinds to test
+for _, name in ipairs { "BaseProtocol", "Protocol", "DatagramProtocol", "SubprocessProtocol",
+                        "BaseTransport", "ReadTransport", "WriteTransport", "Transport",
+                        "DatagramTransport", "SubprocessTransport", "AbstractServer",
+                        "AbstractEventLoop" } do
+  M[name] = classes[name]
+end
+
+--- asyncio.iscoroutine(x): a Lua coroutine; iscoroutinefunction(x): a
+--- function (any Lua function can be a task's body).
+function M.iscoroutine(x) return type(x) == "thread" end
+function M.iscoroutinefunction(x) return type(x) == "function" end
 M.coroutine = require "asyncio.coroutine"
 for k, v in pairs(require "asyncio.dns") do M[k] = v end
 
@@ -64,12 +88,14 @@ end
 
 -- transports and servers: Loop methods; M.Server for type checks
 M.Server = require("asyncio.network").Server
+classes.register(M.Server, classes.AbstractServer)
 M.socket = core.socket -- descriptors for sock_* and opts.sock (Lua has no socket library)
 M.socketpair = core.socket.socketpair
 M.ssl = require "asyncio.ssl"
 M.subprocess = require "asyncio.subprocess"
 M.create_subprocess_exec = M.subprocess.create_subprocess_exec
 M.create_subprocess_shell = M.subprocess.create_subprocess_shell
+classes.register(M.subprocess.SubprocessTransport, classes.SubprocessTransport)
 local executor = require "asyncio.executor"
 M.ThreadPoolExecutor = executor.ThreadPoolExecutor
 M.to_thread = executor.to_thread
@@ -80,6 +106,16 @@ for k, v in pairs(require "asyncio.streams") do
   if k ~= "new_writer" then M[k] = v end
 end
 
+-- Argument errors name the public function, not the core one.
+local loop_is_closed = core.Loop.is_closed
+local function check_loop(v, fname, n)
+  if not pcall(loop_is_closed, v) then
+    local mt = getmetatable(v)
+    local got = type(mt) == "table" and type(rawget(mt, "__name")) == "string" and mt.__name or type(v)
+    error(("bad argument #%d to '%s' (Loop expected, got %s)"):format(n, fname, got), 3)
+  end
+end
+
 function M.get_running_loop()
   local loop = core.get_running_loop()
   if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
@@ -87,7 +123,7 @@ function M.get_running_loop()
 end
 
 function M.get_event_loop()
-  local loop = core.get_running_loop() or core._get_event_loop()
+  local loop = core.get_running_loop() or policies.policy_event_loop() or core._get_event_loop()
   if loop == nil then
     loop = core.new_event_loop()
     core.set_event_loop(loop)
@@ -95,35 +131,66 @@ function M.get_event_loop()
   return loop
 end
 
--- asyncio.Future([loop]) builds a future; the table also holds the methods.
--- Argument errors name the public constructor, not the core function.
-local loop_is_closed = core.Loop.is_closed
-local function check_loop(v, fname)
-  if not pcall(loop_is_closed, v) then
-    local mt = getmetatable(v)
-    local got = type(mt) == "table" and type(rawget(mt, "__name")) == "string" and mt.__name or type(v)
-    error(("bad argument #1 to '%s' (Loop expected, got %s)"):format(fname, got), 3)
+--- asyncio.ensure_future(aw [, loop]): a Future or Task as it is (it must be
+--- of `loop` when one is given); a function becomes a task of `loop` (or
+--- of get_event_loop()).
+function M.ensure_future(aw, loop)
+  if core.isfuture(aw) then
+    if loop ~= nil and aw:get_loop() ~= loop then
+      error(errors.ValueError("The future belongs to a different loop than the one specified as the loop argument"), 2)
+    end
+    return aw
   end
+  if type(aw) ~= "function" then
+    error(("bad argument #1 to 'ensure_future' (Future, Task or function expected, got %s)"):format(type(aw)), 2)
+  end
+  if loop ~= nil then check_loop(loop, "ensure_future", 2) end
+  return (loop or M.get_event_loop()):create_task(aw)
 end
+
+-- asyncio.Future([loop]) builds a future; the table also holds the methods.
 
 M.Future = setmetatable(core.Future, {
   __call = function(_, loop)
     if loop == nil then return core.Future_new(M.get_event_loop()) end
-    check_loop(loop, "Future")
+    check_loop(loop, "Future", 1)
     return core.Future_new(loop)
   end,
 })
 
 -- asyncio.Task(loop, fn, ...) builds a task without the loop's task factory
 -- (which is what a factory itself calls).
+-- (one made inside a factory of create_eager_task_factory starts eagerly).
+local eager_next = false
 M.Task = setmetatable(core.Task, {
   __call = function(_, loop, fn, ...)
-    check_loop(loop, "Task")
+    check_loop(loop, "Task", 1)
     if type(fn) ~= "function" then
       error(("bad argument #2 to 'Task' (function expected, got %s)"):format(type(fn)), 2)
+    end
+    if eager_next then
+      eager_next = false
+      return core.eager_task_factory(loop, fn, ...)
     end
     return core.Task_new(loop, fn, ...)
   end,
 })
+
+--- asyncio.create_eager_task_factory(constructor) -> a task factory whose
+--- tasks start at once, as eager_task_factory's: the constructor is called
+--- as asyncio.Task is, (loop, fn, ...), and the asyncio.Task it makes is
+--- the eager one (Python passes it eager_start=True).
+function M.create_eager_task_factory(ctor)
+  if not (type(ctor) == "function" or (type(ctor) == "table" and getmetatable(ctor) and getmetatable(ctor).__call)) then
+    error(("bad argument #1 to 'create_eager_task_factory' (function expected, got %s)"):format(type(ctor)), 2)
+  end
+  return function(loop, fn, ...)
+    eager_next = true
+    local res = table.pack(pcall(ctor, loop, fn, ...))
+    eager_next = false
+    if not res[1] then error(res[2], 0) end
+    return table.unpack(res, 2, res.n)
+  end
+end
 
 return M

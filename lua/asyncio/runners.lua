@@ -1,8 +1,10 @@
--- asyncio.run: a fresh loop for one main function, with Python's Runner
--- behaviour (SIGINT cancels main, leftover tasks are cancelled at the end).
+-- asyncio.Runner and asyncio.run: a fresh loop for one or more main
+-- functions, with Python's Runner behaviour (SIGINT cancels main; closing
+-- cancels the leftover tasks, shuts the executor down, closes the loop).
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local executor = require "asyncio.executor"
+local policies = require "asyncio.policies"
 
 -- How long asyncio.run waits for the default executor's jobs at the end
 -- (Python waits 300 s, silently): past it, a warning names each job still
@@ -44,36 +46,82 @@ local function cancel_all_tasks(loop)
   end
 end
 
-function M.run(main, opts)
-  if type(main) ~= "function" and not core.isfuture(main) then
-    error("bad argument #1 to 'run' (function expected, got " .. type(main) .. ")", 2)
+-- The message of what is wrong with Runner's or run's options at argument n, or nil.
+local function bad_opts(opts, n, fname)
+  local why
+  if type(opts) ~= "table" then
+    why = "table expected, got " .. type(opts)
+  elseif opts.loop_factory ~= nil and type(opts.loop_factory) ~= "function" then
+    why = "opts.loop_factory must be a function"
+  elseif opts.clock ~= nil and opts.clock ~= "real" and opts.clock ~= "virtual" then
+    why = "opts.clock must be \"real\" or \"virtual\", got " .. tostring(opts.clock)
+  else
+    return nil
   end
-  if opts ~= nil and type(opts) ~= "table" then
-    error("bad argument #2 to 'run' (table expected, got " .. type(opts) .. ")", 2)
+  return ("bad argument #%d to '%s' (%s)"):format(n, fname, why)
+end
+
+local Runner = { __name = "asyncio.Runner" }
+Runner.__index = Runner
+M.Runner = Runner
+
+--- asyncio.Runner([{debug =, loop_factory =, clock =}]): the loop is made at
+--- the first run() or get_loop(): by loop_factory() when given, else a new
+--- loop (clock as new_event_loop's) that becomes the current one until
+--- close(). A to-be-closed variable closes it: local r <close> = Runner().
+setmetatable(Runner, {
+  __call = function(_, opts)
+    opts = opts or {}
+    local bad = bad_opts(opts, 1, "Runner")
+    if bad then error(bad, 2) end
+    return setmetatable({ _debug = opts.debug, _factory = opts.loop_factory, _clock = opts.clock,
+                          _state = "created", _interrupts = 0 }, Runner)
+  end,
+})
+
+local function lazy_init(self)
+  if self._state == "closed" then error(errors.RuntimeError("Runner is closed"), 3) end
+  if self._state == "initialized" then return end
+  local loop
+  if self._factory then
+    loop = self._factory()
+    if not pcall(core.Loop.is_closed, loop) then
+      error(errors.RuntimeError("Runner: loop_factory did not return a Loop"), 3)
+    end
+  else
+    loop = policies.new_event_loop(self._clock and { clock = self._clock })
+    policies.set_event_loop(loop)
+    self._set_event_loop = true
+  end
+  if self._debug ~= nil then loop:set_debug(self._debug) end
+  self._loop = loop
+  self._state = "initialized"
+end
+
+--- runner:get_loop() -> the runner's loop (made now if need be).
+function Runner:get_loop()
+  lazy_init(self)
+  return self._loop
+end
+
+--- runner:run(fn, ...) -> what fn(...) returned, run as a task of the
+--- runner's loop (or run(future): waits for it). A SIGINT while it runs
+--- cancels that task, a second one stops the loop; either way run raises
+--- KeyboardInterrupt.
+function Runner:run(main, ...)
+  if type(main) ~= "function" and not core.isfuture(main) then
+    error("bad argument #1 to 'run' (function or Future expected, got " .. type(main) .. ")", 2)
   end
   if core.get_running_loop() then
-    error(errors.RuntimeError("asyncio.run() cannot be called from a running event loop"), 2)
+    error(errors.RuntimeError("Runner.run() cannot be called from a running event loop"), 2)
   end
-  local clock = opts and opts.clock
-  if clock ~= nil and clock ~= "real" and clock ~= "virtual" then
-    error("bad argument #2 to 'run' (opts.clock must be \"real\" or \"virtual\", got " .. tostring(clock) .. ")", 2)
-  end
-  local loop = core.new_event_loop(clock and { clock = clock })
-  if opts and opts.debug ~= nil then loop:set_debug(opts.debug) end
-  core.set_event_loop(loop)
-  local task = type(main) == "function" and loop:create_task(main) or main
-  -- the control socket (asyncio.control, loaded only then) lives as long as main runs
-  local want_control = opts and opts.control
-  if want_control == nil then
-    local v = os.getenv("LUA_ASYNCIO_CONTROL")
-    want_control = v ~= nil and v ~= "" and v ~= "0"
-  end
-  local control = want_control and require "asyncio.control" or nil
-  local control_server = control and control.start(loop)
-  local interrupts = 0
+  lazy_init(self)
+  local loop = self._loop
+  local task = type(main) == "function" and loop:create_task(main, ...) or main
+  self._interrupts = 0
   local sigint = pcall(loop.add_signal_handler, loop, "SIGINT", function()
-    interrupts = interrupts + 1
-    if interrupts == 1 and not task:done() then
+    self._interrupts = self._interrupts + 1
+    if self._interrupts == 1 and not task:done() then
       task:cancel()
     else
       loop:stop()
@@ -81,7 +129,24 @@ function M.run(main, opts)
   end)
   local res = table.pack(pcall(loop.run_until_complete, loop, task))
   if sigint then loop:remove_signal_handler("SIGINT") end
-  if control then control.stop(control_server) end
+  if not res[1] then
+    local err = res[2]
+    if self._interrupts > 0
+       and (errors.isinstance(err, errors.CancelledError) or errors.isinstance(err, errors.RuntimeError)) then
+      error(errors.KeyboardInterrupt("interrupted"), 0)
+    end
+    error(err, 0)
+  end
+  return table.unpack(res, 2, res.n)
+end
+
+--- runner:close(): cancels the loop's leftover tasks, waits for the default
+--- executor (a warning names each job still running after 5 s), closes the
+--- loop. Closing again does nothing; run() after it raises RuntimeError.
+--- The clean-up's own error, if any, is raised after the loop is closed.
+function Runner:close()
+  if self._state ~= "initialized" then return end -- as Python: a runner never used stays usable
+  local loop = self._loop
   local ok_cleanup, cleanup_err = pcall(cancel_all_tasks, loop)
   if executor.has_default_executor(loop) then
     local ok, err = pcall(loop.run_until_complete, loop, function()
@@ -89,15 +154,46 @@ function M.run(main, opts)
     end)
     if ok_cleanup and not ok then ok_cleanup, cleanup_err = false, err end
   end
-  core.set_event_loop(nil)
+  if self._set_event_loop then policies.set_event_loop(nil) end
   loop:close()
-  if not res[1] then
-    if interrupts > 0 and (errors.isinstance(res[2], errors.CancelledError) or errors.isinstance(res[2], errors.RuntimeError)) then
-      error(errors.KeyboardInterrupt("interrupted"), 0)
-    end
-    error(res[2], 0)
-  end
+  self._loop = nil
+  self._state = "closed"
   if not ok_cleanup then error(cleanup_err, 0) end
+end
+
+Runner.__close = Runner.close
+
+function Runner:__tostring()
+  return ("<Runner %s>"):format(self._state)
+end
+
+--- asyncio.run(main [, opts]) -> main's values: a Runner for one function
+--- (opts: debug, loop_factory, clock, control).
+function M.run(main, opts)
+  if type(main) ~= "function" and not core.isfuture(main) then
+    error("bad argument #1 to 'run' (function expected, got " .. type(main) .. ")", 2)
+  end
+  opts = opts or {}
+  local bad = bad_opts(opts, 2, "run")
+  if bad then error(bad, 2) end
+  if core.get_running_loop() then
+    error(errors.RuntimeError("asyncio.run() cannot be called from a running event loop"), 2)
+  end
+  local runner = Runner { debug = opts.debug, loop_factory = opts.loop_factory, clock = opts.clock }
+  -- the control socket (asyncio.control, loaded only then) lives as long as main runs
+  local want_control = opts.control
+  if want_control == nil then
+    local v = os.getenv("LUA_ASYNCIO_CONTROL")
+    want_control = v ~= nil and v ~= "" and v ~= "0"
+  end
+  local control = want_control and require "asyncio.control" or nil
+  local control_server = control and control.start(runner:get_loop())
+  local res = table.pack(pcall(runner.run, runner, main))
+  if control then control.stop(control_server) end
+  -- not a to-be-closed variable: main's error must win over one of the clean-up's
+  local closed, close_err = pcall(runner.close, runner)
+  if not res[1] then error(res[2], 0) end
+  if not closed then error(close_err, 0) end
   return table.unpack(res, 2, res.n)
 end
 

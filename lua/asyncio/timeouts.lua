@@ -104,4 +104,15 @@ local function timeout_at(when)
   return enter(when, 2)
 end
 
-return { timeout = timeout, timeout_at = timeout_at }
+--- asyncio.Timeout(when): what timeout_at makes (Python's class; prefer
+--- timeout and timeout_at), so isinstance(t, asyncio.Timeout) holds.
+setmetatable(Timeout, {
+  __call = function(_, when)
+    if when ~= nil and type(when) ~= "number" then
+      error(("bad argument #1 to 'Timeout' (number expected, got %s)"):format(type(when)), 2)
+    end
+    return enter(when, 2)
+  end,
+})
+
+return { timeout = timeout, timeout_at = timeout_at, Timeout = Timeout }

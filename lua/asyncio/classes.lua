@@ -1,0 +1,198 @@
+-- asyncio.isinstance, and Python's abstract classes: the protocol bases a Lua
+-- protocol inherits its no-op callbacks from, and BaseTransport and its
+-- kinds, AbstractServer, AbstractEventLoop, which the runtime's own objects
+-- are instances of. A Lua class is a table reached through __index; a
+-- userdata of the core is mapped to its class by its tag.
+local core = require "asyncio.core"
+local errors = require "asyncio.errors"
+
+local kind_of = core.kind_of
+local is_error_class, error_isinstance = errors.is_class, errors.isinstance
+local getmetatable, rawget, rawequal, type, ipairs = getmetatable, rawget, rawequal, type, ipairs
+
+local M = {}
+
+-- Extra parents of a class, beside the one its metatable's __index names:
+-- Transport's second base, and Python's ABC.register for classes of the
+-- runtime (Server, Loop) whose method tables should not change.
+local bases = setmetatable({}, { __mode = "k" })
+
+function M.register(cls, abstract)
+  local list = bases[cls]
+  if not list then
+    list = {}
+    bases[cls] = list
+  end
+  list[#list + 1] = abstract
+end
+
+local MAX_DEPTH = 64 -- a cycle of __index tables must not hang isinstance
+
+local function derives(c, cls, depth)
+  while type(c) == "table" and depth < MAX_DEPTH do
+    if rawequal(c, cls) then return true end
+    local extra = bases[c]
+    if extra then
+      for _, b in ipairs(extra) do
+        if derives(b, cls, depth + 1) then return true end
+      end
+    end
+    local mt = getmetatable(c)
+    c = type(mt) == "table" and rawget(mt, "__index") or nil
+    depth = depth + 1
+  end
+  return false
+end
+
+-- the class of each kind of core userdata (core.kind_of), filled below
+local of_kind = {}
+
+--- asyncio.isinstance(value, Class): true when value is an instance of Class
+--- or of a class that inherits from it through __index: error objects, the
+--- runtime's loops, futures, tasks, handles, transports and servers, and
+--- tables of the user's (a protocol inheriting asyncio.Protocol).
+function M.isinstance(value, cls)
+  local ct = type(cls)
+  if ct ~= "table" and ct ~= "function" then return false end
+  if is_error_class(cls) then return error_isinstance(value, cls) end -- error objects only
+  local t = type(value)
+  if t == "userdata" then
+    local kind = kind_of(value)
+    if kind then
+      local c = of_kind[kind] -- asyncio.StreamReader is its constructor, a function
+      return rawequal(c, cls) or derives(c, cls, 0)
+    end
+  elseif t ~= "table" then
+    return false
+  end
+  local mt = getmetatable(value)
+  if type(mt) ~= "table" then return false end
+  if rawequal(mt, cls) then return true end
+  local up = rawget(mt, "__index")
+  return type(up) == "table" and derives(up, cls, 0)
+end
+
+--- An abstract method: raises Python's NotImplementedError.
+function M.abstract(name)
+  return function() error(errors.NotImplementedError(name .. " is abstract"), 2) end
+end
+local abstract = M.abstract
+
+--- into[name] = a class table that is also the metatable of its instances
+--- (setmetatable(obj, Class) or setmetatable(obj, {__index = Class})).
+function M.new_class(into, name, parent)
+  local cls = { __name = "asyncio." .. name }
+  cls.__index = cls
+  setmetatable(cls, { __index = parent })
+  into[name] = cls
+  return cls
+end
+
+local function class(name, parent) return M.new_class(M, name, parent) end
+
+-- ---- protocols (Python's asyncio/protocols.py) --------------------------------------
+-- A protocol defines only the callbacks it needs, e.g.
+--   local Echo = setmetatable({}, { __index = asyncio.Protocol })
+-- the transports look each one up through __index, so inherited ones run.
+
+local function noop() end
+
+local BaseProtocol = class("BaseProtocol")
+BaseProtocol.connection_made = noop -- (transport)
+BaseProtocol.connection_lost = noop -- (exc): nil on a clean close or EOF
+BaseProtocol.pause_writing = noop -- the transport's buffer went over the high-water mark
+BaseProtocol.resume_writing = noop -- and drained below the low-water mark
+
+local Protocol = class("Protocol", BaseProtocol)
+Protocol.data_received = noop -- (data)
+Protocol.eof_received = noop -- (): a false result closes the transport, true keeps it half-open
+
+local DatagramProtocol = class("DatagramProtocol", BaseProtocol)
+DatagramProtocol.datagram_received = noop -- (data, addr)
+DatagramProtocol.error_received = noop -- (exc)
+
+local SubprocessProtocol = class("SubprocessProtocol", BaseProtocol)
+SubprocessProtocol.pipe_data_received = noop -- (fd, data)
+SubprocessProtocol.pipe_connection_lost = noop -- (fd, exc)
+SubprocessProtocol.process_exited = noop -- ()
+
+-- ---- transports (Python's asyncio/transports.py) ------------------------------------
+
+local BaseTransport = class("BaseTransport")
+function BaseTransport:get_extra_info(name, default)
+  local extra = rawget(self, "_extra")
+  local v = extra and extra[name]
+  if v == nil then return default end
+  return v
+end
+BaseTransport.is_closing = abstract("BaseTransport.is_closing")
+BaseTransport.close = abstract("BaseTransport.close")
+BaseTransport.set_protocol = abstract("BaseTransport.set_protocol")
+BaseTransport.get_protocol = abstract("BaseTransport.get_protocol")
+
+local ReadTransport = class("ReadTransport", BaseTransport)
+ReadTransport.is_reading = abstract("ReadTransport.is_reading")
+ReadTransport.pause_reading = abstract("ReadTransport.pause_reading")
+ReadTransport.resume_reading = abstract("ReadTransport.resume_reading")
+
+local WriteTransport = class("WriteTransport", BaseTransport)
+WriteTransport.set_write_buffer_limits = abstract("WriteTransport.set_write_buffer_limits")
+WriteTransport.get_write_buffer_size = abstract("WriteTransport.get_write_buffer_size")
+WriteTransport.get_write_buffer_limits = abstract("WriteTransport.get_write_buffer_limits")
+WriteTransport.write = abstract("WriteTransport.write")
+WriteTransport.write_eof = abstract("WriteTransport.write_eof")
+WriteTransport.can_write_eof = abstract("WriteTransport.can_write_eof")
+WriteTransport.abort = abstract("WriteTransport.abort")
+--- The default writelines: one write of the concatenation, as Python's.
+function WriteTransport:writelines(list)
+  self:write(table.concat(list))
+end
+
+-- both kinds at once: ReadTransport through __index, WriteTransport beside it
+local Transport = class("Transport", ReadTransport)
+for k, v in pairs(WriteTransport) do
+  if rawget(Transport, k) == nil and rawget(BaseTransport, k) == nil then Transport[k] = v end
+end
+M.register(Transport, WriteTransport)
+
+local DatagramTransport = class("DatagramTransport", BaseTransport)
+DatagramTransport.sendto = abstract("DatagramTransport.sendto")
+DatagramTransport.abort = abstract("DatagramTransport.abort")
+
+local SubprocessTransport = class("SubprocessTransport", BaseTransport)
+for _, name in ipairs { "get_pid", "get_returncode", "get_pipe_transport", "send_signal", "terminate", "kill" } do
+  SubprocessTransport[name] = abstract("SubprocessTransport." .. name)
+end
+
+-- ---- the server and the loop (Python's asyncio/events.py) ---------------------------
+
+local AbstractServer = class("AbstractServer")
+for _, name in ipairs { "close", "get_loop", "is_serving", "start_serving", "serve_forever",
+                        "wait_closed", "close_clients", "abort_clients" } do
+  AbstractServer[name] = abstract("AbstractServer." .. name)
+end
+
+local AbstractEventLoop = class("AbstractEventLoop")
+for _, name in ipairs { "run_forever", "run_until_complete", "stop", "is_running", "is_closed",
+                        "close", "call_soon", "call_later", "call_at", "time", "create_future",
+                        "create_task", "call_soon_threadsafe", "run_in_executor" } do
+  AbstractEventLoop[name] = abstract("AbstractEventLoop." .. name)
+end
+
+-- ---- the runtime's own classes ------------------------------------------------------
+
+M.register(core.Loop, AbstractEventLoop)
+M.register(core.Task, core.Future)
+M.register(core.TimerHandle, core.Handle)
+of_kind.Loop = core.Loop
+of_kind.Future = core.Future
+of_kind.Task = core.Task
+of_kind.Handle = core.Handle
+of_kind.TimerHandle = core.TimerHandle
+of_kind.StreamReader = core.StreamReader
+of_kind.Transport = Transport
+of_kind.ReadTransport = ReadTransport
+of_kind.WriteTransport = WriteTransport
+of_kind.DatagramTransport = DatagramTransport
+
+return M

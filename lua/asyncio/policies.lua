@@ -1,0 +1,90 @@
+-- Event loop policies (Python's asyncio/events.py), deprecated in Python
+-- 3.14 and here alike: they work, and each entry point logs a deprecation
+-- warning once. The default policy is the runtime's own get_event_loop /
+-- set_event_loop / new_event_loop; a policy of the user's, once set, is
+-- asked instead by those three functions and by asyncio.run and Runner.
+local core = require "asyncio.core"
+local classes = require "asyncio.classes"
+local errors = require "asyncio.errors"
+local logger = require "asyncio.log"
+
+local M = {}
+
+local warned = {}
+local function deprecated(name)
+  if warned[name] then return end
+  warned[name] = true
+  logger.warning(("asyncio.%s is deprecated, as in Python 3.14 (policies go in 3.16): "
+    .. "use asyncio.run, asyncio.Runner or asyncio.new_event_loop"):format(name))
+end
+
+local abstract = classes.abstract
+
+local AbstractEventLoopPolicy = classes.new_class(M, "AbstractEventLoopPolicy")
+AbstractEventLoopPolicy.get_event_loop = abstract("AbstractEventLoopPolicy.get_event_loop")
+AbstractEventLoopPolicy.set_event_loop = abstract("AbstractEventLoopPolicy.set_event_loop")
+AbstractEventLoopPolicy.new_event_loop = abstract("AbstractEventLoopPolicy.new_event_loop")
+
+-- DefaultEventLoopPolicy() makes one (a subclass inherits its methods)
+local DefaultEventLoopPolicy = classes.new_class(M, "DefaultEventLoopPolicy", AbstractEventLoopPolicy)
+getmetatable(DefaultEventLoopPolicy).__call = function(c)
+  deprecated("DefaultEventLoopPolicy")
+  return setmetatable({}, c)
+end
+
+--- The loop set by set_event_loop; Python 3.14's policy no longer makes one.
+function DefaultEventLoopPolicy:get_event_loop()
+  local loop = core._get_event_loop()
+  if loop == nil then error(errors.RuntimeError("There is no current event loop"), 2) end
+  return loop
+end
+
+function DefaultEventLoopPolicy:set_event_loop(loop)
+  core.set_event_loop(loop)
+end
+
+function DefaultEventLoopPolicy:new_event_loop(opts)
+  return core.new_event_loop(opts)
+end
+
+local policy -- the policy in force; nil until get_event_loop_policy or set_event_loop_policy
+local custom -- the same when it is the user's: the three functions below ask it
+
+--- asyncio.get_event_loop_policy()
+function M.get_event_loop_policy()
+  deprecated("get_event_loop_policy")
+  if policy == nil then policy = setmetatable({}, DefaultEventLoopPolicy) end
+  return policy
+end
+
+--- asyncio.set_event_loop_policy(policy | nil): nil restores the default.
+function M.set_event_loop_policy(p)
+  deprecated("set_event_loop_policy")
+  if p ~= nil and not classes.isinstance(p, AbstractEventLoopPolicy) then
+    error(("bad argument #1 to 'set_event_loop_policy' (AbstractEventLoopPolicy expected, got %s)")
+      :format(type(p)), 2)
+  end
+  policy = p
+  custom = p ~= nil and getmetatable(p) ~= DefaultEventLoopPolicy and p or nil
+end
+
+-- what asyncio's own functions call: the user's policy when there is one
+
+function M.new_event_loop(opts)
+  if custom then return custom:new_event_loop(opts) end
+  return core.new_event_loop(opts)
+end
+
+function M.set_event_loop(loop)
+  if custom then return custom:set_event_loop(loop) end
+  return core.set_event_loop(loop)
+end
+
+--- The policy's loop, or nil when the default policy is in force (the
+--- caller then applies its own rule).
+function M.policy_event_loop()
+  if custom then return custom:get_event_loop() end
+  return nil
+end
+
+return M
