@@ -52,7 +52,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint bench bench-echo bench-idle clean
+.PHONY: build deps deps-bench demo test lint api-index bench bench-echo bench-idle clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -154,6 +154,10 @@ lint: deps
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --enable=warning,style,performance,portability \
 	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test bench
+
+# README's table of Python's asyncio names, from spec/api_index_spec.lua's data
+api-index:
+	$(LUA) spec/api_index_spec.lua
 
 test: deps lint build
 	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \
