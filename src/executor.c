@@ -92,14 +92,16 @@ static void pool_release(pool *pl) {
 }
 
 /* A call a running job posts to its loop (asyncio.call_soon_threadsafe in a
- * worker): a function and its arguments, copied. It belongs to the job
- * until it has run, so what a closing loop never runs goes with the job.
- * Posts keep their order, so each runs before its job's completion. */
+ * worker): a function and its arguments, copied; or the same as a request of
+ * run_coroutine_threadsafe's. It belongs to the job until it has run; what
+ * a closing loop never runs is dropped with it (drop_calls). Posts keep
+ * their order, so each runs before its job's completion. */
 struct tcall {
   aio_post post; /* embedded: the loop does not free it */
   aio_job *job;
   tcall *next, *prev; /* job->calls */
   aio_copybuf buf;
+  aio_rfut *rf; /* run_coroutine_threadsafe's request, or NULL */
 };
 
 static void tcall_free(tcall *c) {
@@ -116,15 +118,21 @@ static void tcall_unlink(tcall *c) {
   if (c->next) c->next->prev = c->prev;
 }
 
-/* No thread can reach j any more: its worker is done with it. */
 static void tcall_run(lua_State *L, void *data);
 
-static void job_free(aio_job *j) {
-  while (j->calls) {
-    tcall *c = j->calls;
-    tcall_unlink(c);
+/* Frees a list of calls that will never run: a request's worker wakes. */
+static void drop_calls(tcall *c) {
+  while (c) {
+    tcall *next = c->next;
+    if (c->rf) aio_rfut_drop(c->rf);
     tcall_free(c);
+    c = next;
   }
+}
+
+/* No thread can reach j any more: its worker is done with it. */
+static void job_free(aio_job *j) {
+  drop_calls(j->calls);
   aio_copybuf_free(&j->buf);
   free(j);
 }
@@ -304,6 +312,12 @@ int aio_outcome_push(lua_State *L, uint8_t out, const aio_copybuf *b) {
   int base = lua_gettop(L) + 1, n;
   if (out == AIO_OUT_NOMEM) {
     lua_pushliteral(L, "not enough memory");
+    return -1;
+  }
+  if (out == AIO_OUT_CLOSED) {
+    lua_pushliteral(L, "Event loop is closed");
+    aio_push_error(L, "RuntimeError", -1);
+    lua_replace(L, base);
     return -1;
   }
   n = aio_copy_decode(L, b->data, b->len, 0);
@@ -520,43 +534,41 @@ static int start_worker(pool *pl) {
 
 /* ---- calls from a job to its loop -------------------------------------- */
 
-/* encode(tcall, fn, ...) under lua_pcall: a memory error must not lose c */
+aio_job *aio_job_current(lua_State *L) {
+  aio_job *j;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &job_key);
+  j = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return j;
+}
+
+/* encode(tcall, what, fn, ...) under lua_pcall: a memory error must not lose c */
 static int encode_call(lua_State *L) {
   tcall *c = lua_touserdata(L, 1);
-  if (aio_copy_encode(L, 2, lua_gettop(L) - 1, &c->buf, "call_soon_threadsafe", 1,
+  if (aio_copy_encode(L, 3, lua_gettop(L) - 2, &c->buf, lua_touserdata(L, 2), 1,
                       AIO_COPY_FUNCTION) != 0)
     return lua_error(L);
   return 0;
 }
 
-/* core.job_call_soon_threadsafe(fn, ...) -> true once posted to the loop that
- * submitted the running job; false outside a job (the caller then uses the
- * running loop). A worker holds no loop object: this is its
- * loop:call_soon_threadsafe. */
-static int l_job_call_soon(lua_State *L) {
-  aio_job *j;
+int aio_job_post(lua_State *L, aio_job *j, int first, const char *what, aio_rfut *rf) {
+  pool *pl = j->pl;
   tcall *c;
-  pool *pl;
   int rc = UV_ECANCELED;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &job_key);
-  j = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (!j) {
-    lua_pushboolean(L, 0);
-    return 1;
+  if ((c = calloc(1, sizeof *c)) == NULL) {
+    lua_pushliteral(L, "not enough memory");
+    return -1;
   }
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if ((c = calloc(1, sizeof *c)) == NULL) return luaL_error(L, "not enough memory");
   lua_pushcfunction(L, encode_call);
-  lua_insert(L, 1);
   lua_pushlightuserdata(L, c);
-  lua_insert(L, 2);
-  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, (void *)what);
+  lua_rotate(L, first, 3);
+  if (lua_pcall(L, lua_gettop(L) - first, 0, 0) != LUA_OK) {
     tcall_free(c);
-    return lua_error(L);
+    return -1;
   }
-  pl = j->pl;
   c->job = j;
+  c->rf = rf;
   c->post.fn = tcall_run;
   c->post.data = c;
   c->post.embedded = 1;
@@ -570,8 +582,25 @@ static int l_job_call_soon(lua_State *L) {
   pthread_mutex_unlock(&pl->mu);
   if (rc == UV_ECANCELED) {
     tcall_free(c);
-    return aio_raise(L, "RuntimeError", "Event loop is closed");
+    return UV_ECANCELED;
   }
+  return 0;
+}
+
+/* core.job_call_soon_threadsafe(fn, ...) -> true once posted to the loop that
+ * submitted the running job; false outside a job (the caller then uses the
+ * running loop). A worker holds no loop object: this is its
+ * loop:call_soon_threadsafe. */
+static int l_job_call_soon(lua_State *L) {
+  aio_job *j = aio_job_current(L);
+  int rc;
+  if (!j) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if ((rc = aio_job_post(L, j, 1, "call_soon_threadsafe", NULL)) == -1) return lua_error(L);
+  if (rc == UV_ECANCELED) return aio_raise(L, "RuntimeError", "Event loop is closed");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -591,11 +620,15 @@ static void tcall_run(lua_State *L, void *data) {
   pthread_mutex_lock(&c->job->pl->mu);
   tcall_unlink(c);
   pthread_mutex_unlock(&c->job->pl->mu);
-  lua_pushcfunction(L, deliver_call);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) /* decoding ran out of memory */
-    aio_report_callback_error(L, lp, lua_gettop(L), "Exception in callback", NULL, 0);
-  lua_settop(L, top);
+  if (c->rf) {
+    aio_rfut_run(L, lp, c->rf, &c->buf);
+  } else {
+    lua_pushcfunction(L, deliver_call);
+    lua_pushlightuserdata(L, c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) /* decoding ran out of memory */
+      aio_report_callback_error(L, lp, lua_gettop(L), "Exception in callback", NULL, 0);
+    lua_settop(L, top);
+  }
   tcall_free(c);
 }
 
@@ -680,12 +713,14 @@ void aio_executor_cancel(lua_State *L, int fut_idx) {
 }
 
 /* Loop close: queued and done jobs go, running ones are orphaned (their
- * worker frees them), and no future points to a job any more. */
+ * worker frees them), calls not run yet are dropped, and no future points
+ * to a job any more; nor does a worker wait on a task of the loop's. */
 void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
   aio_job *j, *next;
   for (j = lp->jobs; j; j = next) {
     pool *pl = j->pl;
     aio_future *f;
+    tcall *calls;
     int running, last = 0;
     next = j->lnext;
     lua_rawgeti(L, LUA_REGISTRYINDEX, j->fut_ref);
@@ -694,12 +729,15 @@ void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
     luaL_unref(L, LUA_REGISTRYINDEX, j->fut_ref);
     pthread_mutex_lock(&pl->mu);
     if (j->state == JOB_QUEUED) dequeue(pl, j);
+    calls = j->calls; /* now, not with the job: its worker may wait on one */
+    j->calls = NULL;
     running = j->state == JOB_RUNNING;
     if (running)
       j->lp = NULL;
     else
       last = --pl->refs == 0;
     pthread_mutex_unlock(&pl->mu);
+    drop_calls(calls);
     if (!running) {
       job_free(j);
       if (last) pool_free(pl);
@@ -708,6 +746,7 @@ void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
   lp->jobs = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->job_waiters);
   lp->job_waiters = LUA_NOREF;
+  aio_rfut_loop_close(L, lp);
 }
 
 static int loop_has_jobs_of(const aio_loop *lp, const pool *pl) {
