@@ -1,4 +1,4 @@
--- asyncio.run_coroutine_threadsafe. From a job of
+-- asyncio.run_coroutine_threadsafe and asyncio.wrap_future. From a job of
 -- the executor (loop nil) the function runs as a task of the loop that
 -- submitted the job, and the worker blocks on its own future's result().
 -- Job and task functions are copied into other states, so they may use no
@@ -393,5 +393,35 @@ describe("run_coroutine_threadsafe in the loop's own state", function()
     local loop = helper.new_loop()
     local f = call(function(x) return x end, loop, "later")
     assert.equal("later", loop:run_until_complete(f))
+  end)
+end)
+
+describe("wrap_future", function()
+  it("returns a Future or Task unchanged and refuses anything else", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local f, t = loop:create_future(), asyncio.create_task(function() end)
+      assert.equal(f, asyncio.wrap_future(f))
+      assert.equal(t, asyncio.wrap_future(t, loop))
+      local function wrap(...)
+        local r = asyncio.wrap_future(...)
+        return r
+      end
+      assert.equal("bad argument #1 to 'wrap_future' (Future expected, got table)",
+        (helper.err_of(wrap, {}):gsub("^.-:%d+: ", "")))
+      assert.matches("Future expected, got asyncio.Loop", helper.err_of(wrap, loop))
+      assert.matches("Future expected, got no value", helper.err_of(wrap))
+      assert.matches("bad argument #2 to 'wrap_future' %(Loop expected, got number%)", helper.err_of(wrap, f, 1))
+      t:await()
+      -- a worker's future of run_coroutine_threadsafe has no loop of its state
+      local e = helper.err_of(asyncio.to_thread, function()
+        local aio = require "asyncio"
+        local cf = aio.run_coroutine_threadsafe(function() end)
+        cf:result()
+        aio.wrap_future(cf)
+      end)
+      assert.matches("bad argument #1 to '.*wrap_future' %(Future expected, got asyncio.ConcurrentFuture%)",
+        tostring(e))
+    end)
   end)
 end)
