@@ -15,23 +15,12 @@
 
 #include <lualib.h>
 
-#include "copy.h"
-#include "internal.h"
+#include "executor.h"
 
 #define EXECUTOR_MT "asyncio.ThreadPoolExecutor"
 #define BROKEN_MSG "A thread initializer failed, the thread pool is not usable anymore"
 
 enum { JOB_QUEUED, JOB_RUNNING, JOB_DONE };
-
-/* What a done job's buffer holds */
-enum {
-  OUT_OK,     /* the results */
-  OUT_VALUE,  /* error value, worker traceback */
-  OUT_CLASS,  /* class name, message, fields (traceback the worker's): an asyncio error object */
-  OUT_CANCEL, /* nothing: cancel_futures */
-  OUT_BROKEN, /* nothing: the pool's initializer failed (pool->broken_*) */
-  OUT_NOMEM   /* nothing: the worker ran out of memory reporting the outcome */
-};
 
 /* The names a job's copy errors give: the API it came through, and where
  * its function is among that API's arguments. */
@@ -52,7 +41,7 @@ struct aio_job {
   tcall *calls;           /* posted by the job and not run yet, under pl->mu */
   int fut_ref;
   uint8_t state;  /* JOB_*, under pl->mu */
-  uint8_t result; /* OUT_* */
+  uint8_t result; /* AIO_OUT_* */
   double started; /* under pl->mu: for the shutdown warning */
   int line;
   char src[LUA_IDSIZE];
@@ -103,14 +92,16 @@ static void pool_release(pool *pl) {
 }
 
 /* A call a running job posts to its loop (asyncio.call_soon_threadsafe in a
- * worker): a function and its arguments, copied. It belongs to the job
- * until it has run, so what a closing loop never runs goes with the job.
- * Posts keep their order, so each runs before its job's completion. */
+ * worker): a function and its arguments, copied; or the same as a request of
+ * run_coroutine_threadsafe's. It belongs to the job until it has run; what
+ * a closing loop never runs is dropped with it (drop_calls). Posts keep
+ * their order, so each runs before its job's completion. */
 struct tcall {
   aio_post post; /* embedded: the loop does not free it */
   aio_job *job;
   tcall *next, *prev; /* job->calls */
   aio_copybuf buf;
+  aio_rfut *rf; /* run_coroutine_threadsafe's request, or NULL */
 };
 
 static void tcall_free(tcall *c) {
@@ -127,15 +118,21 @@ static void tcall_unlink(tcall *c) {
   if (c->next) c->next->prev = c->prev;
 }
 
-/* No thread can reach j any more: its worker is done with it. */
 static void tcall_run(lua_State *L, void *data);
 
-static void job_free(aio_job *j) {
-  while (j->calls) {
-    tcall *c = j->calls;
-    tcall_unlink(c);
+/* Frees a list of calls that will never run: a request's worker wakes. */
+static void drop_calls(tcall *c) {
+  while (c) {
+    tcall *next = c->next;
+    if (c->rf) aio_rfut_drop(c->rf);
     tcall_free(c);
+    c = next;
   }
+}
+
+/* No thread can reach j any more: its worker is done with it. */
+static void job_free(aio_job *j) {
+  drop_calls(j->calls);
   aio_copybuf_free(&j->buf);
   free(j);
 }
@@ -228,9 +225,11 @@ static int call_traced(lua_State *L, int n, int nres) {
   return 0;
 }
 
+/* ---- outcomes: values and errors between states (executor.h) --------- */
+
 /* Pushes the fields of the error object at err but its message, only its
- * scalar ones if asked, with `traceback` the worker's (at tb) if it has no
- * string one. */
+ * scalar ones if asked, with `traceback` the one at tb (the worker's, or
+ * nil) if it has no string one. */
 static void push_fields(lua_State *L, int err, int tb, int scalars_only) {
   lua_newtable(L);
   lua_pushnil(L);
@@ -269,11 +268,7 @@ static int is_asyncio_error(lua_State *L, int err) {
   return yes;
 }
 
-/* Encodes the error at err (the worker's traceback above it) as the job's
- * outcome: an asyncio error object by class name, message and fields (its
- * uncopyable fields dropped); a copyable value as it is; anything else as
- * its tostring. */
-static void encode_error(lua_State *L, aio_job *j, int err) {
+uint8_t aio_outcome_encode_error(lua_State *L, int err, aio_copybuf *b, const char *what) {
   int tb = err + 1;
   if (lua_istable(L, err) && lua_getmetatable(L, err)) {
     lua_getfield(L, -1, "__name");
@@ -286,22 +281,78 @@ static void encode_error(lua_State *L, aio_job *j, int err) {
         lua_remove(L, -2);
         lua_getfield(L, err, "message");
         push_fields(L, err, tb, scalars);
-        if (aio_copy_encode(L, tb + 1, 3, &j->buf, j->what, 1, 0) == 0) {
-          j->result = OUT_CLASS;
-          return;
-        }
+        if (aio_copy_encode(L, tb + 1, 3, b, what, 1, 0) == 0) return AIO_OUT_CLASS;
       }
     }
-  } else if (aio_copy_encode(L, err, 2, &j->buf, j->what, 1, 0) == 0) {
-    j->result = OUT_VALUE;
-    return;
+  } else if (aio_copy_encode(L, err, 2, b, what, 1, 0) == 0) {
+    return AIO_OUT_VALUE;
   }
   lua_settop(L, tb);
   luaL_tolstring(L, err, NULL);
   lua_pushvalue(L, tb);
-  aio_copy_encode(L, -2, 2, &j->buf, j->what, 1, 0);
-  j->result = OUT_VALUE;
+  aio_copy_encode(L, -2, 2, b, what, 1, 0);
+  return AIO_OUT_VALUE;
 }
+
+uint8_t aio_outcome_encode_results(lua_State *L, int first, int n, aio_copybuf *b,
+                                   const char *what) {
+  const char *msg;
+  size_t wlen = strlen(what), plen = wlen + sizeof ": argument " - 1;
+  if (aio_copy_encode(L, first, n, b, what, 1, 0) == 0) return AIO_OUT_OK;
+  /* "<what>: argument 1 .x: function" is about a result here */
+  msg = lua_tostring(L, -1);
+  if (strncmp(msg, what, wlen) == 0 && strncmp(msg + wlen, ": argument ", plen - wlen) == 0)
+    lua_pushfstring(L, "%s: result %s", what, msg + plen);
+  lua_pushnil(L);
+  aio_copy_encode(L, -2, 2, b, what, 1, 0);
+  return AIO_OUT_VALUE;
+}
+
+int aio_outcome_push(lua_State *L, uint8_t out, const aio_copybuf *b) {
+  int base = lua_gettop(L) + 1, n;
+  if (out == AIO_OUT_NOMEM) {
+    lua_pushliteral(L, "not enough memory");
+    return -1;
+  }
+  if (out == AIO_OUT_CLOSED) {
+    lua_pushliteral(L, "Event loop is closed");
+    aio_push_error(L, "RuntimeError", -1);
+    lua_replace(L, base);
+    return -1;
+  }
+  n = aio_copy_decode(L, b->data, b->len, 0);
+  if (out == AIO_OUT_OK) return n;
+  if (out == AIO_OUT_VALUE && lua_istable(L, base)) {
+    if (lua_getfield(L, base, "traceback") == LUA_TNIL) {
+      lua_pushvalue(L, base + 1);
+      lua_setfield(L, base, "traceback");
+    }
+    lua_settop(L, base);
+    return -1;
+  }
+  aio_push_hook(L, aio_get_state(L), "new_error");
+  if (out == AIO_OUT_VALUE) {
+    /* a string (or number...) cannot carry the traceback: it comes as a
+     * RuntimeError whose message it is, the value in `value` */
+    lua_pushliteral(L, "RuntimeError");
+    luaL_tolstring(L, base, NULL);
+    lua_createtable(L, 0, 2);
+    lua_pushvalue(L, base);
+    lua_setfield(L, -2, "value");
+    lua_pushvalue(L, base + 1);
+    lua_setfield(L, -2, "traceback");
+  } else { /* AIO_OUT_CLASS: name, message, fields (with the traceback) */
+    lua_pushvalue(L, base);
+    lua_pushvalue(L, base + 1);
+    lua_pushvalue(L, base + 2);
+  }
+  lua_call(L, 3, 1); /* fields.traceback becomes the object's */
+  lua_replace(L, base);
+  lua_settop(L, base);
+  return -1;
+}
+
+/* ---- the worker thread, continued -------------------------------------- */
 
 /* run_job(job), under lua_pcall in the worker: decode, call, encode the
  * outcome into the job's buffer. */
@@ -314,23 +365,10 @@ static int run_job(lua_State *L) {
   n = call_traced(L, n - 1, LUA_MULTRET);
   lua_pushnil(L);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &job_key);
-  if (!n) {
-    encode_error(L, j, lua_gettop(L) - 1);
-    return 0;
-  }
-  n = lua_gettop(L) - 1;
-  if (aio_copy_encode(L, 2, n, &j->buf, j->what, 1, 0) != 0) {
-    /* "<what>: argument 1 .x: function" is about a result here */
-    const char *msg = lua_tostring(L, -1);
-    size_t wlen = strlen(j->what), plen = wlen + sizeof ": argument " - 1;
-    if (strncmp(msg, j->what, wlen) == 0 && strncmp(msg + wlen, ": argument ", plen - wlen) == 0)
-      lua_pushfstring(L, "%s: result %s", j->what, msg + plen);
-    lua_pushnil(L);
-    aio_copy_encode(L, -2, 2, &j->buf, j->what, 1, 0);
-    j->result = OUT_VALUE;
-    return 0;
-  }
-  j->result = OUT_OK;
+  if (!n)
+    j->result = aio_outcome_encode_error(L, lua_gettop(L) - 1, &j->buf, j->what);
+  else
+    j->result = aio_outcome_encode_results(L, 2, lua_gettop(L) - 1, &j->buf, j->what);
   return 0;
 }
 
@@ -436,7 +474,7 @@ static void *worker_main(void *arg) {
       pl->idle--;
     }
     if (pl->broken) {
-      flush_queue_locked(pl, OUT_BROKEN);
+      flush_queue_locked(pl, AIO_OUT_BROKEN);
       break;
     }
     if ((j = pl->head) == NULL) break; /* shut down, nothing left */
@@ -448,7 +486,7 @@ static void *worker_main(void *arg) {
     lua_pushlightuserdata(L, j);
     if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
       aio_copybuf_reset(&j->buf);
-      j->result = OUT_NOMEM;
+      j->result = AIO_OUT_NOMEM;
     }
     lua_settop(L, W_RUN_INIT);
     pthread_mutex_lock(&pl->mu);
@@ -496,43 +534,41 @@ static int start_worker(pool *pl) {
 
 /* ---- calls from a job to its loop -------------------------------------- */
 
-/* encode(tcall, fn, ...) under lua_pcall: a memory error must not lose c */
+aio_job *aio_job_current(lua_State *L) {
+  aio_job *j;
+  lua_rawgetp(L, LUA_REGISTRYINDEX, &job_key);
+  j = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  return j;
+}
+
+/* encode(tcall, what, fn, ...) under lua_pcall: a memory error must not lose c */
 static int encode_call(lua_State *L) {
   tcall *c = lua_touserdata(L, 1);
-  if (aio_copy_encode(L, 2, lua_gettop(L) - 1, &c->buf, "call_soon_threadsafe", 1,
+  if (aio_copy_encode(L, 3, lua_gettop(L) - 2, &c->buf, lua_touserdata(L, 2), 1,
                       AIO_COPY_FUNCTION) != 0)
     return lua_error(L);
   return 0;
 }
 
-/* core.job_call_soon_threadsafe(fn, ...) -> true once posted to the loop that
- * submitted the running job; false outside a job (the caller then uses the
- * running loop). A worker holds no loop object: this is its
- * loop:call_soon_threadsafe. */
-static int l_job_call_soon(lua_State *L) {
-  aio_job *j;
+int aio_job_post(lua_State *L, aio_job *j, int first, const char *what, aio_rfut *rf) {
+  pool *pl = j->pl;
   tcall *c;
-  pool *pl;
   int rc = UV_ECANCELED;
-  lua_rawgetp(L, LUA_REGISTRYINDEX, &job_key);
-  j = lua_touserdata(L, -1);
-  lua_pop(L, 1);
-  if (!j) {
-    lua_pushboolean(L, 0);
-    return 1;
+  if ((c = calloc(1, sizeof *c)) == NULL) {
+    lua_pushliteral(L, "not enough memory");
+    return -1;
   }
-  luaL_checktype(L, 1, LUA_TFUNCTION);
-  if ((c = calloc(1, sizeof *c)) == NULL) return luaL_error(L, "not enough memory");
   lua_pushcfunction(L, encode_call);
-  lua_insert(L, 1);
   lua_pushlightuserdata(L, c);
-  lua_insert(L, 2);
-  if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK) {
+  lua_pushlightuserdata(L, (void *)what);
+  lua_rotate(L, first, 3);
+  if (lua_pcall(L, lua_gettop(L) - first, 0, 0) != LUA_OK) {
     tcall_free(c);
-    return lua_error(L);
+    return -1;
   }
-  pl = j->pl;
   c->job = j;
+  c->rf = rf;
   c->post.fn = tcall_run;
   c->post.data = c;
   c->post.embedded = 1;
@@ -546,8 +582,25 @@ static int l_job_call_soon(lua_State *L) {
   pthread_mutex_unlock(&pl->mu);
   if (rc == UV_ECANCELED) {
     tcall_free(c);
-    return aio_raise(L, "RuntimeError", "Event loop is closed");
+    return UV_ECANCELED;
   }
+  return 0;
+}
+
+/* core.job_call_soon_threadsafe(fn, ...) -> true once posted to the loop that
+ * submitted the running job; false outside a job (the caller then uses the
+ * running loop). A worker holds no loop object: this is its
+ * loop:call_soon_threadsafe. */
+static int l_job_call_soon(lua_State *L) {
+  aio_job *j = aio_job_current(L);
+  int rc;
+  if (!j) {
+    lua_pushboolean(L, 0);
+    return 1;
+  }
+  luaL_checktype(L, 1, LUA_TFUNCTION);
+  if ((rc = aio_job_post(L, j, 1, "call_soon_threadsafe", NULL)) == -1) return lua_error(L);
+  if (rc == UV_ECANCELED) return aio_raise(L, "RuntimeError", "Event loop is closed");
   lua_pushboolean(L, 1);
   return 1;
 }
@@ -567,11 +620,15 @@ static void tcall_run(lua_State *L, void *data) {
   pthread_mutex_lock(&c->job->pl->mu);
   tcall_unlink(c);
   pthread_mutex_unlock(&c->job->pl->mu);
-  lua_pushcfunction(L, deliver_call);
-  lua_pushlightuserdata(L, c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) /* decoding ran out of memory */
-    aio_report_callback_error(L, lp, lua_gettop(L), "Exception in callback", NULL, 0);
-  lua_settop(L, top);
+  if (c->rf) {
+    aio_rfut_run(L, lp, c->rf, &c->buf);
+  } else {
+    lua_pushcfunction(L, deliver_call);
+    lua_pushlightuserdata(L, c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) /* decoding ran out of memory */
+      aio_report_callback_error(L, lp, lua_gettop(L), "Exception in callback", NULL, 0);
+    lua_settop(L, top);
+  }
   tcall_free(c);
 }
 
@@ -583,12 +640,12 @@ static void check_waiters(lua_State *L, aio_loop *lp);
 static int deliver(lua_State *L) {
   aio_job *j = lua_touserdata(L, 2);
   int n;
-  if (j->result == OUT_CANCEL) {
+  if (j->result == AIO_OUT_CANCEL) {
     lua_pushnil(L);
     aio_future_cancel(L, 1, -1);
     return 0;
   }
-  if (j->result == OUT_BROKEN) {
+  if (j->result == AIO_OUT_BROKEN) {
     pool *pl = j->pl;
     aio_push_hook(L, aio_get_state(L), "new_error");
     lua_pushliteral(L, "BrokenThreadPool");
@@ -602,41 +659,11 @@ static int deliver(lua_State *L) {
     aio_future_set_exc(L, 1, -1);
     return 0;
   }
-  if (j->result == OUT_NOMEM) {
-    lua_pushliteral(L, "not enough memory");
-    aio_future_set_exc(L, 1, -1);
-    return 0;
-  }
-  n = aio_copy_decode(L, j->buf.data, j->buf.len, 0);
-  if (j->result == OUT_OK) {
+  n = aio_outcome_push(L, j->result, &j->buf);
+  if (n >= 0)
     aio_future_set_results(L, 1, 3, n);
-  } else if (j->result == OUT_VALUE && lua_istable(L, 3)) {
-    if (lua_getfield(L, 3, "traceback") == LUA_TNIL) {
-      lua_pushvalue(L, 4);
-      lua_setfield(L, 3, "traceback");
-    }
-    aio_future_set_exc(L, 1, 3);
-  } else if (j->result == OUT_VALUE) {
-    /* a string (or number...) cannot carry the worker's traceback: it
-     * comes as a RuntimeError whose message it is, the value in `value` */
-    aio_push_hook(L, aio_get_state(L), "new_error");
-    lua_pushliteral(L, "RuntimeError");
-    luaL_tolstring(L, 3, NULL);
-    lua_createtable(L, 0, 2);
-    lua_pushvalue(L, 3);
-    lua_setfield(L, -2, "value");
-    lua_pushvalue(L, 4);
-    lua_setfield(L, -2, "traceback");
-    lua_call(L, 3, 1);
+  else
     aio_future_set_exc(L, 1, -1);
-  } else { /* OUT_CLASS: name, message, fields (with the traceback) */
-    aio_push_hook(L, aio_get_state(L), "new_error");
-    lua_pushvalue(L, 3);
-    lua_pushvalue(L, 4);
-    lua_pushvalue(L, 5);
-    lua_call(L, 3, 1); /* fields.traceback becomes the object's */
-    aio_future_set_exc(L, 1, -1);
-  }
   return 0;
 }
 
@@ -686,12 +713,14 @@ void aio_executor_cancel(lua_State *L, int fut_idx) {
 }
 
 /* Loop close: queued and done jobs go, running ones are orphaned (their
- * worker frees them), and no future points to a job any more. */
+ * worker frees them), calls not run yet are dropped, and no future points
+ * to a job any more; nor does a worker wait on a task of the loop's. */
 void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
   aio_job *j, *next;
   for (j = lp->jobs; j; j = next) {
     pool *pl = j->pl;
     aio_future *f;
+    tcall *calls;
     int running, last = 0;
     next = j->lnext;
     lua_rawgeti(L, LUA_REGISTRYINDEX, j->fut_ref);
@@ -700,12 +729,15 @@ void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
     luaL_unref(L, LUA_REGISTRYINDEX, j->fut_ref);
     pthread_mutex_lock(&pl->mu);
     if (j->state == JOB_QUEUED) dequeue(pl, j);
+    calls = j->calls; /* now, not with the job: its worker may wait on one */
+    j->calls = NULL;
     running = j->state == JOB_RUNNING;
     if (running)
       j->lp = NULL;
     else
       last = --pl->refs == 0;
     pthread_mutex_unlock(&pl->mu);
+    drop_calls(calls);
     if (!running) {
       job_free(j);
       if (last) pool_free(pl);
@@ -714,6 +746,7 @@ void aio_executor_loop_close(lua_State *L, aio_loop *lp) {
   lp->jobs = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->job_waiters);
   lp->job_waiters = LUA_NOREF;
+  aio_rfut_loop_close(L, lp);
 }
 
 static int loop_has_jobs_of(const aio_loop *lp, const pool *pl) {
@@ -850,7 +883,7 @@ static int l_shutdown(lua_State *L) {
   int cancel = lua_toboolean(L, 2);
   pthread_mutex_lock(&pl->mu);
   pl->shutdown = 1;
-  if (cancel) flush_queue_locked(pl, OUT_CANCEL);
+  if (cancel) flush_queue_locked(pl, AIO_OUT_CANCEL);
   pthread_cond_broadcast(&pl->work);
   pthread_mutex_unlock(&pl->mu);
   return 0;

@@ -439,11 +439,23 @@ static int l_isfuture(lua_State *L) {
   return 1;
 }
 
+/* asyncio.wrap_future(f [, loop]) -> f: a Future is one already (Python:
+ * isfuture(f)); a worker's future of run_coroutine_threadsafe has no loop
+ * of its state to wrap into. */
+static int l_wrap_future(lua_State *L) {
+  aio_check_future(L, 1);
+  if (!lua_isnoneornil(L, 2)) aio_check_loop(L, 2);
+  lua_settop(L, 1);
+  return 1;
+}
+
 void aio_future_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg ugc[] = {{"__gc", l_unretrieved_gc}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"Future_new", l_new_future}, {"isfuture", l_isfuture}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"Future_new", l_new_future},
+                                   {"isfuture", l_isfuture},
+                                   {"wrap_future", l_wrap_future},
+                                   {NULL, NULL}};
   aio_newclass(L, S, AIO_T_FUTURE, AIO_FUTURE_MT, future_methods, meta);
   lua_setfield(L, -2, "Future");
   aio_newclass(L, S, AIO_T_UNRETRIEVED, AIO_UNRETRIEVED_MT, NULL, ugc);

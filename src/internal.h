@@ -38,6 +38,7 @@ enum {
   AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
   AIO_T_PROCESS,   /* process.c: a child process */
   AIO_T_EXECUTOR,  /* executor.c: ThreadPoolExecutor */
+  AIO_T_CFUTURE,   /* threadsafe.c: a job's future of run_coroutine_threadsafe */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -61,6 +62,7 @@ typedef struct aio_sigwatch aio_sigwatch;
 typedef struct aio_blockcache aio_blockcache;
 typedef struct aio_procs aio_procs;
 typedef struct aio_job aio_job;
+typedef struct aio_rfut aio_rfut;
 
 /* Per-lua_State data, one userdata in the registry. Every C function of the
  * module gets it as upvalue 1, so no lookup is needed on hot paths. */
@@ -209,6 +211,7 @@ struct asyncio_loop {
   aio_procs *procs;           /* process.c: running children, the SIGCHLD watcher */
   aio_job *jobs;              /* executor.c: this loop's jobs not completed yet */
   int job_waiters;            /* executor.c: registry ref of {[future] = pool}, or LUA_NOREF */
+  aio_rfut *rfuts;            /* threadsafe.c: jobs' run_coroutine_threadsafe not settled */
   char *rbuf[AIO_RBUF_SLOTS]; /* receive buffers kept for reuse (aio_loop_rbuf_take) */
   uint8_t rbuf_busy;          /* bit i: rbuf[i] is taken */
   aio_state *S;
@@ -479,6 +482,9 @@ int aio_process_running(const aio_loop *lp); /* a child not reaped yet */
 void aio_executor_open(lua_State *L, aio_state *S);
 void aio_executor_cancel(lua_State *L, int fut_idx);
 void aio_executor_loop_close(lua_State *L, aio_loop *lp);
+
+/* threadsafe.c */
+void aio_threadsafe_open(lua_State *L, aio_state *S);
 
 /* The clock of task statistics and slow-callback checks: real time (never
  * a virtual clock), nanoseconds. Outside debug mode the coarse clock, read

@@ -274,5 +274,6 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_tls_open(L, S);
   aio_process_open(L, S);
   aio_executor_open(L, S);
+  aio_threadsafe_open(L, S);
   return 1;
 }

@@ -3,9 +3,10 @@
  * the worker threads both ways: from C with asyncio_call_threadsafe (through
  * a C module the job requires, test/modules/threadsafe_probe.c) and from Lua
  * with asyncio.call_soon_threadsafe. Every post runs on its own loop's
- * thread, in order, before the job's result is back. Then cancels,
- * shutdowns and loop closes race with running jobs (for the tsan-ctest
- * pass). */
+ * thread, in order, before the job's result is back. Jobs in parallel wait
+ * on tasks of their loop (run_coroutine_threadsafe), cancelling some. Then
+ * cancels, shutdowns and loop closes race with running jobs and with
+ * workers waiting on tasks (for the tsan-ctest pass). */
 #include <limits.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -18,7 +19,7 @@
 typedef struct {
   int id;
   pthread_t self;
-  lua_Integer sum, lua_posts, churned;
+  lua_Integer sum, lua_posts, from_tasks, churned;
   int c_posts, c_wrong, c_out_of_order;
 } host;
 
@@ -69,7 +70,22 @@ static const char *const code =
     "    for i = 1, n do aio.call_soon_threadsafe(function(i) LUA_POSTS = LUA_POSTS + i end, i) "
     "end\n"
     "  end, n)\n"
-    "  return sum, LUA_POSTS\n"
+    "  for k = 1, 4 do\n"
+    "    futs[k] = asyncio.get_running_loop():run_in_executor(nil, function()\n"
+    "      local aio, s = require 'asyncio', 0\n"
+    "      for i = 1, 25 do\n"
+    "        local f = aio.run_coroutine_threadsafe(function(i)\n"
+    "          if i % 2 == 0 then require('asyncio').sleep(0) end\n"
+    "          return i\n"
+    "        end, nil, i)\n"
+    "        if i % 5 == 0 then f:cancel() else s = s + f:result() end\n"
+    "      end\n"
+    "      return s\n"
+    "    end)\n"
+    "  end\n"
+    "  local from_tasks = 0\n"
+    "  for k = 1, 4 do from_tasks = from_tasks + futs[k]:await() end\n"
+    "  return sum, LUA_POSTS, from_tasks\n"
     "end)\n";
 
 /* Races for ThreadSanitizer: cancels of queued and running jobs,
@@ -94,6 +110,22 @@ static const char *const churn =
     "  asyncio.sleep(0)\n"
     "end)\n"
     "ex:shutdown()\n"
+    "local loop = asyncio.new_event_loop()\n"
+    "ex = asyncio.ThreadPoolExecutor({ max_workers = 3 })\n"
+    "loop:run_until_complete(function()\n"
+    "  for _ = 1, 6 do ex:submit(function()\n"
+    "    local aio = require 'asyncio'\n"
+    "    for _ = 1, 50 do\n"
+    "      local ok, f = pcall(aio.run_coroutine_threadsafe, function()\n"
+    "        require('asyncio').sleep(0.001)\n"
+    "      end)\n"
+    "      if not ok or not pcall(f.result, f) then return end\n"
+    "    end\n"
+    "  end) end\n"
+    "  asyncio.sleep(0.01)\n"
+    "end)\n"
+    "loop:close()\n"
+    "ex:shutdown()\n"
     "return ok\n";
 
 static void *run_host(void *arg) {
@@ -111,10 +143,11 @@ static void *run_host(void *arg) {
   lua_setglobal(L, "post_cb");
   pthread_barrier_wait(&start_line);
   lua_pushinteger(L, NPOSTS);
-  harness_run(L, "executor_threads", code, 1, 2);
-  h->sum = lua_tointeger(L, -2);
-  h->lua_posts = lua_tointeger(L, -1);
-  lua_pop(L, 2);
+  harness_run(L, "executor_threads", code, 1, 3);
+  h->sum = lua_tointeger(L, -3);
+  h->lua_posts = lua_tointeger(L, -2);
+  h->from_tasks = lua_tointeger(L, -1);
+  lua_pop(L, 3);
   harness_run(L, "executor_churn", churn, 0, 1);
   h->churned = lua_tointeger(L, -1);
   lua_close(L);
@@ -144,6 +177,8 @@ int main(void) {
     CHECK(h->c_wrong == 0, "loop %d: each on its own loop's thread and state", h->id);
     CHECK(h->lua_posts == (lua_Integer)NPOSTS * (NPOSTS + 1) / 2,
           "loop %d: asyncio.call_soon_threadsafe from a worker ran every call", h->id);
+    CHECK(h->from_tasks == 4 * 250,
+          "loop %d: jobs got the values of their tasks from run_coroutine_threadsafe", h->id);
     CHECK(h->churned == 150, "loop %d: the 150 jobs not cancelled completed", h->id);
   }
   return 0;

@@ -100,6 +100,8 @@ local executor = require "asyncio.executor"
 M.ThreadPoolExecutor = executor.ThreadPoolExecutor
 M.to_thread = executor.to_thread
 M.call_soon_threadsafe = executor.call_soon_threadsafe
+M.run_coroutine_threadsafe = core.run_coroutine_threadsafe
+M.wrap_future = core.wrap_future
 
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do
