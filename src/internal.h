@@ -38,6 +38,7 @@ enum {
   AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
   AIO_T_PROCESS,   /* process.c: a child process */
   AIO_T_EXECUTOR,  /* executor.c: ThreadPoolExecutor */
+  AIO_T_EVENT,     /* event.c */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -441,6 +442,13 @@ int aio_nested_yield(lua_State *L);
 int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k);
 void aio_task_unparked(lua_State *L, aio_task *t);
 int aio_task_wake(aio_task *t, const void *on);
+/* t waits in aio_task_park on `on` (t may be NULL: no) */
+int aio_task_is_parked_on(const aio_task *t, const void *on);
+/* a cancellation is to be delivered at t's next step */
+int aio_task_cancel_pending(const aio_task *t);
+
+/* event.c */
+void aio_event_open(lua_State *L, aio_state *S);
 
 /* stream.c, listener.c, tcp.c, pipe.c */
 void aio_stream_open(lua_State *L, aio_state *S);

@@ -469,6 +469,14 @@ int aio_task_wake(aio_task *t, const void *on) {
   return 1;
 }
 
+int aio_task_is_parked_on(const aio_task *t, const void *on) {
+  return t && t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == on;
+}
+
+int aio_task_cancel_pending(const aio_task *t) {
+  return t->must_cancel != 0;
+}
+
 static int is_parked(lua_State *L, aio_task *t) {
   return t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && lua_istable(L, 2) &&
          t->parked_on == lua_topointer(L, 2);

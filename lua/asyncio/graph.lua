@@ -71,6 +71,10 @@ local function is_task(f) return f.get_coro ~= nil end
 -- but the generator each serves is walked in their place.
 local plumbing = getinfo(acoroutine.resume, "S").source
 
+-- C functions that stand for a coroutine of Python's asyncio keep their frame
+-- (C frames are otherwise left out): Event.wait (src/event.c).
+local c_frames = { [core.Event().wait] = true }
+
 --- FrameCallGraphEntry(name, source, line) -> {name =, source =, line =}
 function M.FrameCallGraphEntry(name, source, line)
   return { name = name, source = source, line = line }
@@ -130,7 +134,7 @@ local function walk(co, generator, ctx)
     if info.source == plumbing then
       local inner = driven_thread(co, level, info.func)
       if inner ~= nil and not ctx.seen[inner] then walk(inner, true, ctx) end
-    elseif info.what ~= "C" then
+    elseif info.what ~= "C" or c_frames[info.func] then
       ctx.out[#ctx.out + 1] = frame_of(info, generator)
     end
     level = level + 1
