@@ -377,25 +377,16 @@ static int l_sleep(lua_State *L) {
 }
 
 /* ---- parking ----------------------------------------------------------- */
-/* park(list) suspends the current task until unpark(task, list), without a
- * Future: the task appends itself to `list` (a Lua table owned by the Lua
- * primitive, e.g. an Event's waiters) and the list is its token, so a stale
- * entry left in a list by a cancelled waiter cannot wake the task once it
- * waits elsewhere. Cancellation wakes a parked task with CancelledError. */
+/* try_park(list) suspends the current task until unpark(task, list), without
+ * a Future: the task appends itself to `list` (a Lua table owned by the Lua
+ * primitive, e.g. a Lock's FIFO of waiters) and the list is its token, so a
+ * stale entry left in a list by a cancelled waiter cannot wake the task once
+ * it waits elsewhere. Cancellation wakes a parked task with CancelledError. */
 
-static int park_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_task *t = (aio_task *)ctx;
-  (void)status;
-  t->parked_on = NULL;
-  if (t->must_cancel) return raise_cancelled(L, t);
-  return 0;
-}
-
-/* try_park(list) -> true | false, CancelledError, woken[, slot]: park() for a
- * FIFO that must tidy up after a cancelled wait, without a pcall. `woken`
- * tells whether an unpark came first: the task then holds a wake-up it must
- * pass on. Otherwise the task's entry is still in the list, at `slot` unless
- * the list was compacted meanwhile. */
+/* try_park(list) -> true | false, CancelledError, woken[, slot], without a
+ * pcall, as a FIFO must tidy up after a cancelled wait. `woken` tells whether an unpark came first:
+ * the task then holds a wake-up it must pass on. Otherwise the task's entry is still in the list,
+ * at `slot` unless the list was compacted meanwhile. */
 static int try_park_k(lua_State *L, int status, lua_KContext ctx) {
   aio_task *t = (aio_task *)ctx;
   int woken = t->parked_on == NULL; /* unpark() clears it, cancel() does not */
@@ -433,19 +424,6 @@ static int l_try_park(lua_State *L) {
   t->parked_on = lua_topointer(L, 1);
   t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
   return lua_yieldk(L, 0, (lua_KContext)t, try_park_k);
-}
-
-static int l_park(lua_State *L) {
-  aio_state *S = aio_state_of(L);
-  aio_task *t;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  t = aio_current_task(L, S, "park");
-  if (!t) return aio_nested_yield(L);
-  aio_task_push(L, t->f.loop, t);
-  lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
-  t->parked_on = lua_topointer(L, 1);
-  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
-  return lua_yieldk(L, 0, (lua_KContext)t, park_k);
 }
 
 /* The same from C: `on` is any address naming what the task waits for (a
@@ -831,7 +809,6 @@ void aio_task_open(lua_State *L, aio_state *S) {
                                      {"get_stats", l_get_stats}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
-                                   {"park", l_park},
                                    {"try_park", l_try_park},
                                    {"unpark", l_unpark},
                                    {"is_parked", l_is_parked},
