@@ -73,7 +73,8 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
 void aio_future_finish(lua_State *L, int idx, uint8_t state) {
   aio_future *f = lua_touserdata(L, idx);
   f->state = state;
-  f->flags &= (uint8_t)~AIO_F_JOB; /* a job that completes later finds it done */
+  /* a job that completes later finds it done; a result replaces the hook */
+  f->flags &= (uint8_t) ~(AIO_F_JOB | AIO_F_CANCELHOOK);
   schedule_callbacks(L, lua_absindex(L, idx), f);
 }
 
@@ -221,12 +222,28 @@ void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref) 
   lua_settop(L, base);
 }
 
+/* A future with a cancel hook (gather's, Python's _GatheringFuture) is not
+ * cancelled by cancel(): the hook gets (future, msg), passes the request on
+ * and returns cancel()'s result; the hook's owner finishes the future. It
+ * is called from C too, when a task awaiting the future is cancelled. */
+static int call_cancel_hook(lua_State *L, int idx, int msg_idx) {
+  int done;
+  lua_getiuservalue(L, idx, 1);
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, msg_idx);
+  lua_call(L, 2, 1);
+  done = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return done;
+}
+
 int aio_future_cancel(lua_State *L, int idx, int msg_idx) {
   aio_future *f = lua_touserdata(L, idx);
   if (f->flags & AIO_F_TASK) return aio_task_cancel(L, idx, msg_idx);
   if (f->state != AIO_PENDING) return 0;
   idx = lua_absindex(L, idx);
   msg_idx = lua_absindex(L, msg_idx);
+  if (f->flags & AIO_F_CANCELHOOK) return call_cancel_hook(L, idx, msg_idx);
   if (f->flags & AIO_F_JOB) aio_executor_cancel(L, idx); /* a job not started never runs */
   lua_pushvalue(L, msg_idx);
   lua_setiuservalue(L, idx, 1);
@@ -434,6 +451,23 @@ static int l_new_future(lua_State *L) {
   return 1;
 }
 
+/* Future_on_cancel(future, hook | nil): see call_cancel_hook; nil takes the
+ * hook away, so that cancel() cancels the future itself again. */
+static int l_on_cancel(lua_State *L) {
+  aio_future *f = aio_check_future(L, 1);
+  int hook = !lua_isnoneornil(L, 2);
+  luaL_argcheck(L, !(f->flags & (AIO_F_TASK | AIO_F_JOB)), 1, "plain Future expected");
+  luaL_argcheck(L, f->state == AIO_PENDING, 1, "pending Future expected");
+  if (hook) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  if (hook)
+    f->flags |= AIO_F_CANCELHOOK;
+  else
+    f->flags &= (uint8_t)~AIO_F_CANCELHOOK;
+  return 0;
+}
+
 static int l_isfuture(lua_State *L) {
   lua_pushboolean(L, aio_test_future(L, 1) != NULL);
   return 1;
@@ -442,8 +476,10 @@ static int l_isfuture(lua_State *L) {
 void aio_future_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg ugc[] = {{"__gc", l_unretrieved_gc}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {
-      {"Future_new", l_new_future}, {"isfuture", l_isfuture}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"Future_new", l_new_future},
+                                   {"Future_on_cancel", l_on_cancel},
+                                   {"isfuture", l_isfuture},
+                                   {NULL, NULL}};
   aio_newclass(L, S, AIO_T_FUTURE, AIO_FUTURE_MT, future_methods, meta);
   lua_setfield(L, -2, "Future");
   aio_newclass(L, S, AIO_T_UNRETRIEVED, AIO_UNRETRIEVED_MT, NULL, ugc);

@@ -108,6 +108,8 @@ struct aio_ctimer {
 #define AIO_F_TASK 0x10
 #define AIO_F_HASCB 0x20 /* uv2 may hold callbacks */
 #define AIO_F_JOB 0x40   /* pending: an executor job's, uv1 holds the job (light userdata) */
+/* pending: uv1 holds the function cancel() calls instead (gather's) */
+#define AIO_F_CANCELHOOK 0x80
 
 /* Uservalues of a Future: 1 = result, exception or cancel message (a Task
  * keeps its coroutine there while pending); 2 = done callbacks: nil, one
