@@ -147,6 +147,7 @@ struct aio_task {
 struct aio_handle {
   aio_loop *loop;
   aio_timer timer; /* TimerHandle only */
+  double when;     /* TimerHandle only: its deadline, kept once it fired */
   int slot;        /* TimerHandle in the heap: its slot in loop->handles */
   uint8_t cancelled;
   uint8_t scheduled;
