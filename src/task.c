@@ -163,73 +163,74 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
   return lua_tothread(L, -1);
 }
 
-/* Gives the task at tidx its coroutine, loaded with task_main, the function
- * and its arguments (kept in uservalue 1 until now). */
+/* Gives the task at tidx its coroutine, loaded with the task itself (below
+ * the main function, where it stays for the coroutine's life: the step that
+ * ends the body finds it there, without the anchor table), task_main, its
+ * handler, the function and its arguments (kept in uservalue 1 until now).
+ * Leaves L as it found it. */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
-  lua_State *co;
+  lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
+  lua_pushvalue(L, tidx);
+  lua_pushcfunction(L, task_main);
+  lua_pushcfunction(L, task_msgh);
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
+    int i;
     lua_getfield(L, -1, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
+    if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
+      luaL_checkstack(co, n + 4, "too many arguments");
+      luaL_checkstack(L, n + 4, "too many arguments");
+    }
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i); /* -i: the table under the copies */
+    lua_remove(L, -n - 1);
   }
-  co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
-  if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
-    luaL_checkstack(co, n + 2, "too many arguments");
-    luaL_checkstack(L, n + 2, "too many arguments");
-  }
-  lua_pushcfunction(co, task_main);
-  lua_pushcfunction(co, task_msgh);
-  if (t->packed) {
-    int i;
-    for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - i, i); /* -1 - i: the table under the copies */
-  } else {
-    lua_pushvalue(L, -2);
-  }
-  lua_xmove(L, co, n);
+  lua_xmove(L, co, n + 3);
   lua_setiuservalue(L, tidx, 1);
-  lua_pop(L, 1);
   t->co = co;
   t->packed = 0;
   return co;
 }
 
-/* The body ended: the coroutine's stack holds `nres` values, either
- * (true, results...) or (false, error), or one error if task_main failed. */
-static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int tidx, int status, int nres) {
+/* The body ended: the coroutine's stack holds `nres` values, the task
+ * itself then (true, results...) or (false, error) when the coroutine
+ * returned (status LUA_OK: lua_resume counts the values below the main
+ * function too), else one error. */
+static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres) {
   lua_State *co = t->co;
-  int ok = status == LUA_OK && lua_toboolean(co, -nres);
+  int tidx = lua_gettop(L) + 1, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
-  if (!tidx) {
+  if (status == LUA_OK) {
+    lua_xmove(co, L, nres--);
+  } else {
     aio_task_push(L, lp, t);
-    tidx = lua_gettop(L);
+    lua_xmove(co, L, 1);
   }
+  ok = status == LUA_OK && lua_toboolean(L, tidx + 1);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
     t->must_cancel = 0;
     push_cancel_message(L, lp->S, tidx);
     lua_setiuservalue(L, tidx, 1);
     aio_future_finish(L, tidx, AIO_CANCELLED);
   } else if (ok && nres == 2) { /* one result: the common case, stored as is */
-    lua_xmove(co, L, 1);
     lua_setiuservalue(L, tidx, 1);
     t->f.nres = 1;
     aio_future_finish(L, tidx, AIO_FINISHED);
   } else if (ok) {
-    lua_xmove(co, L, nres - 1);
-    aio_future_set_results(L, tidx, tidx + 1, nres - 1);
+    aio_future_set_results(L, tidx, tidx + 2, nres - 1);
+  } else if (aio_is_cancelled_error(L, lp->S, -1)) {
+    lua_getfield(L, -1, "message");
+    lua_setiuservalue(L, tidx, 1);
+    aio_future_finish(L, tidx, AIO_CANCELLED);
   } else {
-    lua_xmove(co, L, 1);
-    if (aio_is_cancelled_error(L, lp->S, -1)) {
-      lua_getfield(L, -1, "message");
-      lua_setiuservalue(L, tidx, 1);
-      aio_future_finish(L, tidx, AIO_CANCELLED);
-    } else {
-      aio_future_set_exc(L, tidx, -1);
-    }
+    aio_future_set_exc(L, tidx, -1);
   }
-  lua_settop(co, 0);
-  if (status == LUA_OK) pool_give(L, lp, t, co);
+  if (status == LUA_OK)
+    pool_give(L, lp, t, co);
+  else
+    lua_settop(co, 0);
   t->co = NULL;
   unanchor(L, lp, t);
   lua_settop(L, tidx - 1);
@@ -252,7 +253,7 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
 int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, tidx = 0, debug = lp->debug;
+  int nargs = 0, nres, status, debug = lp->debug;
   uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
@@ -265,10 +266,10 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
     t->started = 1;
     if (!co) {
       aio_task_push(L, lp, t);
-      tidx = lua_gettop(L);
-      co = attach_coroutine(L, lp, t, tidx);
+      co = attach_coroutine(L, lp, t, lua_gettop(L));
+      lua_pop(L, 1);
     }
-    nargs = lua_gettop(co) - 1;
+    nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }
   /* One clock reading per step when steps follow each other: this step
    * starts when the one before it ended (see lp->stamp_ok). */
@@ -299,12 +300,11 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      task_finish(L, lp, t, tidx, LUA_ERRRUN, 1);
+      task_finish(L, lp, t, LUA_ERRRUN, 1);
     }
-    if (tidx) lua_settop(L, tidx - 1);
     return 1;
   }
-  task_finish(L, lp, t, tidx, status, nres);
+  task_finish(L, lp, t, status, nres);
   return 1;
 }
 
@@ -368,6 +368,7 @@ static int l_sleep(lua_State *L) {
   t = aio_current_task(L, S, "asyncio.sleep");
   if (!t) return aio_nested_yield(L);
   if (delay > 0 && !t->must_cancel) {
+    t->timer.kind = AIO_TIMER_TASK; /* shares its bytes with parked_on */
     aio_loop_add_timer(t->f.loop, &t->timer, aio_loop_time(t->f.loop) + delay);
     t->wait = AIO_WAIT_TIMER;
   } else {
@@ -574,12 +575,11 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   int tidx;
   fn_idx = lua_absindex(L, fn_idx);
   aio_loop_check_open(L, lp);
-  t = lua_newuserdatauv(L, sizeof *t, 2);
+  t = lua_newuserdatauv(L, sizeof *t, 1);
   memset(t, 0, sizeof *t);
   tidx = lua_gettop(L);
   t->f.loop = lp;
   t->f.flags = AIO_F_TASK;
-  t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
   t->last_ns = lp->ticking ? lp->stamp : aio_clock_ns(lp); /* since_run counts from here */
   if (lp->debug) {
