@@ -46,10 +46,20 @@ int aio_anchors_put(lua_State *L, aio_anchors *a, int idx) {
 void aio_anchors_drop(lua_State *L, aio_anchors *a, int slot) {
   if (a->ref == LUA_NOREF || slot <= 0) return; /* all dropped already */
   lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
-  lua_pushnil(L);
-  lua_rawseti(L, -2, slot);
+  aio_anchors_drop_in(L, a, lua_gettop(L), slot);
   lua_pop(L, 1);
+}
+
+/* The same with the table pushed already (aio_anchors_push_table) at tidx:
+ * a caller that anchors and releases in one go fetches it once. */
+void aio_anchors_drop_in(lua_State *L, aio_anchors *a, int tidx, int slot) {
+  lua_pushnil(L);
+  lua_rawseti(L, tidx, slot);
   a->free[a->nfree++] = slot;
+}
+
+void aio_anchors_push_table(lua_State *L, const aio_anchors *a) {
+  lua_rawgeti(L, LUA_REGISTRYINDEX, a->ref);
 }
 
 void aio_anchors_push(lua_State *L, aio_anchors *a, int slot) {

@@ -231,11 +231,12 @@ struct asyncio_loop {
   aio_anchors handles; /* scheduled Handles */
   int pool;            /* registry ref: coroutines ready for reuse (array) */
   int npool;
-  int spare_ref;    /* registry slot of the spare coroutine */
-  lua_State *spare; /* the coroutine given back last, or NULL */
-  int ntasks;       /* pending tasks */
-  int exc_handler;  /* registry ref or LUA_NOREF */
-  int task_factory; /* registry ref or LUA_NOREF */
+  int spare_ref;         /* registry slot of the spare coroutine */
+  lua_State *spare;      /* the coroutine given back last, or NULL */
+  lua_State *spare_held; /* what spare_ref refers to: the spare or the last one taken */
+  int ntasks;            /* pending tasks */
+  int exc_handler;       /* registry ref or LUA_NOREF */
+  int task_factory;      /* registry ref or LUA_NOREF */
   aio_ring ready;
   aio_heap timers;
   double armed_when; /* deadline the uv timer is armed for, or -1 */
@@ -349,6 +350,8 @@ void aio_anchors_init(lua_State *L, aio_anchors *a);
 void aio_anchors_free(lua_State *L, aio_anchors *a);
 int aio_anchors_put(lua_State *L, aio_anchors *a, int idx);
 void aio_anchors_drop(lua_State *L, aio_anchors *a, int slot);
+void aio_anchors_drop_in(lua_State *L, aio_anchors *a, int tidx, int slot);
+void aio_anchors_push_table(lua_State *L, const aio_anchors *a);
 void aio_anchors_push(lua_State *L, aio_anchors *a, int slot);
 void aio_anchors_push_aux(lua_State *L, aio_anchors *a, int slot);
 void aio_anchors_set_aux(lua_State *L, aio_anchors *a, int slot);

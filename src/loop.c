@@ -514,7 +514,7 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->spare_ref);
   lp->npool = 0;
-  lp->spare = NULL;
+  lp->spare = lp->spare_held = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
   lp->exc_handler = lp->task_factory = LUA_NOREF;

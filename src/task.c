@@ -17,9 +17,13 @@ static void anchor(lua_State *L, aio_loop *lp, int idx) {
   lp->ntasks++;
 }
 
-static void unanchor(lua_State *L, aio_loop *lp, aio_task *t) {
+/* aidx: where the anchor table is on the stack, or 0 */
+static void unanchor(lua_State *L, aio_loop *lp, aio_task *t, int aidx) {
   if (lp->closed || t->slot == 0) return;
-  aio_anchors_drop(L, &lp->tasks, t->slot);
+  if (aidx)
+    aio_anchors_drop_in(L, &lp->tasks, aidx, t->slot);
+  else
+    aio_anchors_drop(L, &lp->tasks, t->slot);
   lp->ntasks--;
   t->slot = 0;
 }
@@ -132,16 +136,22 @@ static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
 /* The last coroutine given back sits in its own registry slot (one lookup to
  * take it back, the common case of short tasks run one after the other); the
  * others in a table. A slot above the top keeps a stale reference until it is
- * overwritten: harmless, and cheaper than clearing it each time. */
+ * overwritten: harmless, and cheaper than clearing it each time. So does the
+ * spare's slot once taken, which saves the store when the same coroutine
+ * comes back (it cannot be another at the same address while referenced). */
 static void pool_give(lua_State *L, aio_loop *lp, aio_task *t, lua_State *co) {
   if (t->co_exposed || lp->npool >= AIO_POOL_MAX || lua_gethook(co) || lp->closed) return;
-  lua_pushthread(co);
-  lua_xmove(co, L, 1);
   if (!lp->spare) {
     lp->spare = co;
+    if (lp->spare_held == co) return;
+    lp->spare_held = co;
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
     lua_rawseti(L, LUA_REGISTRYINDEX, lp->spare_ref);
     return;
   }
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
   lua_insert(L, -2);
   lua_rawseti(L, -2, ++lp->npool);
@@ -194,11 +204,20 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
   return co;
 }
 
+/* aio_future_finish for the task at tidx, without its lookups when nothing
+ * waits (the task's own finish paths have t at hand) */
+static void finish_as(lua_State *L, aio_task *t, int tidx, uint8_t state) {
+  if (t->f.flags & AIO_F_HASCB)
+    aio_future_finish(L, tidx, state);
+  else
+    t->f.state = state;
+}
+
 /* The body ended: the coroutine's stack holds `nres` values, the task
  * itself then (true, results...) or (false, error) when the coroutine
  * returned (status LUA_OK: lua_resume counts the values below the main
- * function too), else one error. */
-static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres) {
+ * function too), else one error. aidx: see unanchor. */
+static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
   lua_State *co = t->co;
   int tidx = lua_gettop(L) + 1, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
@@ -213,17 +232,17 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
     t->must_cancel = 0;
     push_cancel_message(L, lp->S, tidx);
     lua_setiuservalue(L, tidx, 1);
-    aio_future_finish(L, tidx, AIO_CANCELLED);
+    finish_as(L, t, tidx, AIO_CANCELLED);
   } else if (ok && nres == 2) { /* one result: the common case, stored as is */
     lua_setiuservalue(L, tidx, 1);
     t->f.nres = 1;
-    aio_future_finish(L, tidx, AIO_FINISHED);
+    finish_as(L, t, tidx, AIO_FINISHED);
   } else if (ok) {
     aio_future_set_results(L, tidx, tidx + 2, nres - 1);
   } else if (aio_is_cancelled_error(L, lp->S, -1)) {
     lua_getfield(L, -1, "message");
     lua_setiuservalue(L, tidx, 1);
-    aio_future_finish(L, tidx, AIO_CANCELLED);
+    finish_as(L, t, tidx, AIO_CANCELLED);
   } else {
     aio_future_set_exc(L, tidx, -1);
   }
@@ -232,7 +251,7 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
   else
     lua_settop(co, 0);
   t->co = NULL;
-  unanchor(L, lp, t);
+  unanchor(L, lp, t, aidx);
   lua_settop(L, tidx - 1);
 }
 
@@ -243,9 +262,9 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   tidx = lua_gettop(L);
   push_cancel_message(L, lp->S, tidx);
   lua_setiuservalue(L, tidx, 1);
-  aio_future_finish(L, tidx, AIO_CANCELLED);
+  finish_as(L, t, tidx, AIO_CANCELLED);
   t->co = NULL;
-  unanchor(L, lp, t);
+  unanchor(L, lp, t, 0);
   lua_settop(L, tidx - 1);
 }
 
@@ -253,7 +272,7 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
 int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, debug = lp->debug;
+  int nargs = 0, nres, status, aidx = 0, debug = lp->debug;
   uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
@@ -265,9 +284,13 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
     }
     t->started = 1;
     if (!co) {
-      aio_task_push(L, lp, t);
-      co = attach_coroutine(L, lp, t, lua_gettop(L));
-      lua_pop(L, 1);
+      /* the anchor table stays on the stack for the finish of a body that
+       * returns in its first step (most do) */
+      aio_anchors_push_table(L, &lp->tasks);
+      aidx = lua_gettop(L);
+      lua_rawgeti(L, aidx, t->slot);
+      co = attach_coroutine(L, lp, t, aidx + 1);
+      lua_settop(L, aidx);
     }
     nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }
@@ -300,11 +323,12 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      task_finish(L, lp, t, LUA_ERRRUN, 1);
+      task_finish(L, lp, t, LUA_ERRRUN, 1, aidx);
     }
-    return 1;
+  } else {
+    task_finish(L, lp, t, status, nres, aidx);
   }
-  task_finish(L, lp, t, status, nres);
+  if (aidx) lua_settop(L, aidx - 1);
   return 1;
 }
 
