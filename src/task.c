@@ -11,8 +11,7 @@
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
  * scan): a running task never disappears because nobody held a reference. */
 
-static void anchor(lua_State *L, aio_loop *lp, int idx) {
-  aio_task *t = lua_touserdata(L, idx);
+static void anchor(lua_State *L, aio_loop *lp, aio_task *t, int idx) {
   t->slot = aio_anchors_put(L, &lp->tasks, idx);
   lp->ntasks++;
 }
@@ -177,7 +176,9 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
  * the main function, where it stays for the coroutine's life: the step that
  * ends the body finds it there, without the anchor table), task_main, its
  * handler, the function and its arguments (kept in uservalue 1 until now).
- * Leaves L as it found it. */
+ * The coroutine is left on top of L, for the caller to keep: a first step
+ * holds it on the stack and stores it into uservalue 1 only if the body
+ * suspends (a body that returns stores its result there instead). */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
@@ -198,7 +199,6 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
     lua_remove(L, -n - 1);
   }
   lua_xmove(L, co, n + 3);
-  lua_setiuservalue(L, tidx, 1);
   t->co = co;
   t->packed = 0;
   return co;
@@ -284,13 +284,12 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
     }
     t->started = 1;
     if (!co) {
-      /* the anchor table stays on the stack for the finish of a body that
-       * returns in its first step (most do) */
+      /* the anchor table, the task and its coroutine stay on the stack for
+       * the finish of a body that returns in its first step (most do) */
       aio_anchors_push_table(L, &lp->tasks);
       aidx = lua_gettop(L);
       lua_rawgeti(L, aidx, t->slot);
       co = attach_coroutine(L, lp, t, aidx + 1);
-      lua_settop(L, aidx);
     }
     nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }
@@ -315,6 +314,7 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   if (debug) aio_debug_leave(L, lp, &fr, t1, NULL, t, status != LUA_YIELD);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
+    if (aidx) lua_setiuservalue(L, aidx + 1, 1); /* pending now: the task holds its coroutine */
     if (t->wait == AIO_WAIT_SOON) {
       aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
     } else if (t->wait == AIO_WAIT_NONE) {
@@ -352,10 +352,11 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 int aio_await(lua_State *L) {
-  aio_state *S = aio_state_of(L);
   aio_future *f = aio_check_future(L, 1);
+  aio_state *S;
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
+  S = aio_state_of(L);
   t = aio_current_task(L, S, "await");
   if (!t) return aio_nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
@@ -627,7 +628,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
     lua_pushvalue(L, fn_idx);
   }
   lua_setiuservalue(L, tidx, 1);
-  anchor(L, lp, tidx);
+  anchor(L, lp, t, tidx);
   if (eager && lp->running) {
     aio_task_step(L, lp, t, UINT64_MAX);
   } else {
@@ -746,12 +747,17 @@ static int l_get_coro(lua_State *L) {
   aio_task *t = check_task(L, 1);
   if (t->f.state == AIO_PENDING && !t->co_exposed) {
     t->co_exposed = 1; /* the user holds it now: never recycle it */
-    if (!t->co) attach_coroutine(L, t->f.loop, t, 1);
+    if (!t->co) {
+      attach_coroutine(L, t->f.loop, t, 1);
+      lua_setiuservalue(L, 1, 1);
+    }
   }
-  if (t->co)
-    lua_getiuservalue(L, 1, 1);
-  else
+  if (t->co) {
+    lua_pushthread(t->co); /* not uservalue 1: a first step keeps it on the stack */
+    lua_xmove(t->co, L, 1);
+  } else {
     lua_pushnil(L);
+  }
   return 1;
 }
 
