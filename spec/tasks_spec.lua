@@ -270,6 +270,28 @@ describe("create_task", function()
     end)
   end)
 
+  it("after a burst, the ready queue shrinks back with the steps left in it in order", function()
+    run(function()
+      local n, order, done = 10000, {}, 0
+      for i = 1, n do
+        asyncio.create_task(function()
+          if i % 20 == 0 then
+            asyncio.sleep(0) -- queued again behind the burst: the queue is mostly empty then
+            order[#order + 1] = i
+          end
+          done = done + 1
+        end)
+      end
+      while done < n do
+        asyncio.sleep(0)
+      end
+      assert.equal(n // 20, #order)
+      for k = 1, #order do
+        assert.equal(k * 20, order[k])
+      end
+    end)
+  end)
+
   it("asyncio.Task(loop, fn, ...) builds a task without the factory", function()
     with_loop(function(loop)
       local used = 0

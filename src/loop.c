@@ -288,6 +288,7 @@ static int tick(lua_State *L) {
       aio_ready e = *aio_ring_shift(&lp->ready);
       run_entry(L, lp, &e);
     }
+    aio_ring_trim(&lp->ready);
     if (lp->stopping || lp->closed || (until && until->state != AIO_PENDING)) break;
   } while (--budget > 0 && lp->ready.len > 0);
   return 0;
