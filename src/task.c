@@ -7,6 +7,10 @@
 
 #include "internal.h"
 
+/* 144 bytes with Lua's userdata header and one uservalue (see struct
+ * aio_task): a field more would cost a 16-byte larger block per task. */
+_Static_assert(sizeof(void *) != 8 || sizeof(aio_task) <= 80, "aio_task outgrew 80 bytes");
+
 /* ---- the anchor table ------------------------------------------------ */
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
  * scan): a running task never disappears because nobody held a reference. */
