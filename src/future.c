@@ -1,6 +1,7 @@
 /* Future: a result that arrives later. Results and callbacks live in the
- * userdata's two uservalues; a single callback (the common case: one task
- * awaiting) is stored as is, without a list. */
+ * userdata's two uservalues (a Task's callbacks beside its anchor, see struct
+ * aio_task); a single callback (the common case: one task awaiting) is
+ * stored as is, without a list. */
 #include <string.h>
 
 #include "internal.h"
@@ -33,13 +34,29 @@ void aio_future_note_source(lua_State *L, aio_state *S, int idx) {
   lua_pop(L, 1);
 }
 
+/* Pushes the done callbacks of the future at idx: nil, one or a list. */
+static int push_callbacks(lua_State *L, int idx, aio_future *f) {
+  if (f->flags & AIO_F_TASK) {
+    aio_anchors_push_aux(L, &f->loop->tasks, ((aio_task *)f)->slot);
+    return lua_type(L, -1);
+  }
+  return lua_getiuservalue(L, idx, 2);
+}
+
+/* Pops the value on top into the done callbacks of the future at idx. */
+static void set_callbacks(lua_State *L, int idx, aio_future *f) {
+  if (f->flags & AIO_F_TASK)
+    aio_anchors_set_aux(L, &f->loop->tasks, ((aio_task *)f)->slot);
+  else
+    lua_setiuservalue(L, idx, 2);
+}
+
 /* Queues every done callback of the future at idx, then forgets them. */
 static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   aio_loop *lp = f->loop;
   int n = 1, i;
   if (!(f->flags & AIO_F_HASCB)) return;
-  lua_getiuservalue(L, idx, 2);
-  if (lua_isnil(L, -1)) {
+  if (push_callbacks(L, idx, f) == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
@@ -66,7 +83,7 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   }
   lua_pop(L, 1);
   lua_pushnil(L);
-  lua_setiuservalue(L, idx, 2);
+  set_callbacks(L, idx, f);
   f->flags &= (uint8_t) ~(AIO_F_CBLIST | AIO_F_HASCB);
 }
 
@@ -188,9 +205,9 @@ int aio_future_push_results(lua_State *L, int idx) {
 static void add_callback(lua_State *L, int idx, aio_future *f) {
   idx = lua_absindex(L, idx);
   f->flags |= AIO_F_HASCB;
-  if (lua_getiuservalue(L, idx, 2) == LUA_TNIL) {
+  if (push_callbacks(L, idx, f) == LUA_TNIL) {
     lua_pop(L, 1);
-    lua_setiuservalue(L, idx, 2);
+    set_callbacks(L, idx, f);
     return;
   }
   if (!(f->flags & AIO_F_CBLIST)) {
@@ -198,7 +215,7 @@ static void add_callback(lua_State *L, int idx, aio_future *f) {
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, idx, 2);
+    set_callbacks(L, idx, f);
     f->flags |= AIO_F_CBLIST;
   }
   lua_insert(L, -2);
@@ -330,11 +347,11 @@ static int l_remove_done_callback(lua_State *L) {
   int removed = 0;
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  lua_getiuservalue(L, 1, 2);
+  push_callbacks(L, 1, f);
   if (!(f->flags & AIO_F_CBLIST)) {
     if (lua_rawequal(L, 2, 3)) {
       lua_pushnil(L);
-      lua_setiuservalue(L, 1, 2);
+      set_callbacks(L, 1, f);
       removed = 1;
     }
   } else {
