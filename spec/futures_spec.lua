@@ -192,6 +192,52 @@ describe("Future state", function()
   end)
 end)
 
+describe("a cancel hook (core.Future_on_cancel, gather's)", function()
+  local core = require "asyncio.core"
+
+  it("cancel() calls it with the message and returns its answer; the future stays pending", function()
+    with_loop(function(loop)
+      local f = loop:create_future()
+      local got = {}
+      core.Future_on_cancel(f, function(fut, msg)
+        got[#got + 1] = { fut, msg }
+        return #got == 1
+      end)
+      assert.is_true(f:cancel("m"))
+      assert.is_false(f:cancel())
+      assert.same({ { f, "m" }, { f } }, got)
+      assert.is_false(f:done())
+      core.Future_on_cancel(f, nil) -- the plain cancel() again
+      assert.is_true(f:cancel("now"))
+      assert.is_true(f:cancelled())
+      assert.equal(2, #got)
+    end)
+  end)
+
+  it("goes with the result", function()
+    with_loop(function(loop)
+      local f = loop:create_future()
+      core.Future_on_cancel(f, function() error("not called") end)
+      f:set_result(7)
+      assert.is_false(f:cancel())
+      assert.equal(7, f:result())
+    end)
+  end)
+
+  it("is refused on a Task, a done future or a non-function", function()
+    with_loop(function(loop)
+      local t = loop:create_task(function() end)
+      assert.matches("plain Future expected", err_of(core.Future_on_cancel, t, print))
+      local f = loop:create_future()
+      assert.matches("function expected, got number", err_of(core.Future_on_cancel, f, 1))
+      f:set_result()
+      assert.matches("pending Future expected", err_of(core.Future_on_cancel, f, print))
+      assert.matches("Future expected, got table", err_of(core.Future_on_cancel, {}, print))
+      loop:run_until_complete(t)
+    end)
+  end)
+end)
+
 describe("Future:await", function()
   it("returns every value once resolved", function()
     with_loop(function(loop)

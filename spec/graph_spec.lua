@@ -435,7 +435,7 @@ describe("ps and pstree", function()
         local id, name, state = rows[i]:match("^(0x%x+)%s+(%S+)%s+(%a+)")
         by_name[name] = { id = id, state = state, line = rows[i] }
       end
-      assert.equal(5, #rows - 2) -- gather's own task is not listed
+      assert.equal(5, #rows - 2) -- gather makes no task of its own
       assert.equal("running", by_name.main.state)
       assert.equal(("%p"):format(me), by_name.main.id)
       assert.equal("sleeping", by_name.sleeper.state)

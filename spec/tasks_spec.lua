@@ -221,6 +221,77 @@ describe("create_task", function()
     end)
   end)
 
+  it("done callbacks and awaiting tasks of a task run in the order they came", function()
+    run(function()
+      local log = {}
+      local gate = asyncio.get_running_loop():create_future()
+      local t = asyncio.create_task(function()
+        gate:await()
+        return "r"
+      end)
+      t:add_done_callback(function(f) log[#log + 1] = "cb1:" .. f:result() end)
+      local w = asyncio.create_task(function()
+        local r = t:await()
+        log[#log + 1] = "waiter:" .. r
+      end)
+      asyncio.sleep(0) -- w awaits t now, after cb1
+      local cb2 = function() log[#log + 1] = "cb2" end
+      t:add_done_callback(cb2)
+      t:add_done_callback(function() log[#log + 1] = "cb3" end)
+      assert.equal(1, t:remove_done_callback(cb2))
+      gate:set_result()
+      w:await()
+      asyncio.sleep(0)
+      assert.same({ "cb1:r", "waiter:r", "cb3" }, log)
+    end)
+  end)
+
+  it("a new task never inherits the callbacks of a finished one", function()
+    run(function()
+      local calls = 0
+      for _ = 1, 3 do
+        -- a done callback removed again, then one left to run: each task
+        -- reuses the anchor of the one before it
+        local t = asyncio.create_task(function() asyncio.sleep(0) end)
+        local cb = function() calls = calls + 1 end
+        t:add_done_callback(cb)
+        assert.equal(1, t:remove_done_callback(cb))
+        t:await()
+        local u = asyncio.create_task(function() asyncio.sleep(0) end)
+        u:add_done_callback(cb)
+        u:await()
+        asyncio.sleep(0)
+      end
+      assert.equal(3, calls)
+      local plain = asyncio.create_task(function() end)
+      plain:await()
+      asyncio.sleep(0)
+      assert.equal(3, calls)
+    end)
+  end)
+
+  it("after a burst, the ready queue shrinks back with the steps left in it in order", function()
+    run(function()
+      local n, order, done = 10000, {}, 0
+      for i = 1, n do
+        asyncio.create_task(function()
+          if i % 20 == 0 then
+            asyncio.sleep(0) -- queued again behind the burst: the queue is mostly empty then
+            order[#order + 1] = i
+          end
+          done = done + 1
+        end)
+      end
+      while done < n do
+        asyncio.sleep(0)
+      end
+      assert.equal(n // 20, #order)
+      for k = 1, #order do
+        assert.equal(k * 20, order[k])
+      end
+    end)
+  end)
+
   it("asyncio.Task(loop, fn, ...) builds a task without the factory", function()
     with_loop(function(loop)
       local used = 0
@@ -443,6 +514,60 @@ describe("get_stack / get_coro", function()
       assert.equal("thread", type(co))
       assert.is_true(t:await())
       assert.equal(co, co_inside)
+      assert.is_nil(t:get_coro())
+    end)
+  end)
+
+  it("get_coro of a task whose coroutine was recycled from a finished task", function()
+    run(function()
+      local first = asyncio.create_task(function() return coroutine.running() end)
+      local co1 = first:await()
+      asyncio.sleep(0)
+      local t = asyncio.create_task(function()
+        asyncio.sleep(0)
+        return coroutine.running()
+      end)
+      asyncio.sleep(0) -- started, on a coroutine from the pool
+      local co = t:get_coro()
+      assert.equal("thread", type(co))
+      assert.equal("suspended", coroutine.status(co))
+      assert.equal(co1, co) -- the pool gave it the first task's
+      assert.equal(co, t:await())
+      -- handed out: never given to another task
+      local others = {}
+      for i = 1, 3 do
+        others[i] = asyncio.create_task(function() return coroutine.running() end)
+      end
+      for i = 1, 3 do
+        assert.is_true(others[i]:await() ~= co)
+      end
+    end)
+  end)
+
+  it("get_coro in the first step, and a collection there, keep the running coroutine", function()
+    run(function()
+      local t
+      t = asyncio.create_task(function()
+        collectgarbage("collect")
+        local same = t:get_coro() == coroutine.running()
+        asyncio.sleep(0)
+        collectgarbage("collect")
+        return same, t:get_coro() == coroutine.running()
+      end)
+      local a, b = t:await()
+      assert.is_true(a)
+      assert.is_true(b)
+    end)
+  end)
+
+  it("get_coro before the first step: the task then runs on that coroutine", function()
+    run(function()
+      local t = asyncio.create_task(function(a) return coroutine.running(), a end, "x")
+      local co = t:get_coro()
+      assert.equal("suspended", coroutine.status(co))
+      local got, a = t:await()
+      assert.equal(co, got)
+      assert.equal("x", a)
       assert.is_nil(t:get_coro())
     end)
   end)

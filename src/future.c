@@ -1,6 +1,7 @@
 /* Future: a result that arrives later. Results and callbacks live in the
- * userdata's two uservalues; a single callback (the common case: one task
- * awaiting) is stored as is, without a list. */
+ * userdata's two uservalues (a Task's callbacks beside its anchor, see struct
+ * aio_task); a single callback (the common case: one task awaiting) is
+ * stored as is, without a list. */
 #include <string.h>
 
 #include "internal.h"
@@ -33,13 +34,29 @@ void aio_future_note_source(lua_State *L, aio_state *S, int idx) {
   lua_pop(L, 1);
 }
 
+/* Pushes the done callbacks of the future at idx: nil, one or a list. */
+static int push_callbacks(lua_State *L, int idx, aio_future *f) {
+  if (f->flags & AIO_F_TASK) {
+    aio_anchors_push_aux(L, &f->loop->tasks, ((aio_task *)f)->slot);
+    return lua_type(L, -1);
+  }
+  return lua_getiuservalue(L, idx, 2);
+}
+
+/* Pops the value on top into the done callbacks of the future at idx. */
+static void set_callbacks(lua_State *L, int idx, aio_future *f) {
+  if (f->flags & AIO_F_TASK)
+    aio_anchors_set_aux(L, &f->loop->tasks, ((aio_task *)f)->slot);
+  else
+    lua_setiuservalue(L, idx, 2);
+}
+
 /* Queues every done callback of the future at idx, then forgets them. */
 static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   aio_loop *lp = f->loop;
   int n = 1, i;
   if (!(f->flags & AIO_F_HASCB)) return;
-  lua_getiuservalue(L, idx, 2);
-  if (lua_isnil(L, -1)) {
+  if (push_callbacks(L, idx, f) == LUA_TNIL) {
     lua_pop(L, 1);
     return;
   }
@@ -66,14 +83,15 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
   }
   lua_pop(L, 1);
   lua_pushnil(L);
-  lua_setiuservalue(L, idx, 2);
+  set_callbacks(L, idx, f);
   f->flags &= (uint8_t) ~(AIO_F_CBLIST | AIO_F_HASCB);
 }
 
 void aio_future_finish(lua_State *L, int idx, uint8_t state) {
   aio_future *f = lua_touserdata(L, idx);
   f->state = state;
-  f->flags &= (uint8_t)~AIO_F_JOB; /* a job that completes later finds it done */
+  /* a job that completes later finds it done; a result replaces the hook */
+  f->flags &= (uint8_t) ~(AIO_F_JOB | AIO_F_CANCELHOOK);
   schedule_callbacks(L, lua_absindex(L, idx), f);
 }
 
@@ -187,9 +205,9 @@ int aio_future_push_results(lua_State *L, int idx) {
 static void add_callback(lua_State *L, int idx, aio_future *f) {
   idx = lua_absindex(L, idx);
   f->flags |= AIO_F_HASCB;
-  if (lua_getiuservalue(L, idx, 2) == LUA_TNIL) {
+  if (push_callbacks(L, idx, f) == LUA_TNIL) {
     lua_pop(L, 1);
-    lua_setiuservalue(L, idx, 2);
+    set_callbacks(L, idx, f);
     return;
   }
   if (!(f->flags & AIO_F_CBLIST)) {
@@ -197,7 +215,7 @@ static void add_callback(lua_State *L, int idx, aio_future *f) {
     lua_insert(L, -2);
     lua_rawseti(L, -2, 1);
     lua_pushvalue(L, -1);
-    lua_setiuservalue(L, idx, 2);
+    set_callbacks(L, idx, f);
     f->flags |= AIO_F_CBLIST;
   }
   lua_insert(L, -2);
@@ -221,12 +239,28 @@ void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref) 
   lua_settop(L, base);
 }
 
+/* A future with a cancel hook (gather's, Python's _GatheringFuture) is not
+ * cancelled by cancel(): the hook gets (future, msg), passes the request on
+ * and returns cancel()'s result; the hook's owner finishes the future. It
+ * is called from C too, when a task awaiting the future is cancelled. */
+static int call_cancel_hook(lua_State *L, int idx, int msg_idx) {
+  int done;
+  lua_getiuservalue(L, idx, 1);
+  lua_pushvalue(L, idx);
+  lua_pushvalue(L, msg_idx);
+  lua_call(L, 2, 1);
+  done = lua_toboolean(L, -1);
+  lua_pop(L, 1);
+  return done;
+}
+
 int aio_future_cancel(lua_State *L, int idx, int msg_idx) {
   aio_future *f = lua_touserdata(L, idx);
   if (f->flags & AIO_F_TASK) return aio_task_cancel(L, idx, msg_idx);
   if (f->state != AIO_PENDING) return 0;
   idx = lua_absindex(L, idx);
   msg_idx = lua_absindex(L, msg_idx);
+  if (f->flags & AIO_F_CANCELHOOK) return call_cancel_hook(L, idx, msg_idx);
   if (f->flags & AIO_F_JOB) aio_executor_cancel(L, idx); /* a job not started never runs */
   lua_pushvalue(L, msg_idx);
   lua_setiuservalue(L, idx, 1);
@@ -313,11 +347,11 @@ static int l_remove_done_callback(lua_State *L) {
   int removed = 0;
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  lua_getiuservalue(L, 1, 2);
+  push_callbacks(L, 1, f);
   if (!(f->flags & AIO_F_CBLIST)) {
     if (lua_rawequal(L, 2, 3)) {
       lua_pushnil(L);
-      lua_setiuservalue(L, 1, 2);
+      set_callbacks(L, 1, f);
       removed = 1;
     }
   } else {
@@ -434,6 +468,23 @@ static int l_new_future(lua_State *L) {
   return 1;
 }
 
+/* Future_on_cancel(future, hook | nil): see call_cancel_hook; nil takes the
+ * hook away, so that cancel() cancels the future itself again. */
+static int l_on_cancel(lua_State *L) {
+  aio_future *f = aio_check_future(L, 1);
+  int hook = !lua_isnoneornil(L, 2);
+  luaL_argcheck(L, !(f->flags & (AIO_F_TASK | AIO_F_JOB)), 1, "plain Future expected");
+  luaL_argcheck(L, f->state == AIO_PENDING, 1, "pending Future expected");
+  if (hook) luaL_checktype(L, 2, LUA_TFUNCTION);
+  lua_settop(L, 2);
+  lua_setiuservalue(L, 1, 1);
+  if (hook)
+    f->flags |= AIO_F_CANCELHOOK;
+  else
+    f->flags &= (uint8_t)~AIO_F_CANCELHOOK;
+  return 0;
+}
+
 static int l_isfuture(lua_State *L) {
   lua_pushboolean(L, aio_test_future(L, 1) != NULL);
   return 1;
@@ -453,6 +504,7 @@ void aio_future_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg ugc[] = {{"__gc", l_unretrieved_gc}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"Future_new", l_new_future},
+                                   {"Future_on_cancel", l_on_cancel},
                                    {"isfuture", l_isfuture},
                                    {"wrap_future", l_wrap_future},
                                    {NULL, NULL}};

@@ -13,7 +13,7 @@ aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, in
   h->loop = lp;
   h->timer.index = 0;
   h->timer.kind = AIO_TIMER_HANDLE;
-  h->timer.when = 0;
+  h->when = 0;
   h->slot = 0;
   h->cancelled = h->scheduled = 0;
   h->is_timer = (uint8_t)is_timer;
@@ -144,7 +144,7 @@ static int l_cancelled(lua_State *L) {
 
 static int l_when(lua_State *L) {
   aio_handle *h = aio_checkudata(L, 1, AIO_T_TIMER, AIO_T_TIMER, "TimerHandle");
-  lua_pushnumber(L, h->timer.when);
+  lua_pushnumber(L, h->when);
   return 1;
 }
 
@@ -156,7 +156,7 @@ static int l_get_loop(lua_State *L) {
 static int l_tostring(lua_State *L) {
   aio_handle *h = check_handle(L, 1);
   if (h->is_timer)
-    lua_pushfstring(L, "<TimerHandle%s when=%f>", h->cancelled ? " cancelled" : "", h->timer.when);
+    lua_pushfstring(L, "<TimerHandle%s when=%f>", h->cancelled ? " cancelled" : "", h->when);
   else
     lua_pushfstring(L, "<Handle%s>", h->cancelled ? " cancelled" : "");
   return 1;

@@ -38,6 +38,7 @@ enum {
   AIO_T_SSLOBJ,    /* sslcontext.c: SSLObject */
   AIO_T_PROCESS,   /* process.c: a child process */
   AIO_T_EXECUTOR,  /* executor.c: ThreadPoolExecutor */
+  AIO_T_EVENT,     /* event.c */
   AIO_T_CFUTURE,   /* threadsafe.c: a job's future of run_coroutine_threadsafe */
   AIO_T_N
 };
@@ -104,15 +105,17 @@ struct aio_ctimer {
 /* Future flags */
 #define AIO_F_EXC 0x01      /* uv1 holds an exception */
 #define AIO_F_MULTI 0x02    /* uv1 holds a table {n=, ...} of results */
-#define AIO_F_CBLIST 0x04   /* uv2 holds a list of callbacks, not a single one */
+#define AIO_F_CBLIST 0x04   /* the callbacks are a list, not a single one */
 #define AIO_F_SENTINEL 0x08 /* uv1 holds an unretrieved-exception sentinel */
 #define AIO_F_TASK 0x10
-#define AIO_F_HASCB 0x20 /* uv2 may hold callbacks */
+#define AIO_F_HASCB 0x20 /* callbacks may be stored (see below) */
 #define AIO_F_JOB 0x40   /* pending: an executor job's, uv1 holds the job (light userdata) */
+/* pending: uv1 holds the function cancel() calls instead (gather's) */
+#define AIO_F_CANCELHOOK 0x80
 
-/* Uservalues of a Future: 1 = result, exception or cancel message (a Task
- * keeps its coroutine there while pending); 2 = done callbacks: nil, one
- * callback (function, or light userdata for a waiting task) or a list. */
+/* Uservalues of a Future: 1 = result, exception or cancel message; 2 = done
+ * callbacks: nil, one callback (function, or light userdata for a waiting
+ * task) or a list. A Task has uservalue 1 only (see struct aio_task). */
 struct aio_future {
   aio_loop *loop;
   uint8_t state;
@@ -123,6 +126,13 @@ struct aio_future {
 /* How a suspended task waits: what cancel() has to undo. */
 enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
 
+/* A Task is made by the 100,000 (one per request of a server): 80 bytes and
+ * one uservalue, a 144-byte block with Lua's userdata header. Uservalue 1
+ * holds the function (or {fn, args..., n=}) until the first step, then the
+ * coroutine while pending, then the result. The done callbacks of a pending
+ * task sit beside its anchor (aio_anchors_push_aux), where few tasks need
+ * room: only pending tasks have callbacks, and every pending task has an
+ * anchor. */
 struct aio_task {
   aio_future f;
   uint8_t wait;        /* AIO_WAIT_* */
@@ -134,21 +144,25 @@ struct aio_task {
   uint16_t cancels;   /* cancel() requests not yet uncancel()ed */
   int slot;           /* index in the loop's anchor table while pending */
   uint32_t id;
-  lua_State *co;
-  const void *parked_on; /* the wait list of park(), while AIO_WAIT_PARK */
-  aio_timer timer;       /* sleep() deadline, in the loop's heap */
-  /* get_stats(), in nanoseconds on the loop's step clock (aio_clock_ns):
-   * 32 bytes (tasks come by the 100,000) */
+  /* get_stats(), in nanoseconds on the loop's step clock (aio_clock_ns) */
   uint32_t steps;
   uint32_t delay_max_ns; /* queued to run, saturating at 4.29 s */
-  uint64_t run_ns;       /* sum of step durations */
-  uint64_t last_ns;      /* end of the last step (creation before the first) */
+  lua_State *co;
+  /* never both: a parked task waits for no deadline, a sleeping one is on
+   * no wait list (aio_timer is 8 bytes: its deadline is the heap's) */
+  union {
+    const void *parked_on; /* the wait list of park(), while AIO_WAIT_PARK */
+    aio_timer timer;       /* sleep() deadline, in the loop's heap, while AIO_WAIT_TIMER */
+  };
+  uint64_t run_ns;  /* sum of step durations */
+  uint64_t last_ns; /* end of the last step (creation before the first) */
   uint64_t delay_sum_ns;
 };
 
 struct aio_handle {
   aio_loop *loop;
   aio_timer timer; /* TimerHandle only */
+  double when;     /* TimerHandle only: its deadline, kept once it fired */
   int slot;        /* TimerHandle in the heap: its slot in loop->handles */
   uint8_t cancelled;
   uint8_t scheduled;
@@ -223,11 +237,12 @@ struct asyncio_loop {
   aio_anchors handles; /* scheduled Handles */
   int pool;            /* registry ref: coroutines ready for reuse (array) */
   int npool;
-  int spare_ref;    /* registry slot of the spare coroutine */
-  lua_State *spare; /* the coroutine given back last, or NULL */
-  int ntasks;       /* pending tasks */
-  int exc_handler;  /* registry ref or LUA_NOREF */
-  int task_factory; /* registry ref or LUA_NOREF */
+  int spare_ref;         /* registry slot of the spare coroutine */
+  lua_State *spare;      /* the coroutine given back last, or NULL */
+  lua_State *spare_held; /* what spare_ref refers to: the spare or the last one taken */
+  int ntasks;            /* pending tasks */
+  int exc_handler;       /* registry ref or LUA_NOREF */
+  int task_factory;      /* registry ref or LUA_NOREF */
   aio_ring ready;
   aio_heap timers;
   double armed_when; /* deadline the uv timer is armed for, or -1 */
@@ -341,7 +356,11 @@ void aio_anchors_init(lua_State *L, aio_anchors *a);
 void aio_anchors_free(lua_State *L, aio_anchors *a);
 int aio_anchors_put(lua_State *L, aio_anchors *a, int idx);
 void aio_anchors_drop(lua_State *L, aio_anchors *a, int slot);
+void aio_anchors_drop_in(lua_State *L, aio_anchors *a, int tidx, int slot);
+void aio_anchors_push_table(lua_State *L, const aio_anchors *a);
 void aio_anchors_push(lua_State *L, aio_anchors *a, int slot);
+void aio_anchors_push_aux(lua_State *L, aio_anchors *a, int slot);
+void aio_anchors_set_aux(lua_State *L, aio_anchors *a, int slot);
 
 /* module.c */
 aio_state *aio_get_state(lua_State *L);
@@ -444,6 +463,13 @@ int aio_nested_yield(lua_State *L);
 int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k);
 void aio_task_unparked(lua_State *L, aio_task *t);
 int aio_task_wake(aio_task *t, const void *on);
+/* t waits in aio_task_park on `on` (t may be NULL: no) */
+int aio_task_is_parked_on(const aio_task *t, const void *on);
+/* a cancellation is to be delivered at t's next step */
+int aio_task_cancel_pending(const aio_task *t);
+
+/* event.c */
+void aio_event_open(lua_State *L, aio_state *S);
 
 /* stream.c, listener.c, tcp.c, pipe.c */
 void aio_stream_open(lua_State *L, aio_state *S);

@@ -95,7 +95,7 @@ static void vclock_run_real(aio_loop *lp) {
   lp->vsync = uv_hrtime();
 }
 
-static int loop_has_work(aio_loop *lp, aio_timer *top, double now);
+static int loop_has_work(aio_loop *lp, const aio_timer *top, double now);
 static void loop_arm(aio_loop *lp);
 static void noop_idle(uv_idle_t *h);
 
@@ -135,7 +135,7 @@ static void on_prepare(uv_prepare_t *h) {
     return;
   }
   lp->vpending = 0;
-  lp->vnow = top->when;
+  lp->vnow = aio_heap_top_when(&lp->timers);
   loop_arm(lp); /* the timer is due: the poll does not block, on_check runs it */
 }
 
@@ -177,8 +177,7 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
 }
 
 void aio_loop_add_timer(aio_loop *lp, aio_timer *tm, double when) {
-  tm->when = when;
-  if (aio_heap_push(&lp->timers, tm) != 0)
+  if (aio_heap_push(&lp->timers, tm, when) != 0)
     luaL_error(lp->L ? lp->L : lp->mainL, "not enough memory");
 }
 
@@ -194,8 +193,8 @@ void aio_loop_add_ctimer(aio_loop *lp, aio_ctimer *ct, double delay) {
 }
 
 /* Something to run now, or the loop to leave: the poll must not block. */
-static int loop_has_work(aio_loop *lp, aio_timer *top, double now) {
-  return lp->ready.len > 0 || lp->stopping || (top && top->when <= now) ||
+static int loop_has_work(aio_loop *lp, const aio_timer *top, double now) {
+  return lp->ready.len > 0 || lp->stopping || (top && aio_heap_top_when(&lp->timers) <= now) ||
          (lp->until && lp->until->state != AIO_PENDING);
 }
 
@@ -206,7 +205,8 @@ static int loop_has_work(aio_loop *lp, aio_timer *top, double now) {
 static void loop_arm(aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double now = top ? aio_loop_time(lp) : 0;
-  double delay = top ? top->when - now : 0;
+  double when = top ? aio_heap_top_when(&lp->timers) : 0;
+  double delay = when - now;
   if (loop_has_work(lp, top, now)) {
     if (!uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
   } else if (uv_is_active((uv_handle_t *)&lp->idle)) {
@@ -215,11 +215,11 @@ static void loop_arm(aio_loop *lp) {
   if (!top || delay <= 0) {
     if (uv_is_active((uv_handle_t *)&lp->timer)) uv_timer_stop(&lp->timer);
     lp->armed_when = -1;
-  } else if (top->when != lp->armed_when || !uv_is_active((uv_handle_t *)&lp->timer)) {
+  } else if (when != lp->armed_when || !uv_is_active((uv_handle_t *)&lp->timer)) {
     /* whole milliseconds, rounded up, plus one for libuv's truncated clock */
     uv_update_time(lp->uv);
     uv_timer_start(&lp->timer, loop_arm_cb, to_ms(delay) + 1, 0);
-    lp->armed_when = top->when;
+    lp->armed_when = when;
   }
 }
 
@@ -234,7 +234,7 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
   double now;
   if (!top) return;
   now = aio_loop_time(lp);
-  while ((top = aio_heap_top(&lp->timers)) && top->when <= now) {
+  while ((top = aio_heap_top(&lp->timers)) && aio_heap_top_when(&lp->timers) <= now) {
     aio_heap_remove(&lp->timers, top);
     if (top->kind == AIO_TIMER_HANDLE) {
       aio_handle *h = (aio_handle *)((char *)top - offsetof(aio_handle, timer));
@@ -288,6 +288,7 @@ static int tick(lua_State *L) {
       aio_ready e = *aio_ring_shift(&lp->ready);
       run_entry(L, lp, &e);
     }
+    aio_ring_trim(&lp->ready);
     if (lp->stopping || lp->closed || (until && until->state != AIO_PENDING)) break;
   } while (--budget > 0 && lp->ready.len > 0);
   return 0;
@@ -514,7 +515,7 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   luaL_unref(L, LUA_REGISTRYINDEX, lp->pool);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->spare_ref);
   lp->npool = 0;
-  lp->spare = NULL;
+  lp->spare = lp->spare_held = NULL;
   luaL_unref(L, LUA_REGISTRYINDEX, lp->exc_handler);
   luaL_unref(L, LUA_REGISTRYINDEX, lp->task_factory);
   lp->exc_handler = lp->task_factory = LUA_NOREF;
@@ -890,6 +891,7 @@ static int call_at(lua_State *L, aio_loop *lp, double when) {
   aio_loop_check_thread(L, lp);
   h = aio_handle_new(L, lp, 3, lua_gettop(L) - 3, 1);
   aio_loop_add_timer(lp, &h->timer, when);
+  h->when = when;
   h->slot = aio_anchors_put(L, &lp->handles, -1);
   h->scheduled = 1;
   if (!lp->ticking) loop_arm(lp);
@@ -1044,7 +1046,7 @@ int asyncio_loop_backend_timeout(aio_loop *lp) {
   /* the next iteration may jump to the timer: it must come at once */
   if (top && lp->virtual_clock && !vclock_in_flight(lp)) return 0;
   if (top) {
-    double delay = top->when - aio_loop_time(lp);
+    double delay = aio_heap_top_when(&lp->timers) - aio_loop_time(lp);
     uint64_t t = to_ms(delay);
     ms = t > INT_MAX ? INT_MAX : (int)t;
   }

@@ -175,7 +175,8 @@ static int kind_of(lua_State *L) {
                {AIO_T_TIMER, "TimerHandle"},
                {AIO_T_TLS, "Transport"},
                {AIO_T_DATAGRAM, "DatagramTransport"},
-               {AIO_T_READER, "StreamReader"}};
+               {AIO_T_READER, "StreamReader"},
+               {AIO_T_EVENT, "Event"}};
   aio_tp_box *b;
   size_t i;
   for (i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
@@ -259,6 +260,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_handle_open(L, S);
   aio_future_open(L, S);
   aio_task_open(L, S);
+  aio_event_open(L, S);
   aio_signal_open(L, S);
   aio_stream_open(L, S);
   aio_listener_open(L, S);

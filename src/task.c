@@ -7,19 +7,26 @@
 
 #include "internal.h"
 
+/* 144 bytes with Lua's userdata header and one uservalue (see struct
+ * aio_task): a field more would cost a 16-byte larger block per task. */
+_Static_assert(sizeof(void *) != 8 || sizeof(aio_task) <= 80, "aio_task outgrew 80 bytes");
+
 /* ---- the anchor table ------------------------------------------------ */
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
  * scan): a running task never disappears because nobody held a reference. */
 
-static void anchor(lua_State *L, aio_loop *lp, int idx) {
-  aio_task *t = lua_touserdata(L, idx);
+static void anchor(lua_State *L, aio_loop *lp, aio_task *t, int idx) {
   t->slot = aio_anchors_put(L, &lp->tasks, idx);
   lp->ntasks++;
 }
 
-static void unanchor(lua_State *L, aio_loop *lp, aio_task *t) {
+/* aidx: where the anchor table is on the stack, or 0 */
+static void unanchor(lua_State *L, aio_loop *lp, aio_task *t, int aidx) {
   if (lp->closed || t->slot == 0) return;
-  aio_anchors_drop(L, &lp->tasks, t->slot);
+  if (aidx)
+    aio_anchors_drop_in(L, &lp->tasks, aidx, t->slot);
+  else
+    aio_anchors_drop(L, &lp->tasks, t->slot);
   lp->ntasks--;
   t->slot = 0;
 }
@@ -132,16 +139,22 @@ static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
 /* The last coroutine given back sits in its own registry slot (one lookup to
  * take it back, the common case of short tasks run one after the other); the
  * others in a table. A slot above the top keeps a stale reference until it is
- * overwritten: harmless, and cheaper than clearing it each time. */
+ * overwritten: harmless, and cheaper than clearing it each time. So does the
+ * spare's slot once taken, which saves the store when the same coroutine
+ * comes back (it cannot be another at the same address while referenced). */
 static void pool_give(lua_State *L, aio_loop *lp, aio_task *t, lua_State *co) {
   if (t->co_exposed || lp->npool >= AIO_POOL_MAX || lua_gethook(co) || lp->closed) return;
-  lua_pushthread(co);
-  lua_xmove(co, L, 1);
   if (!lp->spare) {
     lp->spare = co;
+    if (lp->spare_held == co) return;
+    lp->spare_held = co;
+    lua_pushthread(co);
+    lua_xmove(co, L, 1);
     lua_rawseti(L, LUA_REGISTRYINDEX, lp->spare_ref);
     return;
   }
+  lua_pushthread(co);
+  lua_xmove(co, L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
   lua_insert(L, -2);
   lua_rawseti(L, -2, ++lp->npool);
@@ -163,75 +176,86 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
   return lua_tothread(L, -1);
 }
 
-/* Gives the task at tidx its coroutine, loaded with task_main, the function
- * and its arguments (kept in uservalue 1 until now). */
+/* Gives the task at tidx its coroutine, loaded with the task itself (below
+ * the main function, where it stays for the coroutine's life: the step that
+ * ends the body finds it there, without the anchor table), task_main, its
+ * handler, the function and its arguments (kept in uservalue 1 until now).
+ * The coroutine is left on top of L, for the caller to keep: a first step
+ * holds it on the stack and stores it into uservalue 1 only if the body
+ * suspends (a body that returns stores its result there instead). */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
-  lua_State *co;
+  lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
+  lua_pushvalue(L, tidx);
+  lua_pushcfunction(L, task_main);
+  lua_pushcfunction(L, task_msgh);
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
+    int i;
     lua_getfield(L, -1, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
+    if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
+      luaL_checkstack(co, n + 4, "too many arguments");
+      luaL_checkstack(L, n + 4, "too many arguments");
+    }
+    for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i); /* -i: the table under the copies */
+    lua_remove(L, -n - 1);
   }
-  co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
-  if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
-    luaL_checkstack(co, n + 2, "too many arguments");
-    luaL_checkstack(L, n + 2, "too many arguments");
-  }
-  lua_pushcfunction(co, task_main);
-  lua_pushcfunction(co, task_msgh);
-  if (t->packed) {
-    int i;
-    for (i = 1; i <= n; i++) lua_rawgeti(L, -1 - i, i); /* -1 - i: the table under the copies */
-  } else {
-    lua_pushvalue(L, -2);
-  }
-  lua_xmove(L, co, n);
-  lua_setiuservalue(L, tidx, 1);
-  lua_pop(L, 1);
+  lua_xmove(L, co, n + 3);
   t->co = co;
   t->packed = 0;
   return co;
 }
 
-/* The body ended: the coroutine's stack holds `nres` values, either
- * (true, results...) or (false, error), or one error if task_main failed. */
-static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int tidx, int status, int nres) {
+/* aio_future_finish for the task at tidx, without its lookups when nothing
+ * waits (the task's own finish paths have t at hand) */
+static void finish_as(lua_State *L, aio_task *t, int tidx, uint8_t state) {
+  if (t->f.flags & AIO_F_HASCB)
+    aio_future_finish(L, tidx, state);
+  else
+    t->f.state = state;
+}
+
+/* The body ended: the coroutine's stack holds `nres` values, the task
+ * itself then (true, results...) or (false, error) when the coroutine
+ * returned (status LUA_OK: lua_resume counts the values below the main
+ * function too), else one error. aidx: see unanchor. */
+static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
   lua_State *co = t->co;
-  int ok = status == LUA_OK && lua_toboolean(co, -nres);
+  int tidx = lua_gettop(L) + 1, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
-  if (!tidx) {
+  if (status == LUA_OK) {
+    lua_xmove(co, L, nres--);
+  } else {
     aio_task_push(L, lp, t);
-    tidx = lua_gettop(L);
+    lua_xmove(co, L, 1);
   }
+  ok = status == LUA_OK && lua_toboolean(L, tidx + 1);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
     t->must_cancel = 0;
     push_cancel_message(L, lp->S, tidx);
     lua_setiuservalue(L, tidx, 1);
-    aio_future_finish(L, tidx, AIO_CANCELLED);
+    finish_as(L, t, tidx, AIO_CANCELLED);
   } else if (ok && nres == 2) { /* one result: the common case, stored as is */
-    lua_xmove(co, L, 1);
     lua_setiuservalue(L, tidx, 1);
     t->f.nres = 1;
-    aio_future_finish(L, tidx, AIO_FINISHED);
+    finish_as(L, t, tidx, AIO_FINISHED);
   } else if (ok) {
-    lua_xmove(co, L, nres - 1);
-    aio_future_set_results(L, tidx, tidx + 1, nres - 1);
+    aio_future_set_results(L, tidx, tidx + 2, nres - 1);
+  } else if (aio_is_cancelled_error(L, lp->S, -1)) {
+    lua_getfield(L, -1, "message");
+    lua_setiuservalue(L, tidx, 1);
+    finish_as(L, t, tidx, AIO_CANCELLED);
   } else {
-    lua_xmove(co, L, 1);
-    if (aio_is_cancelled_error(L, lp->S, -1)) {
-      lua_getfield(L, -1, "message");
-      lua_setiuservalue(L, tidx, 1);
-      aio_future_finish(L, tidx, AIO_CANCELLED);
-    } else {
-      aio_future_set_exc(L, tidx, -1);
-    }
+    aio_future_set_exc(L, tidx, -1);
   }
-  lua_settop(co, 0);
-  if (status == LUA_OK) pool_give(L, lp, t, co);
+  if (status == LUA_OK)
+    pool_give(L, lp, t, co);
+  else
+    lua_settop(co, 0);
   t->co = NULL;
-  unanchor(L, lp, t);
+  unanchor(L, lp, t, aidx);
   lua_settop(L, tidx - 1);
 }
 
@@ -242,9 +266,9 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   tidx = lua_gettop(L);
   push_cancel_message(L, lp->S, tidx);
   lua_setiuservalue(L, tidx, 1);
-  aio_future_finish(L, tidx, AIO_CANCELLED);
+  finish_as(L, t, tidx, AIO_CANCELLED);
   t->co = NULL;
-  unanchor(L, lp, t);
+  unanchor(L, lp, t, 0);
   lua_settop(L, tidx - 1);
 }
 
@@ -252,7 +276,7 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
 int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, tidx = 0, debug = lp->debug;
+  int nargs = 0, nres, status, aidx = 0, debug = lp->debug;
   uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
@@ -264,11 +288,14 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
     }
     t->started = 1;
     if (!co) {
-      aio_task_push(L, lp, t);
-      tidx = lua_gettop(L);
-      co = attach_coroutine(L, lp, t, tidx);
+      /* the anchor table, the task and its coroutine stay on the stack for
+       * the finish of a body that returns in its first step (most do) */
+      aio_anchors_push_table(L, &lp->tasks);
+      aidx = lua_gettop(L);
+      lua_rawgeti(L, aidx, t->slot);
+      co = attach_coroutine(L, lp, t, aidx + 1);
     }
-    nargs = lua_gettop(co) - 1;
+    nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }
   /* One clock reading per step when steps follow each other: this step
    * starts when the one before it ended (see lp->stamp_ok). */
@@ -291,6 +318,7 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   if (debug) aio_debug_leave(L, lp, &fr, t1, NULL, t, status != LUA_YIELD);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
+    if (aidx) lua_setiuservalue(L, aidx + 1, 1); /* pending now: the task holds its coroutine */
     if (t->wait == AIO_WAIT_SOON) {
       aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
     } else if (t->wait == AIO_WAIT_NONE) {
@@ -299,12 +327,12 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      task_finish(L, lp, t, tidx, LUA_ERRRUN, 1);
+      task_finish(L, lp, t, LUA_ERRRUN, 1, aidx);
     }
-    if (tidx) lua_settop(L, tidx - 1);
-    return 1;
+  } else {
+    task_finish(L, lp, t, status, nres, aidx);
   }
-  task_finish(L, lp, t, tidx, status, nres);
+  if (aidx) lua_settop(L, aidx - 1);
   return 1;
 }
 
@@ -328,10 +356,11 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 int aio_await(lua_State *L) {
-  aio_state *S = aio_state_of(L);
   aio_future *f = aio_check_future(L, 1);
+  aio_state *S;
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
+  S = aio_state_of(L);
   t = aio_current_task(L, S, "await");
   if (!t) return aio_nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
@@ -368,6 +397,7 @@ static int l_sleep(lua_State *L) {
   t = aio_current_task(L, S, "asyncio.sleep");
   if (!t) return aio_nested_yield(L);
   if (delay > 0 && !t->must_cancel) {
+    t->timer.kind = AIO_TIMER_TASK; /* shares its bytes with parked_on */
     aio_loop_add_timer(t->f.loop, &t->timer, aio_loop_time(t->f.loop) + delay);
     t->wait = AIO_WAIT_TIMER;
   } else {
@@ -377,25 +407,16 @@ static int l_sleep(lua_State *L) {
 }
 
 /* ---- parking ----------------------------------------------------------- */
-/* park(list) suspends the current task until unpark(task, list), without a
- * Future: the task appends itself to `list` (a Lua table owned by the Lua
- * primitive, e.g. an Event's waiters) and the list is its token, so a stale
- * entry left in a list by a cancelled waiter cannot wake the task once it
- * waits elsewhere. Cancellation wakes a parked task with CancelledError. */
+/* try_park(list) suspends the current task until unpark(task, list), without
+ * a Future: the task appends itself to `list` (a Lua table owned by the Lua
+ * primitive, e.g. a Lock's FIFO of waiters) and the list is its token, so a
+ * stale entry left in a list by a cancelled waiter cannot wake the task once
+ * it waits elsewhere. Cancellation wakes a parked task with CancelledError. */
 
-static int park_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_task *t = (aio_task *)ctx;
-  (void)status;
-  t->parked_on = NULL;
-  if (t->must_cancel) return raise_cancelled(L, t);
-  return 0;
-}
-
-/* try_park(list) -> true | false, CancelledError, woken[, slot]: park() for a
- * FIFO that must tidy up after a cancelled wait, without a pcall. `woken`
- * tells whether an unpark came first: the task then holds a wake-up it must
- * pass on. Otherwise the task's entry is still in the list, at `slot` unless
- * the list was compacted meanwhile. */
+/* try_park(list) -> true | false, CancelledError, woken[, slot], without a
+ * pcall, as a FIFO must tidy up after a cancelled wait. `woken` tells whether an unpark came first:
+ * the task then holds a wake-up it must pass on. Otherwise the task's entry is still in the list,
+ * at `slot` unless the list was compacted meanwhile. */
 static int try_park_k(lua_State *L, int status, lua_KContext ctx) {
   aio_task *t = (aio_task *)ctx;
   int woken = t->parked_on == NULL; /* unpark() clears it, cancel() does not */
@@ -435,19 +456,6 @@ static int l_try_park(lua_State *L) {
   return lua_yieldk(L, 0, (lua_KContext)t, try_park_k);
 }
 
-static int l_park(lua_State *L) {
-  aio_state *S = aio_state_of(L);
-  aio_task *t;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  t = aio_current_task(L, S, "park");
-  if (!t) return aio_nested_yield(L);
-  aio_task_push(L, t->f.loop, t);
-  lua_rawseti(L, 1, (lua_Integer)lua_rawlen(L, 1) + 1);
-  t->parked_on = lua_topointer(L, 1);
-  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
-  return lua_yieldk(L, 0, (lua_KContext)t, park_k);
-}
-
 /* The same from C: `on` is any address naming what the task waits for (a
  * StreamReader, say); k must call aio_task_unparked first. */
 int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k) {
@@ -467,6 +475,14 @@ int aio_task_wake(aio_task *t, const void *on) {
   t->wait = AIO_WAIT_SOON;
   aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
   return 1;
+}
+
+int aio_task_is_parked_on(const aio_task *t, const void *on) {
+  return t && t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == on;
+}
+
+int aio_task_cancel_pending(const aio_task *t) {
+  return t->must_cancel != 0;
 }
 
 static int is_parked(lua_State *L, aio_task *t) {
@@ -574,12 +590,11 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   int tidx;
   fn_idx = lua_absindex(L, fn_idx);
   aio_loop_check_open(L, lp);
-  t = lua_newuserdatauv(L, sizeof *t, 2);
+  t = lua_newuserdatauv(L, sizeof *t, 1);
   memset(t, 0, sizeof *t);
   tidx = lua_gettop(L);
   t->f.loop = lp;
   t->f.flags = AIO_F_TASK;
-  t->timer.kind = AIO_TIMER_TASK;
   t->id = ++lp->S->task_counter;
   t->last_ns = lp->ticking ? lp->stamp : aio_clock_ns(lp); /* since_run counts from here */
   if (lp->debug) {
@@ -603,7 +618,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
     lua_pushvalue(L, fn_idx);
   }
   lua_setiuservalue(L, tidx, 1);
-  anchor(L, lp, tidx);
+  anchor(L, lp, t, tidx);
   if (eager && lp->running) {
     aio_task_step(L, lp, t, UINT64_MAX);
   } else {
@@ -722,12 +737,17 @@ static int l_get_coro(lua_State *L) {
   aio_task *t = check_task(L, 1);
   if (t->f.state == AIO_PENDING && !t->co_exposed) {
     t->co_exposed = 1; /* the user holds it now: never recycle it */
-    if (!t->co) attach_coroutine(L, t->f.loop, t, 1);
+    if (!t->co) {
+      attach_coroutine(L, t->f.loop, t, 1);
+      lua_setiuservalue(L, 1, 1);
+    }
   }
-  if (t->co)
-    lua_getiuservalue(L, 1, 1);
-  else
+  if (t->co) {
+    lua_pushthread(t->co); /* not uservalue 1: a first step keeps it on the stack */
+    lua_xmove(t->co, L, 1);
+  } else {
     lua_pushnil(L);
+  }
   return 1;
 }
 
@@ -823,7 +843,6 @@ void aio_task_open(lua_State *L, aio_state *S) {
                                      {"get_stats", l_get_stats}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
-                                   {"park", l_park},
                                    {"try_park", l_try_park},
                                    {"unpark", l_unpark},
                                    {"is_parked", l_is_parked},

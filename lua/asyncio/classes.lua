@@ -59,7 +59,7 @@ function M.isinstance(value, cls)
   if t == "userdata" then
     local kind = kind_of(value)
     if kind then
-      local c = of_kind[kind] -- asyncio.StreamReader is its constructor, a function
+      local c = of_kind[kind] -- asyncio.StreamReader and Event are their constructors, functions
       return rawequal(c, cls) or derives(c, cls, 0)
     end
   elseif t ~= "table" then
@@ -190,6 +190,7 @@ of_kind.Task = core.Task
 of_kind.Handle = core.Handle
 of_kind.TimerHandle = core.TimerHandle
 of_kind.StreamReader = core.StreamReader
+of_kind.Event = core.Event
 of_kind.Transport = Transport
 of_kind.ReadTransport = ReadTransport
 of_kind.WriteTransport = WriteTransport

@@ -50,10 +50,9 @@ function M.future_discard_from_awaited_by(fut, waiter)
   if next(set) == nil then explicit[fut] = nil end
 end
 
--- For gather (proxy: its own task, then left out of ps and pstree as Python's
--- gathering future is no task), wait (the future it waits on) and shield
--- (the outer future): while `proxy` is pending, its awaiters await each
--- pending future of `children`.
+-- For gather (proxy: the gathering future), wait (the future it waits on)
+-- and shield (the outer future): while `proxy` is pending, its awaiters
+-- await each pending future of `children`.
 function M._proxy(proxy, children)
   proxies[proxy] = children
 end
@@ -70,6 +69,10 @@ local function is_task(f) return f.get_coro ~= nil end
 -- asyncio.coroutine's own frames (resume, wrap, serve) are plumbing: left out,
 -- but the generator each serves is walked in their place.
 local plumbing = getinfo(acoroutine.resume, "S").source
+
+-- C functions that stand for a coroutine of Python's asyncio keep their frame
+-- (C frames are otherwise left out): Event.wait (src/event.c).
+local c_frames = { [core.Event().wait] = true }
 
 --- FrameCallGraphEntry(name, source, line) -> {name =, source =, line =}
 function M.FrameCallGraphEntry(name, source, line)
@@ -130,7 +133,7 @@ local function walk(co, generator, ctx)
     if info.source == plumbing then
       local inner = driven_thread(co, level, info.func)
       if inner ~= nil and not ctx.seen[inner] then walk(inner, true, ctx) end
-    elseif info.what ~= "C" then
+    elseif info.what ~= "C" or c_frames[info.func] then
       ctx.out[#ctx.out + 1] = frame_of(info, generator)
     end
     level = level + 1
@@ -356,20 +359,17 @@ local function running_loop(loop, fname)
 end
 
 --- snapshot([loop [, entry]]) -> list of {task =, id =, name =, state =,
--- stack =, awaiters = {task...}} for every task of the loop but the
--- combinators' own, in creation order: what ps, pstree and the control
--- socket's top show. `entry` is the public function whose caller a running
--- task's stack starts at.
+-- stack =, awaiters = {task...}} for every task of the loop, in creation
+-- order: what ps, pstree and the control socket's top show. `entry` is the
+-- public function whose caller a running task's stack starts at.
 function M.snapshot(loop, entry)
   loop = running_loop(loop, "snapshot")
   local ctx = context(entry or M.snapshot, 1, nil, loop)
   local rows = {}
   for _, t in ipairs(all_tasks(loop)) do
-    if proxies[t] == nil then
-      local state, id = suspension(t)
-      rows[#rows + 1] = { task = t, id = id, state = state, name = t:get_name(),
-                          stack = task_stack(t, ctx), awaiters = {} }
-    end
+    local state, id = suspension(t)
+    rows[#rows + 1] = { task = t, id = id, state = state, name = t:get_name(),
+                        stack = task_stack(t, ctx), awaiters = {} }
   end
   sort(rows, function(a, b) return a.id < b.id end)
   local row_of = {}

@@ -1,11 +1,12 @@
--- Python's asyncio synchronization primitives (Lock, Event, Condition, Semaphore,
--- BoundedSemaphore, Barrier): a waiter is a parked task (core.park, or the FIFO
--- of asyncio.waiters), with no Future, so no primitive is tied to one loop.
+-- Python's asyncio synchronization primitives (Lock, Condition, Semaphore,
+-- BoundedSemaphore, Barrier; Event is in C, src/event.c): a waiter is a parked
+-- task (core.try_park on a FIFO of asyncio.waiters), with no Future, so no
+-- primitive is tied to one loop.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local waiters = require "asyncio.waiters"
 
-local park, try_park, unpark, is_parked = core.park, core.try_park, core.unpark, core.is_parked
+local try_park = core.try_park
 local isinstance = errors.isinstance
 local CancelledError = errors.CancelledError
 local RuntimeError = errors.RuntimeError
@@ -35,7 +36,7 @@ end
 
 -- The guard that acquire() returns is the primitive itself: its __close is
 -- release(). The methods of the hot paths are also copied into each object,
--- which spares a metatable lookup per call (a tenth of an Event handoff).
+-- which spares a metatable lookup per call.
 local function class(name)
   local cls = { __name = name }
   cls.__index = cls
@@ -94,67 +95,6 @@ end
 
 local function new_lock()
   return setmetatable({ _locked = false, _woken = false, acquire = Lock.acquire, release = Lock.release }, Lock)
-end
-
----------------------------------------------------------------------------
--- Event: waiters park on the event's list without a future (core.park), and
--- set() unparks them all and empties the list. A cancelled waiter's entry
--- stays until then (unpark ignores a task no longer parked on this list), or
--- until the list is compacted as it grows. unpark schedules a task on its own
--- loop, so unlike Python an Event is not tied to one loop.
-
-local Event = class("Event")
-
-local function compact(self, w)
-  local n, j = #w, 0
-  for i = 1, n do
-    local task = w[i]
-    w[i] = nil
-    if is_parked(task, w) then
-      j = j + 1
-      w[j] = task
-    end
-  end
-  self._limit = j < 4 and 8 or 2 * j
-end
-
-function Event:wait()
-  if self._value then return true end
-  local w = self._waiters
-  if #w >= self._limit then compact(self, w) end
-  park(w)
-  return true
-end
-
-function Event:set()
-  if self._value then return end
-  self._value = true
-  local w = self._waiters
-  for i = 1, #w do
-    unpark(w[i], w)
-    w[i] = nil
-  end
-end
-
-function Event:clear()
-  self._value = false
-end
-
-function Event:is_set()
-  return self._value
-end
-
-function Event:__tostring()
-  local w, waiting = self._waiters, 0
-  for i = 1, #w do
-    if is_parked(w[i], w) then waiting = waiting + 1 end
-  end
-  return ("<Event [%s%s]>"):format(self._value and "set" or "unset", waiters_suffix(waiting))
-end
-
-local function new_event()
-  return setmetatable({ _value = false, _waiters = {}, _limit = 8,
-                        wait = Event.wait, set = Event.set, clear = Event.clear }, Event)
 end
 
 ---------------------------------------------------------------------------
@@ -418,7 +358,7 @@ end
 
 return {
   Lock = new_lock,
-  Event = new_event,
+  Event = core.Event, -- in C: src/event.c
   Condition = new_condition,
   Semaphore = new_semaphore,
   BoundedSemaphore = new_bounded_semaphore,

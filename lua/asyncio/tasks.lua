@@ -5,7 +5,7 @@ local errors = require "asyncio.errors"
 local timeouts = require "asyncio.timeouts"
 local graph = require "asyncio.graph"
 
-local isfuture = core.isfuture
+local isfuture, on_cancel = core.isfuture, core.Future_on_cancel
 local isinstance = errors.isinstance
 local CancelledError, TimeoutError = errors.CancelledError, errors.TimeoutError
 
@@ -104,40 +104,53 @@ local function cancel_message(err)
   if isinstance(err, CancelledError) and err.message ~= "" then return err.message end
 end
 
+-- Ends a future that has a cancel hook as cancelled: without the hook,
+-- cancel() is the plain one.
+local function end_cancelled(fut, msg)
+  on_cancel(fut, nil)
+  fut_cancel(fut, msg)
+end
+
 --- asyncio.gather(aws [, {return_exceptions = bool}]) -> future of {r1, ..., n = N}.
--- Unless every child is done already (then a finished Future comes back at
--- once), the result is a Task: Python overrides the gathering future's
--- cancel() to cancel the children, and a task's body is where this can
--- react to its own cancellation. So where Python's gathering future would
--- hold a child's CancelledError as its exception, this one ends cancelled.
--- One done callback serves every child.
+-- Python's _GatheringFuture: a plain Future whose cancel() (a hook the core
+-- calls instead of cancelling it, also when a task awaiting it is cancelled)
+-- cancels the children; it returns whether any child was cancelled, and the
+-- future ends once the children tell: at the first child to fail or be
+-- cancelled, or after all of them with return_exceptions. Where Python's
+-- gathering future would hold a child's CancelledError as its exception,
+-- this one ends cancelled. One done callback serves every child.
 local function gather(aws, opts)
   local n = check_list(aws, "gather")
   local return_exceptions = check_opts(opts, "gather").return_exceptions and true or false
   local loop = loop_of(aws, n)
+  local outer = loop:create_future()
   if n == 0 then
-    local outer = loop:create_future()
     outer:set_result({ n = 0 })
     return outer
   end
 
   local children = {}
   local nfinished = 0
-  local failed, failure = false, nil -- the first error, when not return_exceptions
+  local cancel_requested, cancel_msg = false, nil
   local settled = false -- the outcome is decided; later children are only looked at
-  local started = false
-  local waiter -- resolved when the outcome is decided, while the body waits
 
   local function on_child_done(child)
     nfinished = nfinished + 1
     -- also marks the exception as retrieved: gather reports it, or drops it
     local ok, exc = pcall(fut_exception, child)
     if settled then return end
-    if not return_exceptions and (not ok or exc ~= nil) then
-      failed, failure = true, exc
-    end
-    if (failed or nfinished == n) and waiter ~= nil and not fut_done(waiter) then
-      waiter:set_result()
+    local failed = not return_exceptions and (not ok or exc ~= nil)
+    if not failed and nfinished < n then return end
+    settled = true
+    if fut_done(outer) then return end -- its user finished it
+    if failed and not ok then -- cancelled: exc is its CancelledError
+      end_cancelled(outer, cancel_message(exc))
+    elseif failed then
+      outer:set_exception(exc)
+    elseif cancel_requested then
+      end_cancelled(outer, cancel_msg)
+    else
+      outer:set_result(collect(children, n, return_exceptions))
     end
   end
 
@@ -150,52 +163,18 @@ local function gather(aws, opts)
       fut_add_done_callback(child, on_child_done)
     end
   end
+  if settled then return outer end
 
-  if failed or nfinished == n then
-    settled = true
-    local outer = loop:create_future()
-    if failed then
-      outer:set_exception(failure)
-    else
-      outer:set_result(collect(children, n, return_exceptions))
+  on_cancel(outer, function(_, msg)
+    local any = false
+    for i = 1, n do
+      if fut_cancel(children[i], msg) then any = true end
     end
-    return outer
-  end
-
-  local function cancel_children(msg)
-    for i = 1, n do fut_cancel(children[i], msg) end
-  end
-
-  local function body()
-    started = true
-    local cancel_requested, cancel_msg = false, nil
-    while not (failed or nfinished == n) do
-      waiter = loop:create_future()
-      local ok, err = pcall(waiter.await, waiter)
-      waiter = nil
-      if not ok then
-        -- the gather itself was cancelled: pass it on and wait for the
-        -- children (or the first of them to fail) to end
-        cancel_requested = true
-        cancel_msg = cancel_message(err)
-        if not (failed or nfinished == n) then cancel_children(cancel_msg) end
-      end
-    end
-    settled = true
-    if failed then error(failure, 0) end
-    if cancel_requested then error(CancelledError(cancel_msg), 0) end
-    return collect(children, n, return_exceptions)
-  end
-
-  local outer = core.Task_new(loop, body)
-  graph._proxy(outer, children) -- for call graphs: its awaiters await the children
-  -- cancelled before its first step, the body never runs: cancel the children here
-  outer:add_done_callback(function()
-    if started then return end
-    settled = true
-    local _, err = pcall(fut_exception, outer)
-    cancel_children(cancel_message(err))
+    -- it then ends cancelled, even with return_exceptions (bpo-32684)
+    if any then cancel_requested, cancel_msg = true, msg end
+    return any
   end)
+  graph._proxy(outer, children) -- for call graphs: its awaiters await the children
   return outer
 end
 

@@ -51,7 +51,7 @@ void aio_heap_free(aio_heap *h) {
   aio_heap_init(h);
 }
 
-int aio_heap_push(aio_heap *h, aio_timer *t) {
+int aio_heap_push(aio_heap *h, aio_timer *t, double when) {
   aio_heap_entry e;
   if (h->len == h->cap) {
     size_t cap = h->cap ? h->cap * 2 : 64;
@@ -60,7 +60,7 @@ int aio_heap_push(aio_heap *h, aio_timer *t) {
     h->nodes = nodes;
     h->cap = cap;
   }
-  e.when = t->when;
+  e.when = when;
   e.seq = h->seq++;
   e.timer = t;
   sift_up(h, h->len++, &e);

@@ -25,6 +25,7 @@ typedef struct aio_ring {
 void aio_ring_init(aio_ring *r);
 void aio_ring_free(aio_ring *r);
 int aio_ring_grow(aio_ring *r);
+void aio_ring_trim(aio_ring *r);
 
 /* returns the slot to fill, or NULL when memory runs out */
 static inline aio_ready *aio_ring_push(aio_ring *r) {
