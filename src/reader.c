@@ -10,13 +10,15 @@
 #define READER_MT "asyncio.StreamReader"
 #define DEFAULT_LIMIT 65536
 
-/* Uservalues: the transport (streams mode), the loop, and UV_AUX, a table
- * made on first need for what a connection that goes well never has: the
+/* Uservalues: the transport (streams mode) and UV_AUX, a table made on
+ * first need for what a connection that goes well never has: the
  * exception, the list of drain futures ("drains") and the future
  * StreamWriter.wait_closed awaits ("closed"). The parked task needs no
  * reference: a pending task is kept by its loop, and once the loop is
- * closed r->waiter is never followed. */
-enum { UV_TRANSPORT = 1, UV_LOOP, UV_AUX, UV_N = UV_AUX };
+ * closed r->waiter is never followed. Nor does the loop: an open one is
+ * held by its own registry ref, and its record, all r->loop is, lasts as
+ * long as the Lua state. */
+enum { UV_TRANSPORT = 1, UV_AUX, UV_N = UV_AUX };
 
 typedef struct reader {
   const char *tag; /* first: aio_test_tagged */
@@ -25,7 +27,7 @@ typedef struct reader {
   size_t limit;
   aio_task *waiter;    /* parked on this reader, until woken */
   aio_task *failed;    /* a waiter woken by set_exception: it raises the exception */
-  size_t room;         /* what the transport is offered to read into (op_get_buffer) */
+  uint32_t room;       /* what the transport is offered to read into (op_get_buffer), <= ROOM_MAX */
   uint8_t short_reads; /* reads in a row that used a quarter of the room or less */
   uint8_t eof;
   uint8_t has_exc;
@@ -785,8 +787,6 @@ static int l_new(lua_State *L) {
   r->loop = lp;
   r->limit = (uint64_t)limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;
   aio_setmetatable(L, S, AIO_T_READER);
-  aio_loop_push_self(L, lp);
-  lua_setiuservalue(L, -2, UV_LOOP);
   return 1;
 }
 
