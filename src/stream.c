@@ -150,7 +150,7 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   b->head.lp = lp;
   b->tp = NULL;
   aio_setmetatable(L, lp->S, AIO_T_TRANSPORT);
-  tp = calloc(1, sizeof *tp);
+  tp = calloc(1, offsetof(aio_tp, u) + (kind == AIO_TP_TCP ? sizeof tp->u.tcp : sizeof tp->u.pipe));
   if (!tp) {
     luaL_error(L, "not enough memory");
     return NULL;

@@ -28,8 +28,9 @@ typedef struct aio_tp_box {
   aio_tp *tp;
 } aio_tp_box;
 
+/* The handle comes last: a TCP transport's record ends with its uv_tcp_t,
+ * 16 bytes short of the union (aio_tp_new). */
 struct aio_tp {
-  aio_stream_handle u;
   aio_closable cl;
   aio_loop *lp;
   aio_tp_box *box;          /* NULL once the Lua object is collected */
@@ -53,6 +54,7 @@ struct aio_tp {
   uint8_t readable, writable;
   uint8_t direct;  /* the read in progress goes to the protocol's buffer */
   uint8_t wrapped; /* a TLS layer owns it (start_tls): its methods refuse */
+  aio_stream_handle u;
 };
 
 /* Pushes a new Transport around a C record whose handle the caller then
