@@ -186,13 +186,18 @@ struct aio_post {
  * object links one while its handle is open; close() starts uv_close and
  * unlinks it (aio_closable_unlink) before returning. */
 typedef struct aio_closable aio_closable;
+/* What is the same for every closable of a kind, kept once (static) rather
+ * than in each: how loop close shuts it and, for debug mode's unclosed
+ * warning, what it is ("transport", "<TCP transport>"; a NULL kind is never
+ * reported). */
+typedef struct aio_closable_type {
+  void (*close)(aio_closable *c);
+  const char *kind, *what;
+} aio_closable_type;
 struct aio_closable {
   aio_closable *next, *prev;
-  void (*close)(aio_closable *c);
-  /* debug mode: what it is ("transport", "server") and where the user's code
-   * made it (malloc'd "file:line", or NULL), for the unclosed warning */
-  const char *kind, *what;
-  char *origin;
+  const aio_closable_type *type;
+  char *origin; /* debug mode: where the user's code made it (malloc'd "file:line"), or NULL */
 };
 
 /* Values kept alive for C (anchor.c): slots of a Lua table, free slots on a
@@ -408,7 +413,7 @@ void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf);
 /* Links p (fn, data set) into the loop's posted list and wakes the loop;
  * UV_ECANCELED, p not linked, once the loop is closed. Any thread. */
 int aio_loop_post(aio_loop *lp, aio_post *p);
-void aio_closable_link(aio_loop *lp, aio_closable *c);
+void aio_closable_link(aio_loop *lp, aio_closable *c, const aio_closable_type *type);
 void aio_closable_unlink(aio_closable *c);
 
 /* addr.c: {host, port} tables and sockaddrs, OS errors */
@@ -566,8 +571,8 @@ void aio_debug_start(aio_loop *lp);
 void aio_debug_stop(aio_loop *lp);
 /* "file:line" of the first caller outside asyncio's own Lua files, malloc'd */
 char *aio_debug_origin(lua_State *L);
-void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c, const char *kind,
-                             const char *what);
+/* after aio_closable_link: in debug mode, where the user's code made c */
+void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c);
 /* c's origin becomes "<prefix> <origin>", or none when origin is NULL */
 void aio_debug_set_origin(aio_closable *c, const char *prefix, const char *origin);
 /* From a __gc: warns about the object of c, collected while open */

@@ -421,9 +421,9 @@ void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf) {
   free(buf->base);
 }
 
-void aio_closable_link(aio_loop *lp, aio_closable *c) {
-  c->kind = c->what = NULL; /* aio_debug_note_closable sets them after */
-  c->origin = NULL;
+void aio_closable_link(aio_loop *lp, aio_closable *c, const aio_closable_type *type) {
+  c->type = type;
+  c->origin = NULL; /* aio_debug_note_closable sets it after */
   c->next = lp->closables.next;
   c->prev = &lp->closables;
   c->next->prev = c;
@@ -434,9 +434,8 @@ void aio_closable_unlink(aio_closable *c) {
   c->prev->next = c->next;
   c->next->prev = c->prev;
   c->next = c->prev = c;
-  free(c->origin); /* closed: no warning about it any more */
+  free(c->origin);
   c->origin = NULL;
-  c->kind = NULL;
 }
 
 void aio_loop_handle_closed(aio_loop *lp) {
@@ -523,9 +522,10 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   while (lp->closables.next != &lp->closables) {
     aio_closable *c = lp->closables.next;
     /* what the user never closed: Python's ResourceWarning, in debug mode */
-    if (lp->debug && c->kind) aio_debug_report_unclosed(L, lp->S, c->kind, c->what, c->origin);
+    if (lp->debug && c->type->kind)
+      aio_debug_report_unclosed(L, lp->S, c->type->kind, c->type->what, c->origin);
     aio_closable_unlink(c);
-    c->close(c);
+    c->type->close(c);
   }
   aio_process_close_all(lp);
   lp->nhandles_open += 7;

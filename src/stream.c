@@ -128,6 +128,8 @@ static void on_loop_close(aio_closable *c) {
   }
   start_uv_close(tp);
 }
+static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP transport>"};
+static const aio_closable_type pipe_type = {on_loop_close, "transport", "<pipe transport>"};
 
 void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
@@ -164,10 +166,8 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   tp->low = 16 * 1024;
   tp->readable = tp->writable = 1;
   tp->u.h.data = tp;
-  tp->cl.close = on_loop_close;
-  aio_closable_link(lp, &tp->cl);
-  aio_debug_note_closable(L, lp, &tp->cl, "transport",
-                          kind == AIO_TP_TCP ? "<TCP transport>" : "<pipe transport>");
+  aio_closable_link(lp, &tp->cl, kind == AIO_TP_TCP ? &tcp_type : &pipe_type);
+  aio_debug_note_closable(L, lp, &tp->cl);
   return tp;
 }
 

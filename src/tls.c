@@ -711,6 +711,7 @@ static void on_loop_close(aio_closable *c) {
   tls *t = (tls *)((char *)c - offsetof(tls, cl));
   release(aio_loop_thread(t->head.lp), t);
 }
+static const aio_closable_type tls_type = {on_loop_close, "transport", "<TLS transport>"};
 
 static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   tls *t = lua_touserdata(L, proto_idx);
@@ -1074,7 +1075,6 @@ static int l_wrap(lua_State *L) {
   memset(t, 0, sizeof *t);
   t->head.tag = &aio_tags[AIO_T_TLS];
   t->cl.next = t->cl.prev = &t->cl;
-  t->cl.close = on_loop_close;
   t->head.lp = lp;
   t->S = aio_state_of(L);
   t->ref = LUA_NOREF;
@@ -1124,8 +1124,8 @@ static int l_wrap(lua_State *L) {
   lua_settop(L, idx);
   lua_pushvalue(L, idx);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  aio_closable_link(lp, &t->cl);
-  aio_debug_note_closable(L, lp, &t->cl, "transport", "<TLS transport>");
+  aio_closable_link(lp, &t->cl, &tls_type);
+  aio_debug_note_closable(L, lp, &t->cl);
   if (b) {
     t->ltp = b->tp;
     aio_tp_wrap(L, b->tp, 1, &aio_tls_ops, idx);
