@@ -35,7 +35,7 @@ static aio_tp *check_tp(lua_State *L, int idx) {
 
 static void tp_free_if_done(aio_tp *tp) {
   aio_wreq *w, *next;
-  if (!tp->handle_closed || tp->box) return;
+  if (!tp->handle_closed || !tp->collected) return;
   for (w = tp->free_reqs; w; w = next) {
     next = w->next;
     free(w);
@@ -158,7 +158,6 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
     return NULL;
   }
   b->tp = tp;
-  tp->box = b;
   tp->lp = lp;
   tp->kind = (uint8_t)kind;
   tp->ref = LUA_NOREF;
@@ -182,7 +181,7 @@ static int tp_gc(lua_State *L) {
   aio_tp *tp = b->tp;
   if (!tp) return 0;
   b->tp = NULL;
-  tp->box = NULL;
+  tp->collected = 1;
   if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
     aio_debug_collected_open(L, tp->lp, &tp->cl);
     start_uv_close(tp);
@@ -349,7 +348,7 @@ static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const c
  * copy of it. */
 static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
   if (tp->state != AIO_TP_OPEN) {
-    if (tp->conn_lost++ == 5) {
+    if (tp->conn_lost < UINT8_MAX && tp->conn_lost++ == 5) {
       aio_push_hook(L, tp->lp->S, "log");
       lua_pushliteral(L, "warning");
       lua_pushliteral(L, "socket.send() raised exception.");

@@ -28,32 +28,33 @@ typedef struct aio_tp_box {
   aio_tp *tp;
 } aio_tp_box;
 
-/* The handle comes last: a TCP transport's record ends with its uv_tcp_t,
- * 16 bytes short of the union (aio_tp_new). */
+/* One record per connection: the flags are bits, and the handle comes last,
+ * so that a TCP transport's record ends with its uv_tcp_t, 16 bytes short of
+ * the union (aio_tp_new). */
 struct aio_tp {
   aio_closable cl;
   aio_loop *lp;
-  aio_tp_box *box;          /* NULL once the Lua object is collected */
-  const aio_proto_ops *ops; /* NULL until started */
-  void *proto_ud;           /* the protocol's C record, for ops->get_buffer */
-  aio_wreq *free_reqs;      /* write requests kept for reuse */
-  int ref;                  /* registry ref of the box from start to close */
-  int nreqs;                /* write requests allocated (slots 1..nreqs) */
-  int inflight;             /* write requests in libuv's queue */
-  size_t wsize;             /* bytes in those requests */
-  size_t high, low;         /* write-buffer limits */
-  unsigned conn_lost;       /* writes dropped after the connection was lost */
-  uint8_t kind;             /* AIO_TP_TCP, AIO_TP_PIPE */
-  uint8_t state;            /* AIO_TP_OPEN, ... */
-  uint8_t handle_closed;    /* the close callback ran */
-  uint8_t reading;          /* uv_read_start is in effect */
-  uint8_t paused;           /* pause_reading() */
-  uint8_t at_eof;           /* the peer's EOF was read */
-  uint8_t eof;              /* write_eof() was called */
-  uint8_t writing_paused;   /* the protocol was told pause_writing */
-  uint8_t readable, writable;
-  uint8_t direct;  /* the read in progress goes to the protocol's buffer */
-  uint8_t wrapped; /* a TLS layer owns it (start_tls): its methods refuse */
+  const aio_proto_ops *ops;    /* NULL until started */
+  void *proto_ud;              /* the protocol's C record, for ops->get_buffer */
+  aio_wreq *free_reqs;         /* write requests kept for reuse */
+  size_t wsize;                /* bytes in the requests in flight */
+  size_t high, low;            /* write-buffer limits */
+  int ref;                     /* registry ref of the box from start to close */
+  int nreqs;                   /* write requests allocated (slots 1..nreqs) */
+  int inflight;                /* write requests in libuv's queue */
+  uint8_t conn_lost;           /* writes dropped after the connection was lost, up to 255 */
+  unsigned kind : 1;           /* AIO_TP_TCP, AIO_TP_PIPE */
+  unsigned state : 2;          /* AIO_TP_OPEN, ... */
+  unsigned collected : 1;      /* the Lua object is gone */
+  unsigned handle_closed : 1;  /* the close callback ran */
+  unsigned reading : 1;        /* uv_read_start is in effect */
+  unsigned paused : 1;         /* pause_reading() */
+  unsigned at_eof : 1;         /* the peer's EOF was read */
+  unsigned eof : 1;            /* write_eof() was called */
+  unsigned writing_paused : 1; /* the protocol was told pause_writing */
+  unsigned readable : 1, writable : 1;
+  unsigned direct : 1;  /* the read in progress goes to the protocol's buffer */
+  unsigned wrapped : 1; /* a TLS layer owns it (start_tls): its methods refuse */
   aio_stream_handle u;
 };
 
