@@ -41,7 +41,7 @@ static int on_future_done(lua_State *L) {
 }
 
 static void close_req(aio_closable *c);
-static const aio_closable_type req_type = {close_req, NULL, NULL};
+static const aio_closable_type req_type = {close_req, NULL, NULL, NULL};
 
 static void close_req(aio_closable *c) {
   dns_req *q = (dns_req *)((char *)c - offsetof(dns_req, link));

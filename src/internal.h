@@ -193,6 +193,10 @@ typedef struct aio_closable aio_closable;
 typedef struct aio_closable_type {
   void (*close)(aio_closable *c);
   const char *kind, *what;
+  /* a transport's, for Server.close_clients (the Server holds no list of
+   * its connections): pushes it and returns 1 when it is a connection of
+   * the Server at server_idx, else pushes nothing and returns 0 */
+  int (*push_client)(lua_State *L, aio_closable *c, int server_idx);
 } aio_closable_type;
 struct aio_closable {
   aio_closable *next, *prev;
@@ -325,6 +329,9 @@ void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_pro
                                 const aio_proto_ops **ops_slot, void **ud_slot);
 /* server._detach(transport) when uservalue uv_server holds the Server */
 void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server);
+/* push_client (aio_closable_type) of a transport held by registry ref `ref`
+ * (LUA_NOREF: not started) whose uservalue uv_server holds its Server */
+int aio_transport_push_client(lua_State *L, int ref, int uv_server, int server_idx);
 void aio_transport_write(lua_State *L, int tp_idx, int s_idx);
 int aio_transport_is_closing(lua_State *L, int tp_idx);
 void aio_writer_open(lua_State *L, aio_state *S);

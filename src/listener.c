@@ -52,8 +52,8 @@ static void on_loop_close(aio_closable *c) {
   aio_listener *ls = (aio_listener *)((char *)c - offsetof(aio_listener, cl));
   aio_listener_close(aio_loop_thread(ls->lp), ls);
 }
-static const aio_closable_type tcp_type = {on_loop_close, "server", "<TCP server>"};
-static const aio_closable_type unix_type = {on_loop_close, "server", "<Unix server>"};
+static const aio_closable_type tcp_type = {on_loop_close, "server", "<TCP server>", NULL};
+static const aio_closable_type unix_type = {on_loop_close, "server", "<Unix server>", NULL};
 
 aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
   aio_listener **b = lua_newuserdatauv(L, sizeof *b, 1);

@@ -29,7 +29,7 @@ struct aio_fdwatch {
 };
 
 static void watch_close(aio_closable *c);
-static const aio_closable_type watch_type = {watch_close, NULL, NULL};
+static const aio_closable_type watch_type = {watch_close, NULL, NULL, NULL};
 static void on_poll(uv_poll_t *h, int status, int events);
 
 static fdwatch *find(aio_loop *lp, int fd) {

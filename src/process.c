@@ -196,7 +196,7 @@ static void on_loop_close(aio_closable *c) {
   while (r < 0 && errno == EINTR);
   finish(p, status, r < 0 ? uv_translate_sys_error(errno) : 0);
 }
-static const aio_closable_type proc_type = {on_loop_close, NULL, NULL};
+static const aio_closable_type proc_type = {on_loop_close, NULL, NULL, NULL};
 
 static procs *loop_procs(aio_loop *lp) {
   procs *ps = lp->procs;

@@ -128,8 +128,16 @@ static void on_loop_close(aio_closable *c) {
   }
   start_uv_close(tp);
 }
-static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP transport>"};
-static const aio_closable_type pipe_type = {on_loop_close, "transport", "<pipe transport>"};
+
+static int push_client(lua_State *L, aio_closable *c, int server_idx) {
+  aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
+  return aio_transport_push_client(L, tp->ref, UV_SERVER, server_idx);
+}
+
+static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP transport>",
+                                           push_client};
+static const aio_closable_type pipe_type = {on_loop_close, "transport", "<pipe transport>",
+                                            push_client};
 
 void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
@@ -686,6 +694,31 @@ void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server)
   lua_settop(L, top);
 }
 
+int aio_transport_push_client(lua_State *L, int ref, int uv_server, int server_idx) {
+  if (ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getiuservalue(L, -1, uv_server);
+  if (lua_rawequal(L, -1, server_idx)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* server_clients(loop, server) -> list of the Server's open connections,
+ * found among the loop's closables */
+static int l_server_clients(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_closable *c;
+  int n = 0;
+  lua_settop(L, 2);
+  lua_newtable(L);
+  for (c = lp->closables.next; c != &lp->closables; c = c->next)
+    if (c->type->push_client && c->type->push_client(L, c, 2)) lua_rawseti(L, 3, ++n);
+  return 1;
+}
+
 static void set_protocol(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int idx) {
   aio_transport_set_protocol(L, tp_idx, idx, ops, &tp->ops, &tp->proto_ud);
 }
@@ -883,6 +916,8 @@ void aio_stream_open(lua_State *L, aio_state *S) {
                                      {"_drain_waiter", l_drain_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", tp_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {{"server_clients", l_server_clients}, {NULL, NULL}};
   aio_newclass(L, S, AIO_T_TRANSPORT, "asyncio.Transport", methods, meta);
   lua_setfield(L, -2, "Transport");
+  aio_setfuncs(L, S, funcs);
 }

@@ -711,7 +711,12 @@ static void on_loop_close(aio_closable *c) {
   tls *t = (tls *)((char *)c - offsetof(tls, cl));
   release(aio_loop_thread(t->head.lp), t);
 }
-static const aio_closable_type tls_type = {on_loop_close, "transport", "<TLS transport>"};
+static int push_client(lua_State *L, aio_closable *c, int server_idx) {
+  return aio_transport_push_client(L, tls_of(c, cl)->ref, UV_SERVER, server_idx);
+}
+
+static const aio_closable_type tls_type = {on_loop_close, "transport", "<TLS transport>",
+                                           push_client};
 
 static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   tls *t = lua_touserdata(L, proto_idx);

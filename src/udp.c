@@ -132,7 +132,7 @@ static void loop_closing(aio_closable *c) {
   udp_ep *u = (udp_ep *)((char *)c - offsetof(udp_ep, cl));
   start_close(aio_loop_thread(u->lp), u);
 }
-static const aio_closable_type ep_type = {loop_closing, "transport", "<datagram transport>"};
+static const aio_closable_type ep_type = {loop_closing, "transport", "<datagram transport>", NULL};
 
 static void schedule(lua_State *L, aio_loop *lp, lua_CFunction fn, int nargs) {
   int base = lua_gettop(L) - nargs;
@@ -537,7 +537,7 @@ static void resolve_abandon(aio_closable *c) {
   r->fut_ref = LUA_NOREF;
   uv_cancel((uv_req_t *)&r->req);
 }
-static const aio_closable_type resolve_type = {resolve_abandon, NULL, NULL};
+static const aio_closable_type resolve_type = {resolve_abandon, NULL, NULL, NULL};
 
 /* core._udp_resolve(loop, host, port, family) -> Future of a list of
  * numeric {host, port}; "" or nil is the wildcard address. */
