@@ -300,15 +300,15 @@ typedef struct aio_proto_ops {
   void (*buffer_updated)(lua_State *L, int proto_idx, int tp_idx, size_t n);
 } aio_proto_ops;
 
-/* Every transport userdata begins with its type's tag (see aio_test_tagged)
- * and its loop, so protocol code finds the loop from the object, and keeps a
- * Lua protocol's data_received (looked up when the protocol is set, as
- * uvloop does) in this uservalue. */
+/* Every transport userdata begins with its type's tag (see aio_test_tagged);
+ * a TLS transport's goes on with its loop (a stream transport's with its
+ * record, which has the loop: stream.h). Each keeps its protocol, and a Lua
+ * protocol's data_received (looked up when the protocol is set, as uvloop
+ * does), in these uservalues. */
 typedef struct aio_transport_head {
   const char *tag;
   aio_loop *lp;
 } aio_transport_head;
-#define aio_transport_loop(L, idx) (((aio_transport_head *)lua_touserdata((L), (idx)))->lp)
 #define AIO_UV_PROTO 1
 #define AIO_UV_DATACB 2
 

@@ -156,8 +156,7 @@ static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *w
 aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   aio_tp_box *b = lua_newuserdatauv(L, sizeof *b, UV_NUSER);
   aio_tp *tp;
-  b->head.tag = &aio_tags[AIO_T_TRANSPORT];
-  b->head.lp = lp;
+  b->tag = &aio_tags[AIO_T_TRANSPORT];
   b->tp = NULL;
   aio_setmetatable(L, lp->S, AIO_T_TRANSPORT);
   tp = calloc(1, offsetof(aio_tp, u) + (kind == AIO_TP_TCP ? sizeof tp->u.tcp : sizeof tp->u.pipe));
@@ -804,6 +803,13 @@ static int call_method(lua_State *L) { /* proto, name, args... -> first result *
   return 1;
 }
 
+/* The loop of the transport at idx, ours or a TLS one above it: the ops of
+ * a Lua protocol serve both. */
+static aio_loop *transport_loop(lua_State *L, int idx) {
+  const aio_tp_box *b = aio_test_tagged(L, idx, AIO_T_TRANSPORT);
+  return b ? b->tp->lp : ((aio_transport_head *)lua_touserdata(L, idx))->lp;
+}
+
 /* Calls proto:<name>(args) with nargs values on top; 0 ok (its result on
  * top), 1 when it raised (the error on top, already reported). */
 static int proto_call(lua_State *L, int tp_idx, int proto_idx, const char *name, int nargs,
@@ -813,7 +819,7 @@ static int proto_call(lua_State *L, int tp_idx, int proto_idx, const char *name,
   lua_pushvalue(L, proto_idx);
   lua_pushstring(L, name);
   lua_rotate(L, base, 3);
-  return aio_pcall_reporting(L, aio_transport_loop(L, tp_idx), base, 1, name, msg, "protocol",
+  return aio_pcall_reporting(L, transport_loop(L, tp_idx), base, 1, name, msg, "protocol",
                              proto_idx);
 }
 
@@ -839,7 +845,7 @@ static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
 /* The hot path: the cached data_received, no lookup, no stack shuffling. */
 static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
   int base = lua_gettop(L) + 1;
-  aio_loop *lp = aio_transport_loop(L, tp_idx);
+  aio_loop *lp = transport_loop(L, tp_idx);
   int debug = lp->debug, status;
   aio_debug_frame fr;
   lua_pushcfunction(L, aio_callback_msgh);

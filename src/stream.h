@@ -22,9 +22,10 @@ typedef union aio_stream_handle {
 } aio_stream_handle;
 
 /* The Lua object; the C record outlives it while libuv still holds the
- * handle, and it outlives the handle so methods keep working after close. */
+ * handle, and it outlives the handle so methods keep working after close.
+ * tp is NULL only once it is collected. */
 typedef struct aio_tp_box {
-  aio_transport_head head;
+  const char *tag; /* first: aio_test_tagged */
   aio_tp *tp;
 } aio_tp_box;
 
