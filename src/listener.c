@@ -97,7 +97,7 @@ static int accept_one(lua_State *L, aio_listener *ls) {
     return err;
   }
   if ((err = uv_accept(&ls->u.s, &tp->u.s)) != 0) {
-    aio_tp_abandon(L, tp, -1);
+    aio_tp_abandon(L, tp);
     lua_pop(L, 1);
     return err;
   }

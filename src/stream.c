@@ -8,11 +8,9 @@
 
 #include "stream.h"
 
-/* Uservalues of a Transport. What an idle connection does not use shares
- * UV_AUX, a table made on first need: the strings of queued writes at their
- * request's slot, the error the connection was lost with at "lost", the
- * future of _drain_waiter at "flush". */
-enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_AUX, UV_NUSER = UV_AUX };
+/* Uservalues of a Transport. What an idle connection does not use is in its
+ * aux table instead (push_aux). */
+enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_NUSER = UV_SERVER };
 
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
@@ -33,6 +31,39 @@ static aio_tp *check_tp(lua_State *L, int idx) {
   return b->tp;
 }
 
+/* The aux table, made on first need and held by registry ref tp->aux until
+ * the close callback (or loop close, or the GC of a transport never
+ * started): the strings of queued writes at their request's slot, the error
+ * the connection was lost with at "lost", the future of _drain_waiter at
+ * "flush". A ref in the record, not a uservalue of the box: an idle
+ * connection pays 4 bytes of padding for it instead of 16. */
+static void push_aux(lua_State *L, aio_tp *tp) {
+  if (tp->aux != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tp->aux);
+    return;
+  }
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  tp->aux = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes the aux table's field `name` (nil without one); returns its type. */
+static int get_aux(lua_State *L, aio_tp *tp, const char *name) {
+  if (tp->aux == LUA_NOREF) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->aux);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+static void drop_aux(lua_State *L, aio_tp *tp) {
+  luaL_unref(L, LUA_REGISTRYINDEX, tp->aux);
+  tp->aux = LUA_NOREF;
+}
+
 static void tp_free_if_done(aio_tp *tp) {
   aio_wreq *w, *next;
   if (!tp->handle_closed || !tp->collected) return;
@@ -44,8 +75,8 @@ static void tp_free_if_done(aio_tp *tp) {
 }
 
 /* Settles _drain_waiter's future: resolved, or failed when `lost`. */
-static void settle_flush(lua_State *L, int tp_idx, int lost) {
-  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") != LUA_TUSERDATA) {
+static void settle_flush(lua_State *L, aio_tp *tp, int lost) {
+  if (get_aux(L, tp, "flush") != LUA_TUSERDATA) {
     lua_pop(L, 1);
     return;
   }
@@ -60,7 +91,7 @@ static void settle_flush(lua_State *L, int tp_idx, int lost) {
     }
   }
   lua_pop(L, 1);
-  lua_getiuservalue(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   lua_pushnil(L);
   lua_setfield(L, -2, "flush");
   lua_pop(L, 1);
@@ -79,11 +110,11 @@ static void on_closed(uv_handle_t *h) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
     box = lua_gettop(L);
     lua_getiuservalue(L, box, UV_PROTO);
-    aio_get_aux(L, box, UV_AUX, "lost");
+    get_aux(L, tp, "lost");
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
     aio_transport_detach(L, lp, box, UV_SERVER);
-    settle_flush(L, box, 1);
+    settle_flush(L, tp, 1);
     for (int i = 1; i <= UV_NUSER; i++) {
       lua_pushnil(L);
       lua_setiuservalue(L, box, i);
@@ -93,6 +124,7 @@ static void on_closed(uv_handle_t *h) {
     lua_settop(L, top);
     aio_loop_leave(lp, entered);
   }
+  if (!lp->orphan) drop_aux(aio_loop_thread(lp), tp);
   tp_free_if_done(tp);
   aio_loop_handle_closed(lp); /* may free lp: last */
 }
@@ -108,10 +140,10 @@ static void start_uv_close(aio_tp *tp) {
 
 /* Starts uv_close; the protocol hears connection_lost(<error at err_idx>)
  * from the close callback, never from inside the call that closed. */
-static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+static void close_now(lua_State *L, aio_tp *tp, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   if (err_idx) {
-    aio_push_aux(L, tp_idx, UV_AUX);
+    push_aux(L, tp);
     lua_pushvalue(L, err_idx);
     lua_setfield(L, -2, "lost");
     lua_pop(L, 1);
@@ -122,10 +154,12 @@ static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
 /* Loop close: no callback will reach Lua any more. */
 static void on_loop_close(aio_closable *c) {
   aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
+  lua_State *L = aio_loop_thread(tp->lp);
   if (tp->ref != LUA_NOREF) {
-    luaL_unref(aio_loop_thread(tp->lp), LUA_REGISTRYINDEX, tp->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
   }
+  drop_aux(L, tp); /* uv_close stops the queued writes at once */
   start_uv_close(tp);
 }
 
@@ -139,17 +173,17 @@ static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP tra
 static const aio_closable_type pipe_type = {on_loop_close, "transport", "<pipe transport>",
                                             push_client};
 
-void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+void aio_tp_force_close(lua_State *L, aio_tp *tp, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   tp->conn_lost++;
-  close_now(L, tp, tp_idx, err_idx); /* uv_close cancels the queued writes */
+  close_now(L, tp, err_idx); /* uv_close cancels the queued writes */
 }
 
 /* An OS error on the socket: the protocol sees connection_lost(err). As in
  * Python, OS errors are not reported to the exception handler. */
-static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *what) {
+static void fatal(lua_State *L, aio_tp *tp, int uverr, const char *what) {
   aio_push_os_error(L, uverr, what);
-  aio_tp_force_close(L, tp, tp_idx, lua_gettop(L));
+  aio_tp_force_close(L, tp, lua_gettop(L));
   lua_pop(L, 1);
 }
 
@@ -167,7 +201,7 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   b->tp = tp;
   tp->lp = lp;
   tp->kind = (uint8_t)kind;
-  tp->ref = LUA_NOREF;
+  tp->ref = tp->aux = LUA_NOREF;
   tp->high = 64 * 1024;
   tp->low = 16 * 1024;
   tp->readable = tp->writable = 1;
@@ -189,6 +223,7 @@ static int tp_gc(lua_State *L) {
   if (!tp) return 0;
   b->tp = NULL;
   tp->collected = 1;
+  drop_aux(L, tp);
   if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
     aio_debug_collected_open(L, tp->lp, &tp->cl);
     start_uv_close(tp);
@@ -226,12 +261,12 @@ static void stop_reading(aio_tp *tp) {
   tp->reading = 0;
 }
 
-void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx) {
+void aio_tp_close(lua_State *L, aio_tp *tp) {
   if (tp->state != AIO_TP_OPEN) return;
   tp->state = AIO_TP_CLOSING;
   tp->conn_lost++;
   stop_reading(tp);
-  if (tp->inflight == 0) close_now(L, tp, tp_idx, 0);
+  if (tp->inflight == 0) close_now(L, tp, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -261,10 +296,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       tp->at_eof = 1;
       stop_reading(tp);
       /* a read-only pipe has nothing left to do (Python's read pipe closes) */
-      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable)
-        aio_tp_close(L, tp, top + 1);
+      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable) aio_tp_close(L, tp);
     } else {
-      fatal(L, tp, top + 1, (int)nread, "Fatal read error on socket transport");
+      fatal(L, tp, (int)nread, "Fatal read error on socket transport");
     }
   }
   lua_settop(L, top);
@@ -298,22 +332,23 @@ static void on_written(uv_write_t *req, int status) {
   tp->wsize -= w->buf.len;
   w->next = tp->free_reqs;
   tp->free_reqs = w;
-  if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* the box drops the strings */
+  if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* on_closed drops the strings */
   entered = aio_loop_enter(tp->lp);
   L = aio_loop_thread(tp->lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
-  if (lua_getiuservalue(L, top + 1, UV_AUX) == LUA_TTABLE) {
+  if (tp->aux != LUA_NOREF) { /* queue_write made it, and nothing has dropped it */
+    push_aux(L, tp);
     lua_pushnil(L);
     lua_rawseti(L, -2, w->slot);
   }
   if (status < 0)
-    fatal(L, tp, top + 1, status, "Fatal write error on socket transport");
+    fatal(L, tp, status, "Fatal write error on socket transport");
   else if (tp->inflight == 0 && tp->state == AIO_TP_CLOSING)
-    close_now(L, tp, top + 1, 0);
+    close_now(L, tp, 0);
   else
     maybe_resume_protocol(L, tp, top + 1);
-  if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, top + 1, 0);
+  if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, tp, 0);
   lua_settop(L, top);
   aio_loop_leave(tp->lp, entered);
 }
@@ -331,10 +366,10 @@ static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
 }
 
 /* Queues p[0..n) of the string at s_idx behind what is in flight. */
-static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
+static void queue_write(lua_State *L, aio_tp *tp, int s_idx, const char *p, size_t n) {
   aio_wreq *w = take_req(L, tp);
   int err;
-  aio_push_aux(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   lua_pushvalue(L, s_idx);
   lua_rawseti(L, -2, w->slot);
   lua_pop(L, 1);
@@ -343,7 +378,7 @@ static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const c
   if (err) {
     w->next = tp->free_reqs;
     tp->free_reqs = w;
-    fatal(L, tp, tp_idx, err, "Fatal write error on socket transport");
+    fatal(L, tp, err, "Fatal write error on socket transport");
     return;
   }
   tp->inflight++;
@@ -371,16 +406,16 @@ static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const ch
       p += r;
       n -= (size_t)r;
     } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
-      fatal(L, tp, tp_idx, r, "Fatal write error on socket transport");
+      fatal(L, tp, r, "Fatal write error on socket transport");
       return;
     }
   }
   if (s_idx == 0) {
     p = lua_pushlstring(L, p, n);
-    queue_write(L, tp, tp_idx, lua_gettop(L), p, n);
+    queue_write(L, tp, lua_gettop(L), p, n);
     lua_pop(L, 1);
   } else {
-    queue_write(L, tp, tp_idx, s_idx, p, n);
+    queue_write(L, tp, s_idx, p, n);
   }
   maybe_pause_protocol(L, tp, tp_idx);
 }
@@ -475,12 +510,12 @@ static int l_write_eof(lua_State *L) {
   if (tp->readable && !(req = malloc(sizeof *req))) return luaL_error(L, "not enough memory");
   tp->eof = 1;
   if (!req) { /* a write-only pipe has no half-close: it closes */
-    aio_tp_close(L, tp, 1);
+    aio_tp_close(L, tp);
     return 0;
   }
   if (uv_shutdown(req, &tp->u.s, on_shutdown) != 0) {
     free(req);
-    if (tp->inflight == 0) aio_tp_close(L, tp, 1);
+    if (tp->inflight == 0) aio_tp_close(L, tp);
   }
   return 0;
 }
@@ -492,16 +527,16 @@ static int l_can_write_eof(lua_State *L) {
 
 /* ---- the rest of the Transport API -------------------------------------- */
 
-void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx) {
-  close_now(L, tp, lua_absindex(L, idx), 0);
+void aio_tp_abandon(lua_State *L, aio_tp *tp) {
+  close_now(L, tp, 0);
 }
 
 static int l_close(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   if (tp->ref == LUA_NOREF) /* not started */
-    aio_tp_abandon(L, tp, 1);
+    aio_tp_abandon(L, tp);
   else
-    aio_tp_close(L, tp, 1);
+    aio_tp_close(L, tp);
   return 0;
 }
 
@@ -538,7 +573,7 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
     if (status == 0 && f->state == AIO_PENDING) {
       aio_future_set_results(L, top + 1, top + 2, 1);
     } else {
-      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp, top + 2);
+      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp);
       if (status != 0 && f->state == AIO_PENDING) {
         aio_push_os_error(L, status, "Connect call failed");
         aio_future_set_exc(L, top + 1, -1);
@@ -549,14 +584,14 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
 }
 
 static int l_abort(lua_State *L) {
-  aio_tp_force_close(L, check_tp(L, 1), 1, 0);
+  aio_tp_force_close(L, check_tp(L, 1), 0);
   return 0;
 }
 
 /* _force_close(err): what a failing protocol callback leads to */
 static int l_force_close(lua_State *L) {
   lua_settop(L, 2);
-  aio_tp_force_close(L, check_tp(L, 1), 1, lua_isnil(L, 2) ? 0 : 2);
+  aio_tp_force_close(L, check_tp(L, 1), lua_isnil(L, 2) ? 0 : 2);
   return 0;
 }
 
@@ -619,13 +654,12 @@ static int l_get_write_buffer_size(lua_State *L) {
 /* _drain_waiter(): nil while the write buffer is at or below its low-water
  * mark, else a Future resolved once it is (sendfile's flow control, which
  * must not depend on the protocol's pause_writing). */
-int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
-  tp_idx = lua_absindex(L, tp_idx);
+int aio_tp_drain_waiter(lua_State *L, aio_tp *tp) {
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
   if (tp->wsize <= tp->low) return 0;
-  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") == LUA_TUSERDATA) return 1;
+  if (get_aux(L, tp, "flush") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
-  aio_push_aux(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   aio_future_new(L, tp->lp);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "flush");
@@ -634,7 +668,7 @@ int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
 }
 
 static int l_drain_waiter(lua_State *L) {
-  return aio_tp_drain_waiter(L, check_tp(L, 1), 1);
+  return aio_tp_drain_waiter(L, check_tp(L, 1));
 }
 
 int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name) {

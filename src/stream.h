@@ -41,6 +41,7 @@ struct aio_tp {
   size_t wsize;                /* bytes in the requests in flight */
   size_t high, low;            /* write-buffer limits */
   int ref;                     /* registry ref of the box from start to close */
+  int aux;                     /* registry ref of the aux table (stream.c), made on need */
   int nreqs;                   /* write requests allocated (slots 1..nreqs) */
   int inflight;                /* write requests in libuv's queue */
   uint8_t conn_lost;           /* writes dropped after the connection was lost, up to 255 */
@@ -65,18 +66,18 @@ struct aio_tp {
 aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind);
 /* For a record whose handle init failed: frees it with its Lua object. */
 void aio_tp_discard(aio_tp *tp);
-/* Closes a Transport (at idx) that was never started: no protocol hears. */
-void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx);
+/* Closes a Transport that was never started: no protocol hears. */
+void aio_tp_abandon(lua_State *L, aio_tp *tp);
 
 /* For the TLS layer over a Transport (tls.c), which drives it from C. */
 void aio_tp_write_buf(lua_State *L, aio_tp *tp, int tp_idx, const char *p, size_t n);
-void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx); /* once queued writes are out */
-void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx);
+void aio_tp_close(lua_State *L, aio_tp *tp); /* once queued writes are out */
+void aio_tp_force_close(lua_State *L, aio_tp *tp, int err_idx);
 void aio_tp_set_paused(aio_tp *tp, int paused);
 void aio_check_write_limits(lua_State *L, size_t *high, size_t *low);
 void aio_push_joined(lua_State *L, int idx);
 int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name); /* 0: nothing pushed */
-int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx);     /* 0, or 1 Future pushed */
+int aio_tp_drain_waiter(lua_State *L, aio_tp *tp);                 /* 0, or 1 Future pushed */
 /* Makes the protocol at proto_idx (ops) the transport's, for good: starts it
  * if it was not, without connection_made, and reads. */
 void aio_tp_wrap(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int proto_idx);

@@ -207,7 +207,7 @@ static void lower_close(lua_State *L, tls *t, int idx) {
   int l = push_lower(L, t, idx);
   if (!l) return;
   if (t->ltp)
-    aio_tp_close(L, t->ltp, l);
+    aio_tp_close(L, t->ltp);
   else
     tls_close(L, t->ltls, l);
   lua_pop(L, 1);
@@ -218,7 +218,7 @@ static void lower_abort(lua_State *L, tls *t, int idx, int err_idx) {
   int l = push_lower(L, t, idx);
   if (!l) return;
   if (t->ltp)
-    aio_tp_force_close(L, t->ltp, l, err_idx);
+    aio_tp_force_close(L, t->ltp, err_idx);
   else
     tls_abort(L, t->ltls, l, err_idx);
   lua_pop(L, 1);
@@ -960,7 +960,7 @@ static int drain_waiter(lua_State *L, tls *t, int idx) {
   int l;
   if (t->state == ST_CLOSED || !(l = push_lower(L, t, idx)))
     return aio_raise(L, "ConnectionResetError", "Connection lost");
-  return t->ltp ? aio_tp_drain_waiter(L, t->ltp, l) : drain_waiter(L, t->ltls, l);
+  return t->ltp ? aio_tp_drain_waiter(L, t->ltp) : drain_waiter(L, t->ltls, l);
 }
 
 static int l_drain_waiter(lua_State *L) {
