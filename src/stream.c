@@ -64,12 +64,35 @@ static void drop_aux(lua_State *L, aio_tp *tp) {
   tp->aux = LUA_NOREF;
 }
 
+/* Python's defaults, which a transport without a write queue has */
+#define HIGH_WATER (64 * 1024)
+#define LOW_WATER (16 * 1024)
+
+aio_tp_wq *aio_tp_wq_of(lua_State *L, aio_tp *tp) {
+  if (tp->wq) return tp->wq;
+  if (!(tp->wq = calloc(1, sizeof *tp->wq))) luaL_error(L, "not enough memory");
+  tp->wq->high = HIGH_WATER;
+  tp->wq->low = LOW_WATER;
+  return tp->wq;
+}
+
+static int inflight(const aio_tp *tp) {
+  return tp->wq ? tp->wq->inflight : 0;
+}
+
+static size_t low_water(const aio_tp *tp) {
+  return tp->wq ? tp->wq->low : LOW_WATER;
+}
+
 static void tp_free_if_done(aio_tp *tp) {
   aio_wreq *w, *next;
   if (!tp->handle_closed || !tp->collected) return;
-  for (w = tp->free_reqs; w; w = next) {
-    next = w->next;
-    free(w);
+  if (tp->wq) {
+    for (w = tp->wq->free_reqs; w; w = next) {
+      next = w->next;
+      free(w);
+    }
+    free(tp->wq);
   }
   free(tp);
 }
@@ -202,8 +225,6 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   tp->lp = lp;
   tp->kind = (uint8_t)kind;
   tp->ref = tp->aux = LUA_NOREF;
-  tp->high = 64 * 1024;
-  tp->low = 16 * 1024;
   tp->readable = tp->writable = 1;
   tp->u.h.data = tp;
   aio_closable_link(lp, &tp->cl, kind == AIO_TP_TCP ? &tcp_type : &pipe_type);
@@ -266,7 +287,7 @@ void aio_tp_close(lua_State *L, aio_tp *tp) {
   tp->state = AIO_TP_CLOSING;
   tp->conn_lost++;
   stop_reading(tp);
-  if (tp->inflight == 0) close_now(L, tp, 0);
+  if (!inflight(tp)) close_now(L, tp, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -308,7 +329,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* ---- writing ----------------------------------------------------------- */
 
 static void maybe_pause_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
-  if (tp->writing_paused || tp->wsize <= tp->high) return;
+  if (tp->writing_paused || !tp->wq || tp->wq->wsize <= tp->wq->high) return;
   tp->writing_paused = 1;
   lua_getiuservalue(L, tp_idx, UV_PROTO);
   tp->ops->pause_writing(L, lua_gettop(L), tp_idx);
@@ -316,7 +337,7 @@ static void maybe_pause_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
 }
 
 static void maybe_resume_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
-  if (!tp->writing_paused || tp->wsize > tp->low) return;
+  if (!tp->writing_paused || tp->wq->wsize > tp->wq->low) return;
   tp->writing_paused = 0;
   lua_getiuservalue(L, tp_idx, UV_PROTO);
   tp->ops->resume_writing(L, lua_gettop(L), tp_idx);
@@ -326,12 +347,13 @@ static void maybe_resume_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
 static void on_written(uv_write_t *req, int status) {
   aio_wreq *w = (aio_wreq *)req;
   aio_tp *tp = req->handle->data;
+  aio_tp_wq *q = tp->wq;
   lua_State *L;
   int top, entered;
-  tp->inflight--;
-  tp->wsize -= w->buf.len;
-  w->next = tp->free_reqs;
-  tp->free_reqs = w;
+  q->inflight--;
+  q->wsize -= w->buf.len;
+  w->next = q->free_reqs;
+  q->free_reqs = w;
   if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* on_closed drops the strings */
   entered = aio_loop_enter(tp->lp);
   L = aio_loop_thread(tp->lp);
@@ -344,30 +366,31 @@ static void on_written(uv_write_t *req, int status) {
   }
   if (status < 0)
     fatal(L, tp, status, "Fatal write error on socket transport");
-  else if (tp->inflight == 0 && tp->state == AIO_TP_CLOSING)
+  else if (q->inflight == 0 && tp->state == AIO_TP_CLOSING)
     close_now(L, tp, 0);
   else
     maybe_resume_protocol(L, tp, top + 1);
-  if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, tp, 0);
+  if (q->wsize <= q->low && tp->state != AIO_TP_CLOSED) settle_flush(L, tp, 0);
   lua_settop(L, top);
   aio_loop_leave(tp->lp, entered);
 }
 
-static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
-  aio_wreq *w = tp->free_reqs;
+static aio_wreq *take_req(lua_State *L, aio_tp_wq *q) {
+  aio_wreq *w = q->free_reqs;
   if (w) {
-    tp->free_reqs = w->next;
+    q->free_reqs = w->next;
     return w;
   }
   w = malloc(sizeof *w);
   if (!w) luaL_error(L, "not enough memory");
-  w->slot = ++tp->nreqs;
+  w->slot = ++q->nreqs;
   return w;
 }
 
 /* Queues p[0..n) of the string at s_idx behind what is in flight. */
 static void queue_write(lua_State *L, aio_tp *tp, int s_idx, const char *p, size_t n) {
-  aio_wreq *w = take_req(L, tp);
+  aio_tp_wq *q = aio_tp_wq_of(L, tp);
+  aio_wreq *w = take_req(L, q);
   int err;
   push_aux(L, tp);
   lua_pushvalue(L, s_idx);
@@ -376,13 +399,13 @@ static void queue_write(lua_State *L, aio_tp *tp, int s_idx, const char *p, size
   w->buf = uv_buf_init((char *)p, (unsigned)n);
   err = uv_write(&w->req, &tp->u.s, &w->buf, 1, on_written);
   if (err) {
-    w->next = tp->free_reqs;
-    tp->free_reqs = w;
+    w->next = q->free_reqs;
+    q->free_reqs = w;
     fatal(L, tp, err, "Fatal write error on socket transport");
     return;
   }
-  tp->inflight++;
-  tp->wsize += n;
+  q->inflight++;
+  q->wsize += n;
 }
 
 /* Writes p[0..n): to the socket at once, what it refuses queued behind what
@@ -398,7 +421,7 @@ static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const ch
     }
     return;
   }
-  if (tp->inflight == 0) {
+  if (!inflight(tp)) {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     int r = uv_try_write(&tp->u.s, &b, 1);
     if (r >= 0 && (size_t)r == n) return;
@@ -515,7 +538,7 @@ static int l_write_eof(lua_State *L) {
   }
   if (uv_shutdown(req, &tp->u.s, on_shutdown) != 0) {
     free(req);
-    if (tp->inflight == 0) aio_tp_close(L, tp);
+    if (!inflight(tp)) aio_tp_close(L, tp);
   }
   return 0;
 }
@@ -621,7 +644,7 @@ void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
   lua_Integer high, low;
   if (lua_isnoneornil(L, 2)) {
     low = luaL_optinteger(L, 3, -1);
-    high = low < 0 ? 64 * 1024 : 4 * low;
+    high = low < 0 ? HIGH_WATER : 4 * low;
   } else {
     high = luaL_checkinteger(L, 2);
   }
@@ -634,20 +657,23 @@ void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
 
 static int l_set_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  aio_check_write_limits(L, &tp->high, &tp->low);
+  size_t high, low;
+  aio_check_write_limits(L, &high, &low);
+  aio_tp_wq_of(L, tp)->high = high;
+  tp->wq->low = low;
   if (tp->ref != LUA_NOREF) maybe_pause_protocol(L, tp, 1);
   return 0;
 }
 
 static int l_get_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  lua_pushinteger(L, (lua_Integer)tp->low);
-  lua_pushinteger(L, (lua_Integer)tp->high);
+  lua_pushinteger(L, (lua_Integer)low_water(tp));
+  lua_pushinteger(L, (lua_Integer)(tp->wq ? tp->wq->high : HIGH_WATER));
   return 2;
 }
 
 static int l_get_write_buffer_size(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)check_tp(L, 1)->wsize);
+  lua_pushinteger(L, (lua_Integer)aio_tp_wsize(check_tp(L, 1)));
   return 1;
 }
 
@@ -656,7 +682,7 @@ static int l_get_write_buffer_size(lua_State *L) {
  * must not depend on the protocol's pause_writing). */
 int aio_tp_drain_waiter(lua_State *L, aio_tp *tp) {
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
-  if (tp->wsize <= tp->low) return 0;
+  if (aio_tp_wsize(tp) <= low_water(tp)) return 0;
   if (get_aux(L, tp, "flush") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
   push_aux(L, tp);

@@ -13,6 +13,17 @@ enum { AIO_TP_OPEN, AIO_TP_CLOSING, AIO_TP_CLOSED };
 typedef struct aio_wreq aio_wreq;
 typedef struct aio_tp aio_tp;
 
+/* A Transport's write queue, made by the first write the socket does not
+ * take whole at once, or by set_write_buffer_limits: a connection whose
+ * writes all went out at once, as an idle one's did, has none. */
+typedef struct aio_tp_wq {
+  aio_wreq *free_reqs; /* write requests kept for reuse */
+  size_t wsize;        /* bytes in the requests in flight */
+  size_t high, low;    /* write-buffer limits */
+  int nreqs;           /* write requests allocated (slots 1..nreqs) */
+  int inflight;        /* write requests in libuv's queue */
+} aio_tp_wq;
+
 /* The libuv handle of a Transport or a Listener. */
 typedef union aio_stream_handle {
   uv_handle_t h;
@@ -37,13 +48,9 @@ struct aio_tp {
   aio_loop *lp;
   const aio_proto_ops *ops;    /* NULL until started */
   void *proto_ud;              /* the protocol's C record, for ops->get_buffer */
-  aio_wreq *free_reqs;         /* write requests kept for reuse */
-  size_t wsize;                /* bytes in the requests in flight */
-  size_t high, low;            /* write-buffer limits */
+  aio_tp_wq *wq;               /* NULL until needed (aio_tp_wq_of) */
   int ref;                     /* registry ref of the box from start to close */
   int aux;                     /* registry ref of the aux table (stream.c), made on need */
-  int nreqs;                   /* write requests allocated (slots 1..nreqs) */
-  int inflight;                /* write requests in libuv's queue */
   uint8_t conn_lost;           /* writes dropped after the connection was lost, up to 255 */
   unsigned kind : 1;           /* AIO_TP_TCP, AIO_TP_PIPE */
   unsigned state : 2;          /* AIO_TP_OPEN, ... */
@@ -68,6 +75,12 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind);
 void aio_tp_discard(aio_tp *tp);
 /* Closes a Transport that was never started: no protocol hears. */
 void aio_tp_abandon(lua_State *L, aio_tp *tp);
+
+/* tp's write queue, made if need be (raises when out of memory). */
+aio_tp_wq *aio_tp_wq_of(lua_State *L, aio_tp *tp);
+static inline size_t aio_tp_wsize(const aio_tp *tp) {
+  return tp->wq ? tp->wq->wsize : 0;
+}
 
 /* For the TLS layer over a Transport (tls.c), which drives it from C. */
 void aio_tp_write_buf(lua_State *L, aio_tp *tp, int tp_idx, const char *p, size_t n);

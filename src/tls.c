@@ -188,7 +188,7 @@ static size_t wbuf_size(const tls *t) {
   size_t n = 0;
   for (l = t; l; l = l->ltls) {
     n += l->wq_bytes;
-    if (l->ltp) n += l->ltp->wsize;
+    if (l->ltp) n += aio_tp_wsize(l->ltp);
   }
   return n;
 }
@@ -875,7 +875,10 @@ static int l_set_write_buffer_limits(lua_State *L) {
   aio_check_write_limits(L, &t->high, &t->low);
   for (l = t; l; l = l->ltls) {
     lower_limit(&l->high, &l->low, t);
-    if (l->ltp) lower_limit(&l->ltp->high, &l->ltp->low, t);
+    if (l->ltp) {
+      aio_tp_wq *q = aio_tp_wq_of(L, l->ltp);
+      lower_limit(&q->high, &q->low, t);
+    }
   }
   maybe_pause_app(L, t, 1);
   return 0;
