@@ -440,7 +440,7 @@ describe("TCP transports", function()
         local waiter = tp:_drain_waiter()
         tp:_force_close(asyncio.ConnectionResetError("gone"))
         assert.equal("gone", tostring(p.lost_fut:await()):match("gone"))
-        assert.is_true(waiter:done())
+        helper.assert_class(asyncio.ConnectionResetError, waiter:exception())
       end
       server:close_clients()
       server:close()
