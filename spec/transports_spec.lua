@@ -528,6 +528,34 @@ describe("TCP transports", function()
     end)
   end)
 
+  it("a closed Server lives while it has connections, and goes with them or with the loop", function()
+    local alive = setmetatable({}, { __mode = "k" })
+    local function count()
+      helper.gc()
+      local n = 0
+      for _ in pairs(alive) do n = n + 1 end
+      return n
+    end
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local clients = {}
+      for i = 1, 4 do
+        local server = loop:create_server(recorder, "127.0.0.1", 0)
+        alive[server] = true
+        local tp = loop:create_connection(recorder, "127.0.0.1", server.sockets[1]:getsockname()[2])
+        wait_for(function() return server._nclients == 1 end)
+        server:close()
+        if i % 2 == 0 then
+          server:close_clients()
+          server:wait_closed()
+        end
+        clients[i] = tp
+      end
+      assert.equal(2, count())
+    end)
+    assert.equal(0, count())
+  end)
+
   it("binds every address of a host; nil host binds all interfaces", function()
     run(function()
       local loop = asyncio.get_running_loop()

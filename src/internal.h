@@ -31,6 +31,7 @@ enum {
   AIO_T_UNRETRIEVED,
   AIO_T_TRANSPORT, /* stream.c: TCP, Unix socket, pipe */
   AIO_T_LISTENER,  /* listener.c */
+  AIO_T_CONNS,     /* stream.c: the connections of a Server */
   AIO_T_READER,    /* reader.c: StreamReader */
   AIO_T_DATAGRAM,  /* udp.c */
   AIO_T_TLS,       /* tls.c: TLS transport */
@@ -327,8 +328,8 @@ const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx);
  * record (for ops->get_buffer) through the slots given. */
 void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_proto_ops *ops,
                                 const aio_proto_ops **ops_slot, void **ud_slot);
-/* server._detach(transport) when uservalue uv_server holds the Server */
-void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server);
+/* server._detach(transport) for the Server at server_idx (or nil there) */
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int server_idx);
 /* push_client (aio_closable_type) of a transport held by registry ref `ref`
  * (LUA_NOREF: not started) whose uservalue uv_server holds its Server */
 int aio_transport_push_client(lua_State *L, int ref, int uv_server, int server_idx);

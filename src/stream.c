@@ -10,7 +10,7 @@
 
 /* Uservalues of a Transport. What an idle connection does not use is in its
  * aux table instead (push_aux). */
-enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_NUSER = UV_SERVER };
+enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_NUSER = UV_DATACB };
 
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
@@ -62,6 +62,65 @@ static int get_aux(lua_State *L, aio_tp *tp, const char *name) {
 static void drop_aux(lua_State *L, aio_tp *tp) {
   luaL_unref(L, LUA_REGISTRYINDEX, tp->aux);
   tp->aux = LUA_NOREF;
+}
+
+/* The connections of a Server (Server._conns, network.lua): a transport
+ * started with the Server names it by tp->server, this object's registry
+ * ref, an int in its record instead of a uservalue of its box. The ref is
+ * held while the Server has connections; the uservalue is the Server. */
+typedef struct conns {
+  const char *tag; /* first: aio_test_tagged */
+  int n, ref;
+} conns;
+
+/* server_conns(server) -> the object for Server._conns */
+static int l_server_conns(lua_State *L) {
+  conns *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  c = lua_newuserdatauv(L, sizeof *c, 1);
+  c->tag = &aio_tags[AIO_T_CONNS];
+  c->n = 0;
+  c->ref = LUA_NOREF;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* tp joins the connections of the Server at idx. */
+static void join_server(lua_State *L, aio_tp *tp, int idx) {
+  conns *c;
+  lua_getfield(L, idx, "_conns");
+  c = aio_check_tagged(L, -1, AIO_T_CONNS, "Server._conns");
+  if (c->n++ == 0)
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else
+    lua_pop(L, 1);
+  tp->server = c->ref;
+}
+
+/* Pushes tp's Server, or nil. */
+static void push_server(lua_State *L, aio_tp *tp) {
+  if (tp->server == LUA_NOREF) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->server);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
+}
+
+/* After its close callback, or loop close: the last one lets go of the ref. */
+static void leave_server(lua_State *L, aio_tp *tp) {
+  conns *c;
+  if (tp->server == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->server);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (--c->n == 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+    c->ref = LUA_NOREF;
+  }
+  tp->server = LUA_NOREF;
 }
 
 /* Python's defaults, which a transport without a write queue has */
@@ -136,7 +195,9 @@ static void on_closed(uv_handle_t *h) {
     get_aux(L, tp, "lost");
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
-    aio_transport_detach(L, lp, box, UV_SERVER);
+    push_server(L, tp);
+    aio_transport_detach(L, lp, box, box + 1);
+    lua_settop(L, box);
     settle_flush(L, tp, 1);
     for (int i = 1; i <= UV_NUSER; i++) {
       lua_pushnil(L);
@@ -147,7 +208,10 @@ static void on_closed(uv_handle_t *h) {
     lua_settop(L, top);
     aio_loop_leave(lp, entered);
   }
-  if (!lp->orphan) drop_aux(aio_loop_thread(lp), tp);
+  if (!lp->orphan) {
+    drop_aux(aio_loop_thread(lp), tp);
+    leave_server(aio_loop_thread(lp), tp);
+  }
   tp_free_if_done(tp);
   aio_loop_handle_closed(lp); /* may free lp: last */
 }
@@ -183,12 +247,19 @@ static void on_loop_close(aio_closable *c) {
     tp->ref = LUA_NOREF;
   }
   drop_aux(L, tp); /* uv_close stops the queued writes at once */
+  leave_server(L, tp);
   start_uv_close(tp);
 }
 
 static int push_client(lua_State *L, aio_closable *c, int server_idx) {
   aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
-  return aio_transport_push_client(L, tp->ref, UV_SERVER, server_idx);
+  int yes;
+  if (tp->ref == LUA_NOREF) return 0;
+  push_server(L, tp);
+  yes = lua_rawequal(L, -1, server_idx);
+  lua_pop(L, 1);
+  if (yes) lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+  return yes;
 }
 
 static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP transport>",
@@ -224,7 +295,7 @@ aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   b->tp = tp;
   tp->lp = lp;
   tp->kind = (uint8_t)kind;
-  tp->ref = tp->aux = LUA_NOREF;
+  tp->ref = tp->aux = tp->server = LUA_NOREF;
   tp->readable = tp->writable = 1;
   tp->u.h.data = tp;
   aio_closable_link(lp, &tp->cl, kind == AIO_TP_TCP ? &tcp_type : &pipe_type);
@@ -743,12 +814,12 @@ void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_pro
   lua_setiuservalue(L, tp_idx, AIO_UV_DATACB);
 }
 
-void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server) {
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int server_idx) {
   int top = lua_gettop(L);
-  if (lua_getiuservalue(L, tp_idx, uv_server) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
-    lua_pushvalue(L, top + 1);
+  if (lua_istable(L, server_idx) && lua_getfield(L, server_idx, "_detach")) {
+    lua_pushvalue(L, server_idx);
     lua_pushvalue(L, tp_idx);
-    aio_call_reporting(L, lp, top + 2, "Server._detach", "transport", tp_idx);
+    aio_call_reporting(L, lp, top + 1, "Server._detach", "transport", tp_idx);
   }
   lua_settop(L, top);
 }
@@ -833,8 +904,7 @@ static int l_start(lua_State *L) {
   if (tp->ref != LUA_NOREF) return aio_raise(L, "RuntimeError", "transport already started");
   if (tp->state != AIO_TP_OPEN) return aio_raise(L, "RuntimeError", "transport is closed");
   set_protocol(L, tp, 1, ops, 2);
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 1, UV_SERVER);
+  if (!lua_isnil(L, 3)) join_server(L, tp, 3);
   lua_pushvalue(L, 1);
   tp->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ops->connection_made(L, 2, 1);
@@ -982,7 +1052,8 @@ void aio_stream_open(lua_State *L, aio_state *S) {
                                      {"_drain_waiter", l_drain_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", tp_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
-  static const luaL_Reg funcs[] = {{"server_clients", l_server_clients}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"server_clients", l_server_clients}, {"server_conns", l_server_conns}, {NULL, NULL}};
   aio_newclass(L, S, AIO_T_TRANSPORT, "asyncio.Transport", methods, meta);
   lua_setfield(L, -2, "Transport");
   aio_setfuncs(L, S, funcs);

@@ -50,6 +50,7 @@ struct aio_tp {
   void *proto_ud;              /* the protocol's C record, for ops->get_buffer */
   aio_tp_wq *wq;               /* NULL until needed (aio_tp_wq_of) */
   int ref;                     /* registry ref of the box from start to close */
+  int server;                  /* registry ref of its Server's connections (stream.c), or none */
   int aux;                     /* registry ref of the aux table (stream.c), made on need */
   uint8_t conn_lost;           /* writes dropped after the connection was lost, up to 255 */
   unsigned kind : 1;           /* AIO_TP_TCP, AIO_TP_PIPE */

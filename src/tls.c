@@ -741,7 +741,8 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
     t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
     lua_pop(L, 1);
   }
-  aio_transport_detach(L, t->head.lp, idx, UV_SERVER);
+  lua_getiuservalue(L, idx, UV_SERVER);
+  aio_transport_detach(L, t->head.lp, idx, lua_gettop(L));
   lua_settop(L, top);
   for (i = UV_LOWER; i <= UV_N; i++) {
     if (i == UV_CTX) continue;

@@ -364,13 +364,15 @@ M.Server = Server
 -- The Server counts its connections but lists none: each one's transport
 -- names it (the server it was started with), which is how close_clients
 -- finds them among the loop's open objects (core.server_clients), and a
--- table slot less per connection.
+-- table slot less per connection. A stream transport names it through
+-- _conns (core.server_conns), with an int in its C record.
 local function new_server(loop, listeners, on_connection, backlog)
   local self = setmetatable({
     _loop = loop, _listeners = listeners, sockets = {}, _on_connection = on_connection,
     _backlog = backlog, _serving = false, _nclients = 0, _waiters = {},
     _serving_forever = nil,
   }, Server)
+  self._conns = core.server_conns(self)
   for i, ls in ipairs(listeners) do self.sockets[i] = ls end
   return self
 end
