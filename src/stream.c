@@ -12,6 +12,11 @@
  * aux table instead (push_aux). */
 enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_NUSER = UV_DATACB };
 
+/* A TCP transport's record, 80 bytes and its uv_tcp_t (248 on Linux x86-64),
+ * is a 336-byte malloc block: a field more would cost 16 bytes per
+ * connection. */
+_Static_assert(sizeof(void *) != 8 || offsetof(aio_tp, u) <= 80, "aio_tp outgrew 80 bytes");
+
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
   uv_write_t req;
