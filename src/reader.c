@@ -198,7 +198,10 @@ static char *op_get_buffer(void *proto, size_t *len) {
    * them, and growing the buffer for a whole room would make a block of
    * another size (a 120 KiB buffer holding 65,483 bytes, grown for the 53
    * that follow, becomes a 240 KiB one, which glibc maps and unmaps) */
-  if (r->buf.len && tail >= ROOM_MIN) want = tail;
+  if (r->buf.len && tail >= ROOM_MIN)
+    want = tail;
+  else if (!r->buf.len) /* an empty buffer aligns its start: r->room is what it allocates */
+    want -= AIO_BUF_ALIGN - 1;
   return aio_buf_reserve(&r->buf, want, len);
 }
 
