@@ -392,6 +392,10 @@ static void loop_free(aio_loop *lp) {
   free(lp);
 }
 
+static char *rbuf_alloc(void) {
+  return aligned_alloc(AIO_READ_ALIGN, AIO_RBUF_SIZE);
+}
+
 /* The receive buffers reads of the loop land in (libuv alloc callbacks of
  * streams and datagram endpoints, and a TLS layer's plaintext and
  * ciphertext): a few kept for reuse, taken while in use, so a TLS read that
@@ -401,12 +405,12 @@ void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf) {
   int i;
   for (i = 0; i < AIO_RBUF_SLOTS; i++) {
     if (lp->rbuf_busy & (1u << i)) continue;
-    if (!lp->rbuf[i] && (lp->rbuf[i] = malloc(AIO_RBUF_SIZE)) == NULL) break;
+    if (!lp->rbuf[i] && (lp->rbuf[i] = rbuf_alloc()) == NULL) break;
     lp->rbuf_busy |= (uint8_t)(1u << i);
     *buf = uv_buf_init(lp->rbuf[i], AIO_RBUF_SIZE);
     return;
   }
-  buf->base = malloc(AIO_RBUF_SIZE);
+  buf->base = rbuf_alloc();
   buf->len = buf->base ? AIO_RBUF_SIZE : 0;
 }
 
