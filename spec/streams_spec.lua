@@ -221,6 +221,38 @@ describe("streams over TCP", function()
     end, 60)
   end)
 
+  it("a drain waiting when its own transport aborts raises ConnectionResetError", function()
+    run(function()
+      local release = asyncio.Event()
+      local server = asyncio.start_server(function(_, writer)
+        release:wait()
+        writer:close()
+      end, "127.0.0.1", 0)
+      local _, writer = asyncio.open_connection("127.0.0.1", port_of(server))
+      local chunk = string.rep("d", 65536)
+      local draining = false
+      local sender = asyncio.create_task(function()
+        for _ = 1, 1024 do -- 64 MiB: more than the socket buffers take
+          writer:write(chunk)
+          draining = true
+          writer:drain()
+          draining = false
+        end
+      end)
+      wait_for(function()
+        asyncio.sleep(0.05)
+        return draining and writer.transport:get_write_buffer_size() > 0
+      end, 20)
+      writer.transport:abort() -- connection_lost(nil): the drain fails with an error of its own
+      local ok, err = pcall(sender.await, sender)
+      assert.is_false(ok)
+      helper.assert_class(asyncio.ConnectionResetError, err)
+      assert.matches("Connection lost", tostring(err))
+      release:set()
+      close_both(writer, server)
+    end, 30)
+  end)
+
   it("half-close: write_eof, the peer reads '' at EOF and can still write back", function()
     run(function()
       local server = asyncio.start_server(function(reader, writer)

@@ -418,6 +418,37 @@ describe("TCP transports", function()
     end, 60)
   end)
 
+  it("lets go of what a connection queued, its drain future and its loss error", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local server = loop:create_server(function()
+        return recorder { made = function(_, t) t:pause_reading() end }
+      end, "127.0.0.1", 0)
+      local port = server.sockets[1]:getsockname()[2]
+      local function refs()
+        helper.gc()
+        local n = 0
+        for _ in pairs(debug.getregistry()) do n = n + 1 end
+        return n
+      end
+      local big = string.rep("x", 4 * 1024 * 1024) -- more than loopback takes at once
+      local refs_before = refs()
+      for _ = 1, 50 do
+        local tp, p = loop:create_connection(recorder, "127.0.0.1", port)
+        tp:write(big)
+        assert.is_true(tp:get_write_buffer_size() > 0)
+        local waiter = tp:_drain_waiter()
+        tp:_force_close(asyncio.ConnectionResetError("gone"))
+        assert.equal("gone", tostring(p.lost_fut:await()):match("gone"))
+        helper.assert_class(asyncio.ConnectionResetError, waiter:exception())
+      end
+      server:close_clients()
+      server:close()
+      server:wait_closed()
+      assert.is_true(refs() <= refs_before, "registry references leaked")
+    end, 60)
+  end)
+
   it("sendfile sends a file, or a slice of it, through the transport", function()
     run(function()
       local loop = asyncio.get_running_loop()
@@ -495,6 +526,34 @@ describe("TCP transports", function()
       end
       assert.is_false(server2:is_serving())
     end)
+  end)
+
+  it("a closed Server lives while it has connections, and goes with them or with the loop", function()
+    local alive = setmetatable({}, { __mode = "k" })
+    local function count()
+      helper.gc()
+      local n = 0
+      for _ in pairs(alive) do n = n + 1 end
+      return n
+    end
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local clients = {}
+      for i = 1, 4 do
+        local server = loop:create_server(recorder, "127.0.0.1", 0)
+        alive[server] = true
+        local tp = loop:create_connection(recorder, "127.0.0.1", server.sockets[1]:getsockname()[2])
+        wait_for(function() return server._nclients == 1 end)
+        server:close()
+        if i % 2 == 0 then
+          server:close_clients()
+          server:wait_closed()
+        end
+        clients[i] = tp
+      end
+      assert.equal(2, count())
+    end)
+    assert.equal(0, count())
   end)
 
   it("binds every address of a host; nil host binds all interfaces", function()

@@ -318,10 +318,7 @@ char *aio_debug_origin(lua_State *L) {
   return NULL;
 }
 
-void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c, const char *kind,
-                             const char *what) {
-  c->kind = kind;
-  c->what = what;
+void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c) {
   c->origin = lp->debug ? aio_debug_origin(L) : NULL;
 }
 
@@ -335,8 +332,8 @@ void aio_debug_set_origin(aio_closable *c, const char *prefix, const char *origi
 }
 
 void aio_debug_collected_open(lua_State *L, aio_loop *lp, aio_closable *c) {
-  if (lp->debug && c->kind && !lp->closed)
-    aio_debug_report_unclosed(L, lp->S, c->kind, c->what, c->origin);
+  if (lp->debug && c->type->kind && !lp->closed)
+    aio_debug_report_unclosed(L, lp->S, c->type->kind, c->type->what, c->origin);
 }
 
 void aio_debug_report_unclosed(lua_State *L, aio_state *S, const char *kind, const char *what,

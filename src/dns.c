@@ -40,6 +40,9 @@ static int on_future_done(lua_State *L) {
   return 0;
 }
 
+static void close_req(aio_closable *c);
+static const aio_closable_type req_type = {close_req, NULL, NULL, NULL};
+
 static void close_req(aio_closable *c) {
   dns_req *q = (dns_req *)((char *)c - offsetof(dns_req, link));
   lua_State *L = aio_loop_thread(q->lp);
@@ -59,8 +62,7 @@ static void start(lua_State *L, aio_loop *lp, dns_req *q, int err, const char *w
   }
   q->lp = lp;
   lp->nhandles_open++; /* the loop's record must outlive the request */
-  aio_closable_link(lp, &q->link);
-  q->link.close = close_req;
+  aio_closable_link(lp, &q->link, &req_type);
   aio_future_new(L, lp);
   push_inflight(L);
   lua_pushvalue(L, -2);

@@ -31,6 +31,7 @@ enum {
   AIO_T_UNRETRIEVED,
   AIO_T_TRANSPORT, /* stream.c: TCP, Unix socket, pipe */
   AIO_T_LISTENER,  /* listener.c */
+  AIO_T_CONNS,     /* stream.c: the connections of a Server */
   AIO_T_READER,    /* reader.c: StreamReader */
   AIO_T_DATAGRAM,  /* udp.c */
   AIO_T_TLS,       /* tls.c: TLS transport */
@@ -188,13 +189,22 @@ struct aio_post {
  * object links one while its handle is open; close() starts uv_close and
  * unlinks it (aio_closable_unlink) before returning. */
 typedef struct aio_closable aio_closable;
+/* What is the same for every closable of a kind, kept once (static) rather
+ * than in each: how loop close shuts it and, for debug mode's unclosed
+ * warning, what it is ("transport", "<TCP transport>"; a NULL kind is never
+ * reported). */
+typedef struct aio_closable_type {
+  void (*close)(aio_closable *c);
+  const char *kind, *what;
+  /* a transport's, for Server.close_clients (the Server holds no list of
+   * its connections): pushes it and returns 1 when it is a connection of
+   * the Server at server_idx, else pushes nothing and returns 0 */
+  int (*push_client)(lua_State *L, aio_closable *c, int server_idx);
+} aio_closable_type;
 struct aio_closable {
   aio_closable *next, *prev;
-  void (*close)(aio_closable *c);
-  /* debug mode: what it is ("transport", "server") and where the user's code
-   * made it (malloc'd "file:line", or NULL), for the unclosed warning */
-  const char *kind, *what;
-  char *origin;
+  const aio_closable_type *type;
+  char *origin; /* debug mode: where the user's code made it (malloc'd "file:line"), or NULL */
 };
 
 /* Values kept alive for C (anchor.c): slots of a Lua table, free slots on a
@@ -294,15 +304,15 @@ typedef struct aio_proto_ops {
   void (*buffer_updated)(lua_State *L, int proto_idx, int tp_idx, size_t n);
 } aio_proto_ops;
 
-/* Every transport userdata begins with its type's tag (see aio_test_tagged)
- * and its loop, so protocol code finds the loop from the object, and keeps a
- * Lua protocol's data_received (looked up when the protocol is set, as
- * uvloop does) in this uservalue. */
+/* Every transport userdata begins with its type's tag (see aio_test_tagged);
+ * a TLS transport's goes on with its loop (a stream transport's with its
+ * record, which has the loop: stream.h). Each keeps its protocol, and a Lua
+ * protocol's data_received (looked up when the protocol is set, as uvloop
+ * does), in these uservalues. */
 typedef struct aio_transport_head {
   const char *tag;
   aio_loop *lp;
 } aio_transport_head;
-#define aio_transport_loop(L, idx) (((aio_transport_head *)lua_touserdata((L), (idx)))->lp)
 #define AIO_UV_PROTO 1
 #define AIO_UV_DATACB 2
 
@@ -321,8 +331,11 @@ const aio_proto_ops *aio_proto_ops_for(lua_State *L, int idx);
  * record (for ops->get_buffer) through the slots given. */
 void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_proto_ops *ops,
                                 const aio_proto_ops **ops_slot, void **ud_slot);
-/* server._detach(transport) when uservalue uv_server holds the Server */
-void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server);
+/* server._detach(transport) for the Server at server_idx (or nil there) */
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int server_idx);
+/* push_client (aio_closable_type) of a transport held by registry ref `ref`
+ * (LUA_NOREF: not started) whose uservalue uv_server holds its Server */
+int aio_transport_push_client(lua_State *L, int ref, int uv_server, int server_idx);
 void aio_transport_write(lua_State *L, int tp_idx, int s_idx);
 int aio_transport_is_closing(lua_State *L, int tp_idx);
 void aio_writer_open(lua_State *L, aio_state *S);
@@ -341,6 +354,14 @@ void aio_sslcontext_open(lua_State *L, aio_state *S);
 #define aio_loop_thread(lp) ((lp)->L ? (lp)->L : (lp)->mainL)
 
 #define AIO_RBUF_SIZE (256 * 1024)
+
+/* Reads land at a multiple of this from the start of the loop's receive
+ * buffers (and of an emptied StreamReader buffer, core/buffer.c): the kernel
+ * copies a read into an address that is not 32-byte aligned far more slowly
+ * (rep movsb, AMD EPYC: a 64 KiB echo through a receive buffer at 16 mod 64
+ * took 85 us of server CPU per request, 32 to 35 us at 0, 32 or 64 mod 64),
+ * and malloc's blocks are only 16-byte aligned. */
+#define AIO_READ_ALIGN 64
 
 /* blockcache.c: freed blocks reused by exact size, in front of an allocator:
  * a cache of its own (new/alloc/free), or the state's (install/remove) */
@@ -411,7 +432,7 @@ void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf);
 /* Links p (fn, data set) into the loop's posted list and wakes the loop;
  * UV_ECANCELED, p not linked, once the loop is closed. Any thread. */
 int aio_loop_post(aio_loop *lp, aio_post *p);
-void aio_closable_link(aio_loop *lp, aio_closable *c);
+void aio_closable_link(aio_loop *lp, aio_closable *c, const aio_closable_type *type);
 void aio_closable_unlink(aio_closable *c);
 
 /* addr.c: {host, port} tables and sockaddrs, OS errors */
@@ -572,8 +593,8 @@ void aio_debug_start(aio_loop *lp);
 void aio_debug_stop(aio_loop *lp);
 /* "file:line" of the first caller outside asyncio's own Lua files, malloc'd */
 char *aio_debug_origin(lua_State *L);
-void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c, const char *kind,
-                             const char *what);
+/* after aio_closable_link: in debug mode, where the user's code made c */
+void aio_debug_note_closable(lua_State *L, aio_loop *lp, aio_closable *c);
 /* c's origin becomes "<prefix> <origin>", or none when origin is NULL */
 void aio_debug_set_origin(aio_closable *c, const char *prefix, const char *origin);
 /* From a __gc: warns about the object of c, collected while open */

@@ -52,6 +52,8 @@ static void on_loop_close(aio_closable *c) {
   aio_listener *ls = (aio_listener *)((char *)c - offsetof(aio_listener, cl));
   aio_listener_close(aio_loop_thread(ls->lp), ls);
 }
+static const aio_closable_type tcp_type = {on_loop_close, "server", "<TCP server>", NULL};
+static const aio_closable_type unix_type = {on_loop_close, "server", "<Unix server>", NULL};
 
 aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
   aio_listener **b = lua_newuserdatauv(L, sizeof *b, 1);
@@ -69,10 +71,8 @@ aio_listener *aio_listener_new(lua_State *L, aio_loop *lp, int kind) {
   ls->kind = (uint8_t)kind;
   ls->ref = LUA_NOREF;
   ls->u.h.data = ls;
-  ls->cl.close = on_loop_close;
-  aio_closable_link(lp, &ls->cl);
-  aio_debug_note_closable(L, lp, &ls->cl, "server",
-                          kind == AIO_TP_TCP ? "<TCP server>" : "<Unix server>");
+  aio_closable_link(lp, &ls->cl, kind == AIO_TP_TCP ? &tcp_type : &unix_type);
+  aio_debug_note_closable(L, lp, &ls->cl);
   return ls;
 }
 
@@ -97,7 +97,7 @@ static int accept_one(lua_State *L, aio_listener *ls) {
     return err;
   }
   if ((err = uv_accept(&ls->u.s, &tp->u.s)) != 0) {
-    aio_tp_abandon(L, tp, -1);
+    aio_tp_abandon(L, tp);
     lua_pop(L, 1);
     return err;
   }

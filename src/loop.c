@@ -392,6 +392,10 @@ static void loop_free(aio_loop *lp) {
   free(lp);
 }
 
+static char *rbuf_alloc(void) {
+  return aligned_alloc(AIO_READ_ALIGN, AIO_RBUF_SIZE);
+}
+
 /* The receive buffers reads of the loop land in (libuv alloc callbacks of
  * streams and datagram endpoints, and a TLS layer's plaintext and
  * ciphertext): a few kept for reuse, taken while in use, so a TLS read that
@@ -401,12 +405,12 @@ void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf) {
   int i;
   for (i = 0; i < AIO_RBUF_SLOTS; i++) {
     if (lp->rbuf_busy & (1u << i)) continue;
-    if (!lp->rbuf[i] && (lp->rbuf[i] = malloc(AIO_RBUF_SIZE)) == NULL) break;
+    if (!lp->rbuf[i] && (lp->rbuf[i] = rbuf_alloc()) == NULL) break;
     lp->rbuf_busy |= (uint8_t)(1u << i);
     *buf = uv_buf_init(lp->rbuf[i], AIO_RBUF_SIZE);
     return;
   }
-  buf->base = malloc(AIO_RBUF_SIZE);
+  buf->base = rbuf_alloc();
   buf->len = buf->base ? AIO_RBUF_SIZE : 0;
 }
 
@@ -421,9 +425,9 @@ void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf) {
   free(buf->base);
 }
 
-void aio_closable_link(aio_loop *lp, aio_closable *c) {
-  c->kind = c->what = NULL; /* aio_debug_note_closable sets them after */
-  c->origin = NULL;
+void aio_closable_link(aio_loop *lp, aio_closable *c, const aio_closable_type *type) {
+  c->type = type;
+  c->origin = NULL; /* aio_debug_note_closable sets it after */
   c->next = lp->closables.next;
   c->prev = &lp->closables;
   c->next->prev = c;
@@ -434,9 +438,8 @@ void aio_closable_unlink(aio_closable *c) {
   c->prev->next = c->next;
   c->next->prev = c->prev;
   c->next = c->prev = c;
-  free(c->origin); /* closed: no warning about it any more */
+  free(c->origin);
   c->origin = NULL;
-  c->kind = NULL;
 }
 
 void aio_loop_handle_closed(aio_loop *lp) {
@@ -523,9 +526,10 @@ static void loop_close(lua_State *L, aio_loop *lp) {
   while (lp->closables.next != &lp->closables) {
     aio_closable *c = lp->closables.next;
     /* what the user never closed: Python's ResourceWarning, in debug mode */
-    if (lp->debug && c->kind) aio_debug_report_unclosed(L, lp->S, c->kind, c->what, c->origin);
+    if (lp->debug && c->type->kind)
+      aio_debug_report_unclosed(L, lp->S, c->type->kind, c->type->what, c->origin);
     aio_closable_unlink(c);
-    c->close(c);
+    c->type->close(c);
   }
   aio_process_close_all(lp);
   lp->nhandles_open += 7;

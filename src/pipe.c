@@ -25,7 +25,7 @@ static int l_unix_connect(lua_State *L) {
   }
   c = malloc(sizeof *c);
   if (!c) {
-    aio_tp_abandon(L, tp, 4);
+    aio_tp_abandon(L, tp);
     return luaL_error(L, "not enough memory");
   }
   c->lp = lp;
@@ -95,7 +95,7 @@ static int l_pipe_open(lua_State *L) {
   }
   if ((err = uv_pipe_open(&tp->u.pipe, fd)) != 0) {
     if (!lua_isinteger(L, 2)) close(fd);
-    aio_tp_abandon(L, tp, -1);
+    aio_tp_abandon(L, tp);
     return aio_raise_os(L, err, "pipe");
   }
   tp->readable = mode[0] == 'r';

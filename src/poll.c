@@ -29,6 +29,7 @@ struct aio_fdwatch {
 };
 
 static void watch_close(aio_closable *c);
+static const aio_closable_type watch_type = {watch_close, NULL, NULL, NULL};
 static void on_poll(uv_poll_t *h, int status, int events);
 
 static fdwatch *find(aio_loop *lp, int fd) {
@@ -140,8 +141,7 @@ static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) 
   w->cb[READER] = w->cb[WRITER] = NULL;
   w->ref[READER] = w->ref[WRITER] = w->file_ref = LUA_NOREF;
   w->task[READER] = w->task[WRITER] = NULL;
-  w->link.close = watch_close;
-  aio_closable_link(lp, &w->link);
+  aio_closable_link(lp, &w->link, &watch_type);
   lp->fdwatch[fd] = w;
   return w;
 }

@@ -196,6 +196,7 @@ static void on_loop_close(aio_closable *c) {
   while (r < 0 && errno == EINTR);
   finish(p, status, r < 0 ? uv_translate_sys_error(errno) : 0);
 }
+static const aio_closable_type proc_type = {on_loop_close, NULL, NULL, NULL};
 
 static procs *loop_procs(aio_loop *lp) {
   procs *ps = lp->procs;
@@ -529,9 +530,7 @@ static int l_spawn(lua_State *L) {
   p->waiters_ref = p->fut_ref = LUA_NOREF;
   p->waiter = NULL;
   *box = p;
-  p->cl.close = on_loop_close;
-  p->cl.next = p->cl.prev = &p->cl;
-  aio_closable_link(lp, &p->cl);
+  aio_closable_link(lp, &p->cl, &proc_type);
   if ((err = watch(p)) != 0) return aio_raise_os(L, err, "watching the child");
   lua_pushinteger(L, pid);
   for (i = 0; i < 3; i++) {

@@ -10,13 +10,15 @@
 #define READER_MT "asyncio.StreamReader"
 #define DEFAULT_LIMIT 65536
 
-/* Uservalues: the transport (streams mode), the loop, and UV_AUX, a table
- * made on first need for what a connection that goes well never has: the
+/* Uservalues: the transport (streams mode) and UV_AUX, a table made on
+ * first need for what a connection that goes well never has: the
  * exception, the list of drain futures ("drains") and the future
  * StreamWriter.wait_closed awaits ("closed"). The parked task needs no
  * reference: a pending task is kept by its loop, and once the loop is
- * closed r->waiter is never followed. */
-enum { UV_TRANSPORT = 1, UV_LOOP, UV_AUX, UV_N = UV_AUX };
+ * closed r->waiter is never followed. Nor does the loop: an open one is
+ * held by its own registry ref, and its record, all r->loop is, lasts as
+ * long as the Lua state. */
+enum { UV_TRANSPORT = 1, UV_AUX, UV_N = UV_AUX };
 
 typedef struct reader {
   const char *tag; /* first: aio_test_tagged */
@@ -25,7 +27,7 @@ typedef struct reader {
   size_t limit;
   aio_task *waiter;    /* parked on this reader, until woken */
   aio_task *failed;    /* a waiter woken by set_exception: it raises the exception */
-  size_t room;         /* what the transport is offered to read into (op_get_buffer) */
+  uint32_t room;       /* what the transport is offered to read into (op_get_buffer), <= ROOM_MAX */
   uint8_t short_reads; /* reads in a row that used a quarter of the room or less */
   uint8_t eof;
   uint8_t has_exc;
@@ -198,7 +200,10 @@ static char *op_get_buffer(void *proto, size_t *len) {
    * them, and growing the buffer for a whole room would make a block of
    * another size (a 120 KiB buffer holding 65,483 bytes, grown for the 53
    * that follow, becomes a 240 KiB one, which glibc maps and unmaps) */
-  if (r->buf.len && tail >= ROOM_MIN) want = tail;
+  if (r->buf.len && tail >= ROOM_MIN)
+    want = tail;
+  else if (!r->buf.len) /* an empty buffer aligns its start: r->room is what it allocates */
+    want -= AIO_BUF_ALIGN - 1;
   return aio_buf_reserve(&r->buf, want, len);
 }
 
@@ -221,8 +226,8 @@ static int op_eof_received(lua_State *L, int proto_idx, int tp_idx) {
   return 1;
 }
 
-/* Settles every pending drain future: with no value (err_idx 0) or the error
- * at err_idx; then empties the list. */
+/* Settles every pending drain future, then empties the list: with no value
+ * (err_idx 0) or the error at err_idx. */
 static void settle_drains(lua_State *L, int ridx, int err_idx) {
   int n, i;
   if (aio_get_aux(L, ridx, UV_AUX, "drains") != LUA_TTABLE) {
@@ -247,6 +252,13 @@ static void settle_drains(lua_State *L, int ridx, int err_idx) {
   lua_pop(L, 1);
 }
 
+/* 1 when a drain waits (connection_lost fails it). */
+static int has_drains(lua_State *L, int ridx) {
+  int some = aio_get_aux(L, ridx, UV_AUX, "drains") == LUA_TTABLE && lua_rawlen(L, -1) > 0;
+  lua_pop(L, 1);
+  return some;
+}
+
 static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   reader *r = lua_touserdata(L, proto_idx);
   (void)tp_idx;
@@ -254,18 +266,25 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
   r->lost = 1;
   if (err_idx == 0) {
     feed_eof(r);
-    lua_pushliteral(L, "Connection lost");
-    aio_push_error(L, "ConnectionResetError", -1);
-    lua_remove(L, -2);
   } else {
     release_empty(r);
     err_idx = lua_absindex(L, err_idx);
     set_exception(L, r, proto_idx, err_idx);
-    lua_pushvalue(L, err_idx);
   }
   forget_transport(L, r, proto_idx);
-  settle_drains(L, proto_idx, lua_gettop(L));
-  lua_pop(L, 1);
+  /* the error of a clean close is made only for a drain to fail with: its
+   * traceback cost 90% of a stream connection's instructions */
+  if (has_drains(L, proto_idx)) {
+    if (err_idx == 0) {
+      lua_pushliteral(L, "Connection lost");
+      aio_push_error(L, "ConnectionResetError", -1);
+      lua_remove(L, -2);
+    } else {
+      lua_pushvalue(L, err_idx);
+    }
+    settle_drains(L, proto_idx, lua_gettop(L));
+    lua_pop(L, 1);
+  }
   if (aio_get_aux(L, proto_idx, UV_AUX, "closed") == LUA_TUSERDATA &&
       ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
     aio_future_set_results(L, -1, -1, 0);
@@ -785,8 +804,6 @@ static int l_new(lua_State *L) {
   r->loop = lp;
   r->limit = (uint64_t)limit > SIZE_MAX ? SIZE_MAX : (size_t)limit;
   aio_setmetatable(L, S, AIO_T_READER);
-  aio_loop_push_self(L, lp);
-  lua_setiuservalue(L, -2, UV_LOOP);
   return 1;
 }
 

@@ -146,7 +146,7 @@ static int l_sock_transport(lua_State *L) {
   tp = aio_tp_new(L, lp, domain == AF_UNIX ? AIO_TP_PIPE : AIO_TP_TCP);
   if ((err = init_open(lp, &tp->u, domain, fd, &inited)) != 0) {
     if (inited)
-      aio_tp_abandon(L, tp, 4);
+      aio_tp_abandon(L, tp);
     else
       aio_tp_discard(tp);
     return raise_open(L, err, api, fd);

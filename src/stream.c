@@ -8,11 +8,14 @@
 
 #include "stream.h"
 
-/* Uservalues of a Transport. What an idle connection does not use shares
- * UV_AUX, a table made on first need: the strings of queued writes at their
- * request's slot, the error the connection was lost with at "lost", the
- * future of _drain_waiter at "flush". */
-enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_SERVER, UV_AUX, UV_NUSER = UV_AUX };
+/* Uservalues of a Transport. What an idle connection does not use is in its
+ * aux table instead (push_aux). */
+enum { UV_PROTO = AIO_UV_PROTO, UV_DATACB = AIO_UV_DATACB, UV_NUSER = UV_DATACB };
+
+/* A TCP transport's record, 80 bytes and its uv_tcp_t (248 on Linux x86-64),
+ * is a 336-byte malloc block: a field more would cost 16 bytes per
+ * connection. */
+_Static_assert(sizeof(void *) != 8 || offsetof(aio_tp, u) <= 80, "aio_tp outgrew 80 bytes");
 
 /* A queued write; its string sits in the in-flight table at [slot]. */
 struct aio_wreq {
@@ -33,19 +36,134 @@ static aio_tp *check_tp(lua_State *L, int idx) {
   return b->tp;
 }
 
+/* The aux table, made on first need and held by registry ref tp->aux until
+ * the close callback (or loop close, or the GC of a transport never
+ * started): the strings of queued writes at their request's slot, the error
+ * the connection was lost with at "lost", the future of _drain_waiter at
+ * "flush". A ref in the record, not a uservalue of the box: an idle
+ * connection pays 4 bytes of padding for it instead of 16. */
+static void push_aux(lua_State *L, aio_tp *tp) {
+  if (tp->aux != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tp->aux);
+    return;
+  }
+  lua_newtable(L);
+  lua_pushvalue(L, -1);
+  tp->aux = luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* Pushes the aux table's field `name` (nil without one); returns its type. */
+static int get_aux(lua_State *L, aio_tp *tp, const char *name) {
+  if (tp->aux == LUA_NOREF) {
+    lua_pushnil(L);
+    return LUA_TNIL;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->aux);
+  lua_getfield(L, -1, name);
+  lua_remove(L, -2);
+  return lua_type(L, -1);
+}
+
+static void drop_aux(lua_State *L, aio_tp *tp) {
+  luaL_unref(L, LUA_REGISTRYINDEX, tp->aux);
+  tp->aux = LUA_NOREF;
+}
+
+/* The connections of a Server (Server._conns, network.lua): a transport
+ * started with the Server names it by tp->server, this object's registry
+ * ref, an int in its record instead of a uservalue of its box. The ref is
+ * held while the Server has connections; the uservalue is the Server. */
+typedef struct conns {
+  const char *tag; /* first: aio_test_tagged */
+  int n, ref;
+} conns;
+
+/* server_conns(server) -> the object for Server._conns */
+static int l_server_conns(lua_State *L) {
+  conns *c;
+  luaL_checktype(L, 1, LUA_TTABLE);
+  c = lua_newuserdatauv(L, sizeof *c, 1);
+  c->tag = &aio_tags[AIO_T_CONNS];
+  c->n = 0;
+  c->ref = LUA_NOREF;
+  lua_pushvalue(L, 1);
+  lua_setiuservalue(L, -2, 1);
+  return 1;
+}
+
+/* tp joins the connections of the Server at idx. */
+static void join_server(lua_State *L, aio_tp *tp, int idx) {
+  conns *c;
+  lua_getfield(L, idx, "_conns");
+  c = aio_check_tagged(L, -1, AIO_T_CONNS, "Server._conns");
+  if (c->n++ == 0)
+    c->ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else
+    lua_pop(L, 1);
+  tp->server = c->ref;
+}
+
+/* Pushes tp's Server, or nil. */
+static void push_server(lua_State *L, aio_tp *tp) {
+  if (tp->server == LUA_NOREF) {
+    lua_pushnil(L);
+    return;
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->server);
+  lua_getiuservalue(L, -1, 1);
+  lua_remove(L, -2);
+}
+
+/* After its close callback, or loop close: the last one lets go of the ref. */
+static void leave_server(lua_State *L, aio_tp *tp) {
+  conns *c;
+  if (tp->server == LUA_NOREF) return;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->server);
+  c = lua_touserdata(L, -1);
+  lua_pop(L, 1);
+  if (--c->n == 0) {
+    luaL_unref(L, LUA_REGISTRYINDEX, c->ref);
+    c->ref = LUA_NOREF;
+  }
+  tp->server = LUA_NOREF;
+}
+
+/* Python's defaults, which a transport without a write queue has */
+#define HIGH_WATER (64 * 1024)
+#define LOW_WATER (16 * 1024)
+
+aio_tp_wq *aio_tp_wq_of(lua_State *L, aio_tp *tp) {
+  if (tp->wq) return tp->wq;
+  if (!(tp->wq = calloc(1, sizeof *tp->wq))) luaL_error(L, "not enough memory");
+  tp->wq->high = HIGH_WATER;
+  tp->wq->low = LOW_WATER;
+  return tp->wq;
+}
+
+static int inflight(const aio_tp *tp) {
+  return tp->wq ? tp->wq->inflight : 0;
+}
+
+static size_t low_water(const aio_tp *tp) {
+  return tp->wq ? tp->wq->low : LOW_WATER;
+}
+
 static void tp_free_if_done(aio_tp *tp) {
   aio_wreq *w, *next;
-  if (!tp->handle_closed || tp->box) return;
-  for (w = tp->free_reqs; w; w = next) {
-    next = w->next;
-    free(w);
+  if (!tp->handle_closed || !tp->collected) return;
+  if (tp->wq) {
+    for (w = tp->wq->free_reqs; w; w = next) {
+      next = w->next;
+      free(w);
+    }
+    free(tp->wq);
   }
   free(tp);
 }
 
 /* Settles _drain_waiter's future: resolved, or failed when `lost`. */
-static void settle_flush(lua_State *L, int tp_idx, int lost) {
-  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") != LUA_TUSERDATA) {
+static void settle_flush(lua_State *L, aio_tp *tp, int lost) {
+  if (get_aux(L, tp, "flush") != LUA_TUSERDATA) {
     lua_pop(L, 1);
     return;
   }
@@ -60,7 +178,7 @@ static void settle_flush(lua_State *L, int tp_idx, int lost) {
     }
   }
   lua_pop(L, 1);
-  lua_getiuservalue(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   lua_pushnil(L);
   lua_setfield(L, -2, "flush");
   lua_pop(L, 1);
@@ -79,11 +197,13 @@ static void on_closed(uv_handle_t *h) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
     box = lua_gettop(L);
     lua_getiuservalue(L, box, UV_PROTO);
-    aio_get_aux(L, box, UV_AUX, "lost");
+    get_aux(L, tp, "lost");
     tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
     lua_settop(L, box);
-    aio_transport_detach(L, lp, box, UV_SERVER);
-    settle_flush(L, box, 1);
+    push_server(L, tp);
+    aio_transport_detach(L, lp, box, box + 1);
+    lua_settop(L, box);
+    settle_flush(L, tp, 1);
     for (int i = 1; i <= UV_NUSER; i++) {
       lua_pushnil(L);
       lua_setiuservalue(L, box, i);
@@ -92,6 +212,10 @@ static void on_closed(uv_handle_t *h) {
     tp->ref = LUA_NOREF;
     lua_settop(L, top);
     aio_loop_leave(lp, entered);
+  }
+  if (!lp->orphan) {
+    drop_aux(aio_loop_thread(lp), tp);
+    leave_server(aio_loop_thread(lp), tp);
   }
   tp_free_if_done(tp);
   aio_loop_handle_closed(lp); /* may free lp: last */
@@ -108,10 +232,10 @@ static void start_uv_close(aio_tp *tp) {
 
 /* Starts uv_close; the protocol hears connection_lost(<error at err_idx>)
  * from the close callback, never from inside the call that closed. */
-static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+static void close_now(lua_State *L, aio_tp *tp, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   if (err_idx) {
-    aio_push_aux(L, tp_idx, UV_AUX);
+    push_aux(L, tp);
     lua_pushvalue(L, err_idx);
     lua_setfield(L, -2, "lost");
     lua_pop(L, 1);
@@ -122,52 +246,65 @@ static void close_now(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
 /* Loop close: no callback will reach Lua any more. */
 static void on_loop_close(aio_closable *c) {
   aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
+  lua_State *L = aio_loop_thread(tp->lp);
   if (tp->ref != LUA_NOREF) {
-    luaL_unref(aio_loop_thread(tp->lp), LUA_REGISTRYINDEX, tp->ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
   }
+  drop_aux(L, tp); /* uv_close stops the queued writes at once */
+  leave_server(L, tp);
   start_uv_close(tp);
 }
 
-void aio_tp_force_close(lua_State *L, aio_tp *tp, int tp_idx, int err_idx) {
+static int push_client(lua_State *L, aio_closable *c, int server_idx) {
+  aio_tp *tp = (aio_tp *)((char *)c - offsetof(aio_tp, cl));
+  int yes;
+  if (tp->ref == LUA_NOREF) return 0;
+  push_server(L, tp);
+  yes = lua_rawequal(L, -1, server_idx);
+  lua_pop(L, 1);
+  if (yes) lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+  return yes;
+}
+
+static const aio_closable_type tcp_type = {on_loop_close, "transport", "<TCP transport>",
+                                           push_client};
+static const aio_closable_type pipe_type = {on_loop_close, "transport", "<pipe transport>",
+                                            push_client};
+
+void aio_tp_force_close(lua_State *L, aio_tp *tp, int err_idx) {
   if (tp->state == AIO_TP_CLOSED) return;
   tp->conn_lost++;
-  close_now(L, tp, tp_idx, err_idx); /* uv_close cancels the queued writes */
+  close_now(L, tp, err_idx); /* uv_close cancels the queued writes */
 }
 
 /* An OS error on the socket: the protocol sees connection_lost(err). As in
  * Python, OS errors are not reported to the exception handler. */
-static void fatal(lua_State *L, aio_tp *tp, int tp_idx, int uverr, const char *what) {
+static void fatal(lua_State *L, aio_tp *tp, int uverr, const char *what) {
   aio_push_os_error(L, uverr, what);
-  aio_tp_force_close(L, tp, tp_idx, lua_gettop(L));
+  aio_tp_force_close(L, tp, lua_gettop(L));
   lua_pop(L, 1);
 }
 
 aio_tp *aio_tp_new(lua_State *L, aio_loop *lp, int kind) {
   aio_tp_box *b = lua_newuserdatauv(L, sizeof *b, UV_NUSER);
   aio_tp *tp;
-  b->head.tag = &aio_tags[AIO_T_TRANSPORT];
-  b->head.lp = lp;
+  b->tag = &aio_tags[AIO_T_TRANSPORT];
   b->tp = NULL;
   aio_setmetatable(L, lp->S, AIO_T_TRANSPORT);
-  tp = calloc(1, sizeof *tp);
+  tp = calloc(1, offsetof(aio_tp, u) + (kind == AIO_TP_TCP ? sizeof tp->u.tcp : sizeof tp->u.pipe));
   if (!tp) {
     luaL_error(L, "not enough memory");
     return NULL;
   }
   b->tp = tp;
-  tp->box = b;
   tp->lp = lp;
   tp->kind = (uint8_t)kind;
-  tp->ref = LUA_NOREF;
-  tp->high = 64 * 1024;
-  tp->low = 16 * 1024;
+  tp->ref = tp->aux = tp->server = LUA_NOREF;
   tp->readable = tp->writable = 1;
   tp->u.h.data = tp;
-  tp->cl.close = on_loop_close;
-  aio_closable_link(lp, &tp->cl);
-  aio_debug_note_closable(L, lp, &tp->cl, "transport",
-                          kind == AIO_TP_TCP ? "<TCP transport>" : "<pipe transport>");
+  aio_closable_link(lp, &tp->cl, kind == AIO_TP_TCP ? &tcp_type : &pipe_type);
+  aio_debug_note_closable(L, lp, &tp->cl);
   return tp;
 }
 
@@ -182,7 +319,8 @@ static int tp_gc(lua_State *L) {
   aio_tp *tp = b->tp;
   if (!tp) return 0;
   b->tp = NULL;
-  tp->box = NULL;
+  tp->collected = 1;
+  drop_aux(L, tp);
   if (tp->state != AIO_TP_CLOSED) { /* never started, so nothing to tell */
     aio_debug_collected_open(L, tp->lp, &tp->cl);
     start_uv_close(tp);
@@ -220,12 +358,12 @@ static void stop_reading(aio_tp *tp) {
   tp->reading = 0;
 }
 
-void aio_tp_close(lua_State *L, aio_tp *tp, int tp_idx) {
+void aio_tp_close(lua_State *L, aio_tp *tp) {
   if (tp->state != AIO_TP_OPEN) return;
   tp->state = AIO_TP_CLOSING;
   tp->conn_lost++;
   stop_reading(tp);
-  if (tp->inflight == 0) close_now(L, tp, tp_idx, 0);
+  if (!inflight(tp)) close_now(L, tp, 0);
 }
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
@@ -255,10 +393,9 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
       tp->at_eof = 1;
       stop_reading(tp);
       /* a read-only pipe has nothing left to do (Python's read pipe closes) */
-      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable)
-        aio_tp_close(L, tp, top + 1);
+      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable) aio_tp_close(L, tp);
     } else {
-      fatal(L, tp, top + 1, (int)nread, "Fatal read error on socket transport");
+      fatal(L, tp, (int)nread, "Fatal read error on socket transport");
     }
   }
   lua_settop(L, top);
@@ -268,7 +405,7 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
 /* ---- writing ----------------------------------------------------------- */
 
 static void maybe_pause_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
-  if (tp->writing_paused || tp->wsize <= tp->high) return;
+  if (tp->writing_paused || !tp->wq || tp->wq->wsize <= tp->wq->high) return;
   tp->writing_paused = 1;
   lua_getiuservalue(L, tp_idx, UV_PROTO);
   tp->ops->pause_writing(L, lua_gettop(L), tp_idx);
@@ -276,7 +413,7 @@ static void maybe_pause_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
 }
 
 static void maybe_resume_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
-  if (!tp->writing_paused || tp->wsize > tp->low) return;
+  if (!tp->writing_paused || tp->wq->wsize > tp->wq->low) return;
   tp->writing_paused = 0;
   lua_getiuservalue(L, tp_idx, UV_PROTO);
   tp->ops->resume_writing(L, lua_gettop(L), tp_idx);
@@ -286,62 +423,65 @@ static void maybe_resume_protocol(lua_State *L, aio_tp *tp, int tp_idx) {
 static void on_written(uv_write_t *req, int status) {
   aio_wreq *w = (aio_wreq *)req;
   aio_tp *tp = req->handle->data;
+  aio_tp_wq *q = tp->wq;
   lua_State *L;
   int top, entered;
-  tp->inflight--;
-  tp->wsize -= w->buf.len;
-  w->next = tp->free_reqs;
-  tp->free_reqs = w;
-  if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* the box drops the strings */
+  q->inflight--;
+  q->wsize -= w->buf.len;
+  w->next = q->free_reqs;
+  q->free_reqs = w;
+  if (tp->state == AIO_TP_CLOSED || tp->lp->closed) return; /* on_closed drops the strings */
   entered = aio_loop_enter(tp->lp);
   L = aio_loop_thread(tp->lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
-  if (lua_getiuservalue(L, top + 1, UV_AUX) == LUA_TTABLE) {
+  if (tp->aux != LUA_NOREF) { /* queue_write made it, and nothing has dropped it */
+    push_aux(L, tp);
     lua_pushnil(L);
     lua_rawseti(L, -2, w->slot);
   }
   if (status < 0)
-    fatal(L, tp, top + 1, status, "Fatal write error on socket transport");
-  else if (tp->inflight == 0 && tp->state == AIO_TP_CLOSING)
-    close_now(L, tp, top + 1, 0);
+    fatal(L, tp, status, "Fatal write error on socket transport");
+  else if (q->inflight == 0 && tp->state == AIO_TP_CLOSING)
+    close_now(L, tp, 0);
   else
     maybe_resume_protocol(L, tp, top + 1);
-  if (tp->wsize <= tp->low && tp->state != AIO_TP_CLOSED) settle_flush(L, top + 1, 0);
+  if (q->wsize <= q->low && tp->state != AIO_TP_CLOSED) settle_flush(L, tp, 0);
   lua_settop(L, top);
   aio_loop_leave(tp->lp, entered);
 }
 
-static aio_wreq *take_req(lua_State *L, aio_tp *tp) {
-  aio_wreq *w = tp->free_reqs;
+static aio_wreq *take_req(lua_State *L, aio_tp_wq *q) {
+  aio_wreq *w = q->free_reqs;
   if (w) {
-    tp->free_reqs = w->next;
+    q->free_reqs = w->next;
     return w;
   }
   w = malloc(sizeof *w);
   if (!w) luaL_error(L, "not enough memory");
-  w->slot = ++tp->nreqs;
+  w->slot = ++q->nreqs;
   return w;
 }
 
 /* Queues p[0..n) of the string at s_idx behind what is in flight. */
-static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
-  aio_wreq *w = take_req(L, tp);
+static void queue_write(lua_State *L, aio_tp *tp, int s_idx, const char *p, size_t n) {
+  aio_tp_wq *q = aio_tp_wq_of(L, tp);
+  aio_wreq *w = take_req(L, q);
   int err;
-  aio_push_aux(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   lua_pushvalue(L, s_idx);
   lua_rawseti(L, -2, w->slot);
   lua_pop(L, 1);
   w->buf = uv_buf_init((char *)p, (unsigned)n);
   err = uv_write(&w->req, &tp->u.s, &w->buf, 1, on_written);
   if (err) {
-    w->next = tp->free_reqs;
-    tp->free_reqs = w;
-    fatal(L, tp, tp_idx, err, "Fatal write error on socket transport");
+    w->next = q->free_reqs;
+    q->free_reqs = w;
+    fatal(L, tp, err, "Fatal write error on socket transport");
     return;
   }
-  tp->inflight++;
-  tp->wsize += n;
+  q->inflight++;
+  q->wsize += n;
 }
 
 /* Writes p[0..n): to the socket at once, what it refuses queued behind what
@@ -349,7 +489,7 @@ static void queue_write(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const c
  * copy of it. */
 static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const char *p, size_t n) {
   if (tp->state != AIO_TP_OPEN) {
-    if (tp->conn_lost++ == 5) {
+    if (tp->conn_lost < UINT8_MAX && tp->conn_lost++ == 5) {
       aio_push_hook(L, tp->lp->S, "log");
       lua_pushliteral(L, "warning");
       lua_pushliteral(L, "socket.send() raised exception.");
@@ -357,7 +497,7 @@ static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const ch
     }
     return;
   }
-  if (tp->inflight == 0) {
+  if (!inflight(tp)) {
     uv_buf_t b = uv_buf_init((char *)p, (unsigned)n);
     int r = uv_try_write(&tp->u.s, &b, 1);
     if (r >= 0 && (size_t)r == n) return;
@@ -365,16 +505,16 @@ static void send_bytes(lua_State *L, aio_tp *tp, int tp_idx, int s_idx, const ch
       p += r;
       n -= (size_t)r;
     } else if (r != UV_EAGAIN && r != UV_ENOSYS) {
-      fatal(L, tp, tp_idx, r, "Fatal write error on socket transport");
+      fatal(L, tp, r, "Fatal write error on socket transport");
       return;
     }
   }
   if (s_idx == 0) {
     p = lua_pushlstring(L, p, n);
-    queue_write(L, tp, tp_idx, lua_gettop(L), p, n);
+    queue_write(L, tp, lua_gettop(L), p, n);
     lua_pop(L, 1);
   } else {
-    queue_write(L, tp, tp_idx, s_idx, p, n);
+    queue_write(L, tp, s_idx, p, n);
   }
   maybe_pause_protocol(L, tp, tp_idx);
 }
@@ -469,12 +609,12 @@ static int l_write_eof(lua_State *L) {
   if (tp->readable && !(req = malloc(sizeof *req))) return luaL_error(L, "not enough memory");
   tp->eof = 1;
   if (!req) { /* a write-only pipe has no half-close: it closes */
-    aio_tp_close(L, tp, 1);
+    aio_tp_close(L, tp);
     return 0;
   }
   if (uv_shutdown(req, &tp->u.s, on_shutdown) != 0) {
     free(req);
-    if (tp->inflight == 0) aio_tp_close(L, tp, 1);
+    if (!inflight(tp)) aio_tp_close(L, tp);
   }
   return 0;
 }
@@ -486,16 +626,16 @@ static int l_can_write_eof(lua_State *L) {
 
 /* ---- the rest of the Transport API -------------------------------------- */
 
-void aio_tp_abandon(lua_State *L, aio_tp *tp, int idx) {
-  close_now(L, tp, lua_absindex(L, idx), 0);
+void aio_tp_abandon(lua_State *L, aio_tp *tp) {
+  close_now(L, tp, 0);
 }
 
 static int l_close(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   if (tp->ref == LUA_NOREF) /* not started */
-    aio_tp_abandon(L, tp, 1);
+    aio_tp_abandon(L, tp);
   else
-    aio_tp_close(L, tp, 1);
+    aio_tp_close(L, tp);
   return 0;
 }
 
@@ -532,7 +672,7 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
     if (status == 0 && f->state == AIO_PENDING) {
       aio_future_set_results(L, top + 1, top + 2, 1);
     } else {
-      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp, top + 2);
+      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp);
       if (status != 0 && f->state == AIO_PENDING) {
         aio_push_os_error(L, status, "Connect call failed");
         aio_future_set_exc(L, top + 1, -1);
@@ -543,14 +683,14 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
 }
 
 static int l_abort(lua_State *L) {
-  aio_tp_force_close(L, check_tp(L, 1), 1, 0);
+  aio_tp_force_close(L, check_tp(L, 1), 0);
   return 0;
 }
 
 /* _force_close(err): what a failing protocol callback leads to */
 static int l_force_close(lua_State *L) {
   lua_settop(L, 2);
-  aio_tp_force_close(L, check_tp(L, 1), 1, lua_isnil(L, 2) ? 0 : 2);
+  aio_tp_force_close(L, check_tp(L, 1), lua_isnil(L, 2) ? 0 : 2);
   return 0;
 }
 
@@ -580,7 +720,7 @@ void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
   lua_Integer high, low;
   if (lua_isnoneornil(L, 2)) {
     low = luaL_optinteger(L, 3, -1);
-    high = low < 0 ? 64 * 1024 : 4 * low;
+    high = low < 0 ? HIGH_WATER : 4 * low;
   } else {
     high = luaL_checkinteger(L, 2);
   }
@@ -593,33 +733,35 @@ void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
 
 static int l_set_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  aio_check_write_limits(L, &tp->high, &tp->low);
+  size_t high, low;
+  aio_check_write_limits(L, &high, &low);
+  aio_tp_wq_of(L, tp)->high = high;
+  tp->wq->low = low;
   if (tp->ref != LUA_NOREF) maybe_pause_protocol(L, tp, 1);
   return 0;
 }
 
 static int l_get_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
-  lua_pushinteger(L, (lua_Integer)tp->low);
-  lua_pushinteger(L, (lua_Integer)tp->high);
+  lua_pushinteger(L, (lua_Integer)low_water(tp));
+  lua_pushinteger(L, (lua_Integer)(tp->wq ? tp->wq->high : HIGH_WATER));
   return 2;
 }
 
 static int l_get_write_buffer_size(lua_State *L) {
-  lua_pushinteger(L, (lua_Integer)check_tp(L, 1)->wsize);
+  lua_pushinteger(L, (lua_Integer)aio_tp_wsize(check_tp(L, 1)));
   return 1;
 }
 
 /* _drain_waiter(): nil while the write buffer is at or below its low-water
  * mark, else a Future resolved once it is (sendfile's flow control, which
  * must not depend on the protocol's pause_writing). */
-int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
-  tp_idx = lua_absindex(L, tp_idx);
+int aio_tp_drain_waiter(lua_State *L, aio_tp *tp) {
   if (tp->state == AIO_TP_CLOSED) return aio_raise(L, "ConnectionResetError", "Connection lost");
-  if (tp->wsize <= tp->low) return 0;
-  if (aio_get_aux(L, tp_idx, UV_AUX, "flush") == LUA_TUSERDATA) return 1;
+  if (aio_tp_wsize(tp) <= low_water(tp)) return 0;
+  if (get_aux(L, tp, "flush") == LUA_TUSERDATA) return 1;
   lua_pop(L, 1);
-  aio_push_aux(L, tp_idx, UV_AUX);
+  push_aux(L, tp);
   aio_future_new(L, tp->lp);
   lua_pushvalue(L, -1);
   lua_setfield(L, -3, "flush");
@@ -628,7 +770,7 @@ int aio_tp_drain_waiter(lua_State *L, aio_tp *tp, int tp_idx) {
 }
 
 static int l_drain_waiter(lua_State *L) {
-  return aio_tp_drain_waiter(L, check_tp(L, 1), 1);
+  return aio_tp_drain_waiter(L, check_tp(L, 1));
 }
 
 int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name) {
@@ -677,14 +819,39 @@ void aio_transport_set_protocol(lua_State *L, int tp_idx, int idx, const aio_pro
   lua_setiuservalue(L, tp_idx, AIO_UV_DATACB);
 }
 
-void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int uv_server) {
+void aio_transport_detach(lua_State *L, aio_loop *lp, int tp_idx, int server_idx) {
   int top = lua_gettop(L);
-  if (lua_getiuservalue(L, tp_idx, uv_server) == LUA_TTABLE && lua_getfield(L, -1, "_detach")) {
-    lua_pushvalue(L, top + 1);
+  if (lua_istable(L, server_idx) && lua_getfield(L, server_idx, "_detach")) {
+    lua_pushvalue(L, server_idx);
     lua_pushvalue(L, tp_idx);
-    aio_call_reporting(L, lp, top + 2, "Server._detach", "transport", tp_idx);
+    aio_call_reporting(L, lp, top + 1, "Server._detach", "transport", tp_idx);
   }
   lua_settop(L, top);
+}
+
+int aio_transport_push_client(lua_State *L, int ref, int uv_server, int server_idx) {
+  if (ref == LUA_NOREF) return 0;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ref);
+  lua_getiuservalue(L, -1, uv_server);
+  if (lua_rawequal(L, -1, server_idx)) {
+    lua_pop(L, 1);
+    return 1;
+  }
+  lua_pop(L, 2);
+  return 0;
+}
+
+/* server_clients(loop, server) -> list of the Server's open connections,
+ * found among the loop's closables */
+static int l_server_clients(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  aio_closable *c;
+  int n = 0;
+  lua_settop(L, 2);
+  lua_newtable(L);
+  for (c = lp->closables.next; c != &lp->closables; c = c->next)
+    if (c->type->push_client && c->type->push_client(L, c, 2)) lua_rawseti(L, 3, ++n);
+  return 1;
 }
 
 static void set_protocol(lua_State *L, aio_tp *tp, int tp_idx, const aio_proto_ops *ops, int idx) {
@@ -742,8 +909,7 @@ static int l_start(lua_State *L) {
   if (tp->ref != LUA_NOREF) return aio_raise(L, "RuntimeError", "transport already started");
   if (tp->state != AIO_TP_OPEN) return aio_raise(L, "RuntimeError", "transport is closed");
   set_protocol(L, tp, 1, ops, 2);
-  lua_pushvalue(L, 3);
-  lua_setiuservalue(L, 1, UV_SERVER);
+  if (!lua_isnil(L, 3)) join_server(L, tp, 3);
   lua_pushvalue(L, 1);
   tp->ref = luaL_ref(L, LUA_REGISTRYINDEX);
   ops->connection_made(L, 2, 1);
@@ -772,6 +938,13 @@ static int call_method(lua_State *L) { /* proto, name, args... -> first result *
   return 1;
 }
 
+/* The loop of the transport at idx, ours or a TLS one above it: the ops of
+ * a Lua protocol serve both. */
+static aio_loop *transport_loop(lua_State *L, int idx) {
+  const aio_tp_box *b = aio_test_tagged(L, idx, AIO_T_TRANSPORT);
+  return b ? b->tp->lp : ((aio_transport_head *)lua_touserdata(L, idx))->lp;
+}
+
 /* Calls proto:<name>(args) with nargs values on top; 0 ok (its result on
  * top), 1 when it raised (the error on top, already reported). */
 static int proto_call(lua_State *L, int tp_idx, int proto_idx, const char *name, int nargs,
@@ -781,7 +954,7 @@ static int proto_call(lua_State *L, int tp_idx, int proto_idx, const char *name,
   lua_pushvalue(L, proto_idx);
   lua_pushstring(L, name);
   lua_rotate(L, base, 3);
-  return aio_pcall_reporting(L, aio_transport_loop(L, tp_idx), base, 1, name, msg, "protocol",
+  return aio_pcall_reporting(L, transport_loop(L, tp_idx), base, 1, name, msg, "protocol",
                              proto_idx);
 }
 
@@ -807,7 +980,7 @@ static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
 /* The hot path: the cached data_received, no lookup, no stack shuffling. */
 static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
   int base = lua_gettop(L) + 1;
-  aio_loop *lp = aio_transport_loop(L, tp_idx);
+  aio_loop *lp = transport_loop(L, tp_idx);
   int debug = lp->debug, status;
   aio_debug_frame fr;
   lua_pushcfunction(L, aio_callback_msgh);
@@ -884,6 +1057,9 @@ void aio_stream_open(lua_State *L, aio_state *S) {
                                      {"_drain_waiter", l_drain_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__gc", tp_gc}, {"__tostring", l_tostring}, {NULL, NULL}};
+  static const luaL_Reg funcs[] = {
+      {"server_clients", l_server_clients}, {"server_conns", l_server_conns}, {NULL, NULL}};
   aio_newclass(L, S, AIO_T_TRANSPORT, "asyncio.Transport", methods, meta);
   lua_setfield(L, -2, "Transport");
+  aio_setfuncs(L, S, funcs);
 }

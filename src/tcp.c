@@ -34,18 +34,18 @@ static int l_tcp_connect(lua_State *L) {
   }
   uv_tcp_nodelay(&tp->u.tcp, 1);
   if (!lua_isnil(L, 3) && (err = bind_local(L, tp, 3)) != 0) {
-    aio_tp_abandon(L, tp, 5);
+    aio_tp_abandon(L, tp);
     return aio_raise_os(L, err, "error while attempting to bind on address");
   }
   c = malloc(sizeof *c);
   if (!c) {
-    aio_tp_abandon(L, tp, 5);
+    aio_tp_abandon(L, tp);
     return luaL_error(L, "not enough memory");
   }
   c->lp = lp;
   if ((err = uv_tcp_connect(&c->req, &tp->u.tcp, (struct sockaddr *)&ss, aio_tp_on_connect)) != 0) {
     free(c);
-    aio_tp_abandon(L, tp, 5);
+    aio_tp_abandon(L, tp);
     return aio_raise_os(L, err, "Connect call failed");
   }
   aio_connect_hold(L, c, 4);

@@ -188,7 +188,7 @@ static size_t wbuf_size(const tls *t) {
   size_t n = 0;
   for (l = t; l; l = l->ltls) {
     n += l->wq_bytes;
-    if (l->ltp) n += l->ltp->wsize;
+    if (l->ltp) n += aio_tp_wsize(l->ltp);
   }
   return n;
 }
@@ -207,7 +207,7 @@ static void lower_close(lua_State *L, tls *t, int idx) {
   int l = push_lower(L, t, idx);
   if (!l) return;
   if (t->ltp)
-    aio_tp_close(L, t->ltp, l);
+    aio_tp_close(L, t->ltp);
   else
     tls_close(L, t->ltls, l);
   lua_pop(L, 1);
@@ -218,7 +218,7 @@ static void lower_abort(lua_State *L, tls *t, int idx, int err_idx) {
   int l = push_lower(L, t, idx);
   if (!l) return;
   if (t->ltp)
-    aio_tp_force_close(L, t->ltp, l, err_idx);
+    aio_tp_force_close(L, t->ltp, err_idx);
   else
     tls_abort(L, t->ltls, l, err_idx);
   lua_pop(L, 1);
@@ -711,6 +711,12 @@ static void on_loop_close(aio_closable *c) {
   tls *t = (tls *)((char *)c - offsetof(tls, cl));
   release(aio_loop_thread(t->head.lp), t);
 }
+static int push_client(lua_State *L, aio_closable *c, int server_idx) {
+  return aio_transport_push_client(L, tls_of(c, cl)->ref, UV_SERVER, server_idx);
+}
+
+static const aio_closable_type tls_type = {on_loop_close, "transport", "<TLS transport>",
+                                           push_client};
 
 static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   tls *t = lua_touserdata(L, proto_idx);
@@ -735,7 +741,8 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
     t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
     lua_pop(L, 1);
   }
-  aio_transport_detach(L, t->head.lp, idx, UV_SERVER);
+  lua_getiuservalue(L, idx, UV_SERVER);
+  aio_transport_detach(L, t->head.lp, idx, lua_gettop(L));
   lua_settop(L, top);
   for (i = UV_LOWER; i <= UV_N; i++) {
     if (i == UV_CTX) continue;
@@ -869,7 +876,10 @@ static int l_set_write_buffer_limits(lua_State *L) {
   aio_check_write_limits(L, &t->high, &t->low);
   for (l = t; l; l = l->ltls) {
     lower_limit(&l->high, &l->low, t);
-    if (l->ltp) lower_limit(&l->ltp->high, &l->ltp->low, t);
+    if (l->ltp) {
+      aio_tp_wq *q = aio_tp_wq_of(L, l->ltp);
+      lower_limit(&q->high, &q->low, t);
+    }
   }
   maybe_pause_app(L, t, 1);
   return 0;
@@ -954,7 +964,7 @@ static int drain_waiter(lua_State *L, tls *t, int idx) {
   int l;
   if (t->state == ST_CLOSED || !(l = push_lower(L, t, idx)))
     return aio_raise(L, "ConnectionResetError", "Connection lost");
-  return t->ltp ? aio_tp_drain_waiter(L, t->ltp, l) : drain_waiter(L, t->ltls, l);
+  return t->ltp ? aio_tp_drain_waiter(L, t->ltp) : drain_waiter(L, t->ltls, l);
 }
 
 static int l_drain_waiter(lua_State *L) {
@@ -1074,7 +1084,6 @@ static int l_wrap(lua_State *L) {
   memset(t, 0, sizeof *t);
   t->head.tag = &aio_tags[AIO_T_TLS];
   t->cl.next = t->cl.prev = &t->cl;
-  t->cl.close = on_loop_close;
   t->head.lp = lp;
   t->S = aio_state_of(L);
   t->ref = LUA_NOREF;
@@ -1124,8 +1133,8 @@ static int l_wrap(lua_State *L) {
   lua_settop(L, idx);
   lua_pushvalue(L, idx);
   t->ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  aio_closable_link(lp, &t->cl);
-  aio_debug_note_closable(L, lp, &t->cl, "transport", "<TLS transport>");
+  aio_closable_link(lp, &t->cl, &tls_type);
+  aio_debug_note_closable(L, lp, &t->cl);
   if (b) {
     t->ltp = b->tp;
     aio_tp_wrap(L, b->tp, 1, &aio_tls_ops, idx);

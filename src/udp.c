@@ -132,6 +132,7 @@ static void loop_closing(aio_closable *c) {
   udp_ep *u = (udp_ep *)((char *)c - offsetof(udp_ep, cl));
   start_close(aio_loop_thread(u->lp), u);
 }
+static const aio_closable_type ep_type = {loop_closing, "transport", "<datagram transport>", NULL};
 
 static void schedule(lua_State *L, aio_loop *lp, lua_CFunction fn, int nargs) {
   int base = lua_gettop(L) - nargs;
@@ -536,6 +537,7 @@ static void resolve_abandon(aio_closable *c) {
   r->fut_ref = LUA_NOREF;
   uv_cancel((uv_req_t *)&r->req);
 }
+static const aio_closable_type resolve_type = {resolve_abandon, NULL, NULL, NULL};
 
 /* core._udp_resolve(loop, host, port, family) -> Future of a list of
  * numeric {host, port}; "" or nil is the wildcard address. */
@@ -581,8 +583,7 @@ static int l_udp_resolve(lua_State *L) {
     free(r);
     return aio_raise_os(L, err, "getaddrinfo");
   }
-  r->cl.close = resolve_abandon;
-  aio_closable_link(lp, &r->cl);
+  aio_closable_link(lp, &r->cl, &resolve_type);
   lp->nhandles_open++; /* an owned uv loop closes only once the request is back */
   return 1;
 }
@@ -645,9 +646,8 @@ static udp_ep *new_endpoint(lua_State *L, aio_loop *lp, int family, const char *
   u->keep_ref = LUA_NOREF;
   u->high = HIGH_WATER;
   u->low = HIGH_WATER / 4;
-  u->cl.close = loop_closing;
-  aio_closable_link(lp, &u->cl);
-  aio_debug_note_closable(L, lp, &u->cl, "transport", "<datagram transport>");
+  aio_closable_link(lp, &u->cl, &ep_type);
+  aio_debug_note_closable(L, lp, &u->cl);
   b->u = u;
   lua_pushvalue(L, -2);
   lua_rawsetp(L, -2, u);

@@ -131,6 +131,24 @@ static void test_reserve(void) {
   aio_buf_free(&b);
 }
 
+/* Reads into an empty buffer land aligned, whatever the allocator's blocks
+ * are aligned to, and a first allocation stays in whole pages. */
+static void test_aligned_start(void) {
+  size_t sizes[] = {1, 100, 4096 - (AIO_BUF_ALIGN - 1), 5000, 65536, 120 * 1024 - 63};
+  size_t i, avail;
+  int ok = 1;
+  for (i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    aio_buf b;
+    char *to;
+    aio_buf_init(&b, test_alloc, &mem);
+    to = aio_buf_reserve(&b, sizes[i], &avail);
+    ok &= to != NULL && (uintptr_t)to % AIO_BUF_ALIGN == 0 && avail >= sizes[i];
+    ok &= b.cap % 4096 == 0 && b.cap < sizes[i] + AIO_BUF_ALIGN + 4096;
+    aio_buf_free(&b);
+  }
+  CHECK(ok, "an empty buffer's room starts at a multiple of %d", AIO_BUF_ALIGN);
+}
+
 static void test_find(void) {
   aio_buf b;
   aio_sep nl = {"\n", 1}, two[2] = {{"DEF", 3}, {"BCDE", 4}}, tie[2] = {{"ome dataA", 9}, {"A", 1}};
@@ -195,6 +213,7 @@ int main(void) {
   test_growth_and_shrink();
   test_compaction();
   test_reserve();
+  test_aligned_start();
   test_find();
   CHECK(mem.live == 0, "every block went back to the allocator (%ld left)", mem.live);
   return 0;

@@ -361,12 +361,18 @@ Server.__index = Server
 Server.__name = "asyncio.Server"
 M.Server = Server
 
+-- The Server counts its connections but lists none: each one's transport
+-- names it (the server it was started with), which is how close_clients
+-- finds them among the loop's open objects (core.server_clients), and a
+-- table slot less per connection. A stream transport names it through
+-- _conns (core.server_conns), with an int in its C record.
 local function new_server(loop, listeners, on_connection, backlog)
   local self = setmetatable({
     _loop = loop, _listeners = listeners, sockets = {}, _on_connection = on_connection,
-    _backlog = backlog, _serving = false, _clients = {}, _nclients = 0, _waiters = {},
+    _backlog = backlog, _serving = false, _nclients = 0, _waiters = {},
     _serving_forever = nil,
   }, Server)
+  self._conns = core.server_conns(self)
   for i, ls in ipairs(listeners) do self.sockets[i] = ls end
   return self
 end
@@ -378,16 +384,15 @@ end
 function Server:get_loop() return self._loop end
 function Server:is_serving() return self._serving end
 
-function Server:_attach(tp)
-  self._clients[tp] = true
+-- A connection counts from just before its transport starts with the Server
+-- (tp:_start(protocol, server), or the TLS layer's server option) to its
+-- connection_lost, after which the transport calls _detach.
+function Server:_attach()
   self._nclients = self._nclients + 1
 end
 
-function Server:_detach(tp)
-  if self._clients[tp] then
-    self._clients[tp] = nil
-    self._nclients = self._nclients - 1
-  end
+function Server:_detach()
+  self._nclients = self._nclients - 1
   if self._nclients == 0 and self._listeners == nil then self:_wakeup() end
 end
 
@@ -422,11 +427,11 @@ function Server:close()
 end
 
 function Server:close_clients()
-  for tp in pairs(self._clients) do tp:close() end
+  for _, tp in ipairs(core.server_clients(self._loop, self)) do tp:close() end
 end
 
 function Server:abort_clients()
-  for tp in pairs(self._clients) do tp:abort() end
+  for _, tp in ipairs(core.server_clients(self._loop, self)) do tp:abort() end
 end
 
 function Server:wait_closed()
@@ -500,7 +505,7 @@ local function protocol_handler(factory, ctx, opts)
       ssl._serve(tp, proto, ctx, opts, server)
       return
     end
-    server:_attach(tp)
+    server:_attach()
     tp:_start(proto, server)
   end
 end

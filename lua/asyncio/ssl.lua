@@ -100,7 +100,7 @@ function M._serve(lower, protocol, ctx, o, server, on_ready)
     server_side = true, handshake_timeout = o.ssl_handshake_timeout,
     shutdown_timeout = o.ssl_shutdown_timeout, server = server, waiter = on_ready ~= nil,
   })
-  server:_attach(t)
+  server:_attach()
   if on_ready then
     t:_waiter():add_done_callback(function(f)
       if not f:cancelled() and f:exception() == nil then on_ready(t) end

@@ -154,7 +154,7 @@ local function stream_handler(loop, cb, limit, ctx, opts)
       ssl._serve(tp, reader, ctx, opts, server, function(t) run(t, reader) end)
       return
     end
-    server:_attach(tp)
+    server:_attach()
     tp:_start(reader, server)
     run(tp, reader)
   end

@@ -39,8 +39,10 @@ char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail) {
     } else {
       size_t cap = b->cap;
       char *data;
-      if (!cap) { /* a first allocation is what was asked for, in whole pages */
-        cap = need < MIN_CAP ? MIN_CAP : need;
+      if (!cap) { /* a first allocation is what was asked for, aligned, in whole pages */
+        if (need > SIZE_MAX - (AIO_BUF_ALIGN - 1)) return NULL;
+        cap = need + (AIO_BUF_ALIGN - 1);
+        if (cap < MIN_CAP) cap = MIN_CAP;
         if (cap <= SIZE_MAX - (MIN_CAP - 1)) cap = (cap + MIN_CAP - 1) & ~(size_t)(MIN_CAP - 1);
       } else {
         do {
@@ -54,6 +56,7 @@ char *aio_buf_reserve(aio_buf *b, size_t n, size_t *avail) {
       compact(b);
       data = b->alloc(b->ud, b->data, b->data ? b->cap : 0, cap);
       if (!data) return NULL;
+      if (!b->data) b->start = (size_t)(-(uintptr_t)data & (AIO_BUF_ALIGN - 1));
       b->data = data;
       b->cap = cap;
     }

@@ -10,6 +10,11 @@
  * (ud, NULL, 0, n) allocates, (ud, p, old, n) reallocates, n == 0 frees. */
 typedef void *(*aio_buf_alloc)(void *ud, void *ptr, size_t osize, size_t nsize);
 
+/* An empty buffer's bytes start at a multiple of this, where a read into
+ * it then lands (why: AIO_READ_ALIGN in internal.h); the first allocation
+ * leaves room for it. */
+#define AIO_BUF_ALIGN 64
+
 typedef struct aio_buf {
   aio_buf_alloc alloc;
   void *ud;
