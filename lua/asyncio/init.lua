@@ -164,6 +164,7 @@ M.Future = setmetatable(core.Future, {
 -- (which is what a factory itself calls).
 -- (one made inside a factory of create_eager_task_factory starts eagerly).
 local eager_next = false
+local eager_reset = setmetatable({}, { __close = function() eager_next = false end })
 M.Task = setmetatable(core.Task, {
   __call = function(_, loop, fn, ...)
     check_loop(loop, "Task", 1)
@@ -188,10 +189,8 @@ function M.create_eager_task_factory(ctor)
   end
   return function(loop, fn, ...)
     eager_next = true
-    local res = table.pack(pcall(ctor, loop, fn, ...))
-    eager_next = false
-    if not res[1] then error(res[2], 0) end
-    return table.unpack(res, 2, res.n)
+    local _ <close> = eager_reset -- also when ctor raises or makes no asyncio.Task
+    return ctor(loop, fn, ...)
   end
 end
 

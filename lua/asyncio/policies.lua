@@ -48,7 +48,12 @@ function DefaultEventLoopPolicy:new_event_loop(opts)
 end
 
 local policy -- the policy in force; nil until get_event_loop_policy or set_event_loop_policy
-local custom -- the same when it is the user's: the three functions below ask it
+
+-- the policy in force when it is the user's (the functions below ask it), else nil
+local function custom()
+  if policy ~= nil and getmetatable(policy) ~= DefaultEventLoopPolicy then return policy end
+  return nil
+end
 
 --- asyncio.get_event_loop_policy()
 function M.get_event_loop_policy()
@@ -65,25 +70,27 @@ function M.set_event_loop_policy(p)
       :format(type(p)), 2)
   end
   policy = p
-  custom = p ~= nil and getmetatable(p) ~= DefaultEventLoopPolicy and p or nil
 end
 
 -- what asyncio's own functions call: the user's policy when there is one
 
 function M.new_event_loop(opts)
-  if custom then return custom:new_event_loop(opts) end
+  local p = custom()
+  if p then return p:new_event_loop(opts) end
   return core.new_event_loop(opts)
 end
 
 function M.set_event_loop(loop)
-  if custom then return custom:set_event_loop(loop) end
+  local p = custom()
+  if p then return p:set_event_loop(loop) end
   return core.set_event_loop(loop)
 end
 
 --- The policy's loop, or nil when the default policy is in force (the
 --- caller then applies its own rule).
 function M.policy_event_loop()
-  if custom then return custom:get_event_loop() end
+  local p = custom()
+  if p then return p:get_event_loop() end
   return nil
 end
 
