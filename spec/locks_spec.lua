@@ -1,6 +1,7 @@
 -- Lock, Event, Condition, Semaphore, BoundedSemaphore and Barrier (after
 -- CPython's test_locks.py, cancellation races included).
 local asyncio = require "asyncio"
+local core = require "asyncio.core"
 local locks = require "asyncio.locks"
 local helper = require "helper"
 
@@ -292,12 +293,9 @@ describe("Lock", function()
       for i = 101, 200 do
         tasks[i] = asyncio.create_task(waiter, i)
         sleep0()
-        local q = lock._waiters
-        for k, v in pairs(q) do
-          assert.is_true(type(k) == "string" or k <= #q, "slot past the border")
-          assert.is_true(type(k) == "string" or k >= q.h or v == false, "task below the head")
-        end
-        assert.is_true(#q <= 2 * (#q - q.h + 1 - q.holes) + 34, "waiter list grew to " .. #q)
+        local live = helper.check_waitlist(lock._waiters)
+        local _, last = core.waitlist_slots(lock._waiters)
+        assert.is_true(last <= 2 * live + 34, "waiter list grew to " .. last)
       end
       lock:release()
       for _, t in ipairs(tasks) do t:await() end
@@ -348,8 +346,8 @@ describe("Lock", function()
         t:cancel()
         await_cancelled(t)
       end
-      local q = lock._waiters
-      assert.is_true(#q <= 70, "waiter list grew to " .. #q)
+      local _, last = core.waitlist_slots(lock._waiters)
+      assert.is_true(last <= 70, "waiter list grew to " .. last)
       assert.equal("<Lock [locked, waiters:1]>", tostring(lock))
       lock:release()
       assert.equal(lock, keep:await())
@@ -1293,8 +1291,8 @@ describe("Semaphore", function()
         t:cancel()
         await_cancelled(t)
       end
-      local q = sem._waiters
-      assert.is_true(#q <= 70, "waiter list grew to " .. #q)
+      local _, last = core.waitlist_slots(sem._waiters)
+      assert.is_true(last <= 70, "waiter list grew to " .. last)
       assert.equal("<Semaphore [locked, waiters:1]>", tostring(sem))
       sem:release()
       assert.equal(sem, keep:await())
@@ -1719,5 +1717,87 @@ describe("Barrier", function()
       assert.equal(N, results3)
       assert.equal(0, barrier1.n_waiting)
     end)
+  end)
+end)
+
+describe("waitlist (the FIFO of parked waiters under every primitive)", function()
+  it("a waiter that leaves takes its slot out: at the head, the tail or in between", function()
+    run(function()
+      local w = core.waitlist()
+      local order, tasks = {}, {}
+      for i = 1, 5 do
+        tasks[i] = asyncio.create_task(function()
+          local ok, err, woken = core.park(w)
+          if not ok then return err, woken end
+          order[#order + 1] = i
+        end)
+      end
+      sleep0()
+      assert.equal(5, helper.check_waitlist(w))
+      tasks[3]:cancel()
+      sleep0()
+      assert.same({ 1, 5, 1 }, { core.waitlist_slots(w) })
+      tasks[5]:cancel()
+      sleep0()
+      assert.same({ 1, 4, 1 }, { core.waitlist_slots(w) })
+      tasks[1]:cancel()
+      sleep0()
+      assert.same({ 2, 4, 1 }, { core.waitlist_slots(w) })
+      assert.equal(2, helper.check_waitlist(w))
+      for _, i in ipairs({ 1, 3, 5 }) do
+        local err, woken = tasks[i]:result()
+        helper.assert_class(asyncio.CancelledError, err)
+        assert.is_false(woken)
+      end
+      assert.is_true(core.wake(w))
+      assert.is_true(core.wake(w))
+      assert.is_false(core.wake(w))
+      sleep0()
+      assert.same({ 2, 4 }, order)
+      assert.same({ 1, 0, 0 }, { core.waitlist_slots(w) })
+    end)
+  end)
+
+  it("a waiter woken, then cancelled before it runs, says it was woken", function()
+    run(function()
+      local w = core.waitlist()
+      local t = asyncio.create_task(function() return core.park(w) end)
+      sleep0()
+      assert.is_true(core.any_parked(w))
+      assert.is_true(core.wake(w))
+      t:cancel()
+      local ok, err, woken = t:await()
+      assert.is_false(ok)
+      helper.assert_class(asyncio.CancelledError, err)
+      assert.is_true(woken)
+      assert.is_false(core.any_parked(w))
+      assert.equal(0, core.waiting(w))
+    end)
+  end)
+
+  it("entries of tasks whose loop closed are dropped when the list compacts", function()
+    local w = core.waitlist()
+    helper.with_loop(function(loop)
+      loop:run_until_complete(function()
+        for _ = 1, 40 do asyncio.create_task(core.park, w) end
+        sleep0()
+      end)
+    end)
+    assert.equal(40, core.waiting(w))
+    run(function()
+      local t = asyncio.create_task(core.park, w)
+      sleep0()
+      assert.equal(41, core.waiting(w))
+      assert.is_true(core.wake(w)) -- skips the 40 that will never run
+      assert.is_true(t:await())
+    end)
+    assert.equal(0, core.waiting(w))
+  end)
+
+  it("rejects what is not a waitlist", function()
+    assert.has_error(function() core.park({}) end)
+    assert.has_error(function() core.wake(locks.Event()) end)
+    assert.equal(0, core.waiting(nil))
+    assert.is_false(core.wake(nil))
   end)
 end)

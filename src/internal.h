@@ -41,6 +41,7 @@ enum {
   AIO_T_EXECUTOR,  /* executor.c: ThreadPoolExecutor */
   AIO_T_EVENT,     /* event.c */
   AIO_T_CFUTURE,   /* threadsafe.c: a job's future of run_coroutine_threadsafe */
+  AIO_T_WAITLIST,  /* waitlist.c: the Lua primitives' FIFO of waiters */
   AIO_T_N
 };
 extern const char aio_tags[AIO_T_N];
@@ -483,11 +484,35 @@ aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api);
 int aio_nested_yield(lua_State *L);
 int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k);
 void aio_task_unparked(lua_State *L, aio_task *t);
+/* wakes t if it is still parked on `on`; its parked_on is then NULL */
 int aio_task_wake(aio_task *t, const void *on);
 /* t waits in aio_task_park on `on` (t may be NULL: no) */
 int aio_task_is_parked_on(const aio_task *t, const void *on);
 /* a cancellation is to be delivered at t's next step */
 int aio_task_cancel_pending(const aio_task *t);
+/* pushes the CancelledError of t's pending cancellation, which it consumes */
+void aio_task_push_cancelled(lua_State *L, aio_task *t);
+
+/* waitlist.c: a FIFO of parked tasks. The owner keeps the tasks in a Lua
+ * table, passed at stack index `list`: slots head..n, nil where a waiter
+ * left. The tasks are parked on the aio_waitlist's address. */
+typedef struct aio_waitlist {
+  int head, n, holes;
+} aio_waitlist;
+static inline void aio_waitlist_init(aio_waitlist *wl) {
+  wl->head = 1;
+  wl->n = wl->holes = 0;
+}
+/* appends t (the caller then parks it on wl) and returns its slot */
+int aio_waitlist_add(lua_State *L, aio_waitlist *wl, int list, aio_task *t);
+/* a waiter woken by a cancellation takes its entry out */
+void aio_waitlist_leave(lua_State *L, aio_waitlist *wl, int list, aio_task *t, int slot);
+/* wakes the first task still parked, taking it out; 0 when there is none */
+int aio_waitlist_wake(lua_State *L, aio_waitlist *wl, int list);
+void aio_waitlist_wake_all(lua_State *L, aio_waitlist *wl, int list);
+/* how many tasks are still parked on wl, counting up to max */
+int aio_waitlist_parked(lua_State *L, const aio_waitlist *wl, int list, int max);
+void aio_waitlist_open(lua_State *L, aio_state *S);
 
 /* event.c */
 void aio_event_open(lua_State *L, aio_state *S);

@@ -261,6 +261,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_future_open(L, S);
   aio_task_open(L, S);
   aio_event_open(L, S);
+  aio_waitlist_open(L, S);
   aio_signal_open(L, S);
   aio_stream_open(L, S);
   aio_listener_open(L, S);

@@ -35,9 +35,10 @@ struct proc {
   proc *next, *prev; /* the loop's running children (the SIGCHLD path, loop close) */
   pid_t pid;
   int pidfd;        /* -1 without one, or once reaped */
-  aio_task *waiter; /* the task parked in wait(); more in waiters_ref */
-  int waiters_ref;  /* registry ref of a list of the tasks parked after it */
-  int fut_ref;      /* registry ref of the exit future, once asked for, until the exit */
+  aio_task *waiter; /* the task parked in wait(); more in `waiters` */
+  aio_waitlist waiters;
+  int waiters_ref; /* registry ref of the waitlist's table, made by the second wait() */
+  int fut_ref;     /* registry ref of the exit future, once asked for, until the exit */
   int returncode;
   int reap_err; /* nobody was left to reap: a libuv error code */
   uint8_t exited;
@@ -121,15 +122,10 @@ static void finish(proc *p, int status, int err) {
     if (p->waiter && !lp->closed) aio_task_wake(p->waiter, p);
     p->waiter = NULL;
     if (p->waiters_ref != LUA_NOREF) {
-      lua_Integer i, n;
       lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
       luaL_unref(L, LUA_REGISTRYINDEX, p->waiters_ref);
       p->waiters_ref = LUA_NOREF;
-      for (i = 1, n = lp->closed ? 0 : (lua_Integer)lua_rawlen(L, -1); i <= n; i++) {
-        lua_rawgeti(L, -1, i);
-        aio_task_wake(lua_touserdata(L, -1), p);
-        lua_pop(L, 1);
-      }
+      if (!lp->closed) aio_waitlist_wake_all(L, &p->waiters, -1);
     }
     if (p->fut_ref != LUA_NOREF) {
       lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
@@ -528,6 +524,7 @@ static int l_spawn(lua_State *L) {
   p->pidfd = -1;
   p->box = box;
   p->waiters_ref = p->fut_ref = LUA_NOREF;
+  aio_waitlist_init(&p->waiters);
   p->waiter = NULL;
   *box = p;
   aio_closable_link(lp, &p->cl, &proc_type);
@@ -564,15 +561,16 @@ static int return_exit(lua_State *L, const proc *p) {
   return push_exit(L, p) ? 1 : lua_error(L);
 }
 
-static int parked_on(const aio_task *t, const proc *p) {
-  return t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == p;
-}
-
+/* stack: process[, the waitlist's table, slot] */
 static int wait_k(lua_State *L, int status, lua_KContext ctx) {
   proc *p = check_proc(L);
+  aio_task *t = (aio_task *)ctx;
   (void)status;
-  if (p->waiter == (aio_task *)ctx) p->waiter = NULL; /* woken by a cancel */
-  aio_task_unparked(L, (aio_task *)ctx);
+  if (p->waiter == t) p->waiter = NULL; /* woken by a cancel */
+  if (t->parked_on == &p->waiters && lua_gettop(L) == 3)
+    aio_waitlist_leave(L, &p->waiters, 2, t, (int)lua_tointeger(L, 3));
+  aio_task_unparked(L, t);
+  lua_settop(L, 1);
   return return_exit(L, p);
 }
 
@@ -581,6 +579,7 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_wait(lua_State *L) {
   proc *p = check_proc(L);
   aio_task *t;
+  int slot;
   if (p->exited) return return_exit(L, p);
   if ((t = aio_current_task(L, p->lp->S, "wait")) == NULL) return aio_nested_yield(L);
   if (t->f.loop != p->lp) return aio_raise(L, "RuntimeError", "process belongs to another loop");
@@ -594,27 +593,11 @@ static int l_wait(lua_State *L) {
     lua_pushvalue(L, -1);
     p->waiters_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   } else {
-    lua_Integer i, j, n;
-    /* drop the tasks whose wait was cancelled, so the list stays short */
     lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
-    for (i = j = 1, n = (lua_Integer)lua_rawlen(L, 2); i <= n; i++) {
-      aio_task *w;
-      lua_rawgeti(L, 2, i);
-      w = lua_touserdata(L, -1);
-      if (parked_on(w, p))
-        lua_rawseti(L, 2, j++);
-      else
-        lua_pop(L, 1);
-    }
-    for (; j <= n; j++) {
-      lua_pushnil(L);
-      lua_rawseti(L, 2, j);
-    }
   }
-  aio_task_push(L, p->lp, t);
-  lua_rawseti(L, 2, (lua_Integer)lua_rawlen(L, 2) + 1);
-  lua_settop(L, 1);
-  return aio_task_park(L, t, p, (lua_KContext)t, wait_k);
+  slot = aio_waitlist_add(L, &p->waiters, 2, t);
+  lua_pushinteger(L, slot);
+  return aio_task_park(L, t, &p->waiters, (lua_KContext)t, wait_k);
 }
 
 /* exit_future() -> a Future resolved with the returncode, made on the

@@ -338,12 +338,17 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
 
 /* ---- awaiting -------------------------------------------------------- */
 
-static int raise_cancelled(lua_State *L, aio_task *t) {
-  aio_state *S = t->f.loop->S;
+void aio_task_push_cancelled(lua_State *L, aio_task *t) {
   t->must_cancel = 0;
   aio_task_push(L, t->f.loop, t);
-  push_cancel_message(L, S, -1);
+  push_cancel_message(L, t->f.loop->S, -1);
   aio_push_error(L, "CancelledError", -1);
+  lua_remove(L, -2);
+  lua_remove(L, -2);
+}
+
+static int raise_cancelled(lua_State *L, aio_task *t) {
+  aio_task_push_cancelled(L, t);
   return lua_error(L);
 }
 
@@ -407,57 +412,10 @@ static int l_sleep(lua_State *L) {
 }
 
 /* ---- parking ----------------------------------------------------------- */
-/* try_park(list) suspends the current task until unpark(task, list), without
- * a Future: the task appends itself to `list` (a Lua table owned by the Lua
- * primitive, e.g. a Lock's FIFO of waiters) and the list is its token, so a
- * stale entry left in a list by a cancelled waiter cannot wake the task once
- * it waits elsewhere. Cancellation wakes a parked task with CancelledError. */
-
-/* try_park(list) -> true | false, CancelledError, woken[, slot], without a
- * pcall, as a FIFO must tidy up after a cancelled wait. `woken` tells whether an unpark came first:
- * the task then holds a wake-up it must pass on. Otherwise the task's entry is still in the list,
- * at `slot` unless the list was compacted meanwhile. */
-static int try_park_k(lua_State *L, int status, lua_KContext ctx) {
-  aio_task *t = (aio_task *)ctx;
-  int woken = t->parked_on == NULL; /* unpark() clears it, cancel() does not */
-  (void)status;
-  t->parked_on = NULL;
-  if (!t->must_cancel) {
-    lua_pushboolean(L, 1);
-    return 1;
-  }
-  t->must_cancel = 0;
-  lua_pushboolean(L, 0);
-  aio_task_push(L, t->f.loop, t);
-  push_cancel_message(L, t->f.loop->S, -1);
-  aio_push_error(L, "CancelledError", -1);
-  lua_remove(L, -2);
-  lua_remove(L, -2);
-  lua_pushboolean(L, woken);
-  if (woken) return 3;
-  lua_pushvalue(L, 2);
-  return 4;
-}
-
-static int l_try_park(lua_State *L) {
-  aio_state *S = aio_state_of(L);
-  aio_task *t;
-  lua_Integer slot;
-  luaL_checktype(L, 1, LUA_TTABLE);
-  t = aio_current_task(L, S, "park");
-  if (!t) return aio_nested_yield(L);
-  lua_settop(L, 1);
-  slot = (lua_Integer)lua_rawlen(L, 1) + 1;
-  aio_task_push(L, t->f.loop, t);
-  lua_rawseti(L, 1, slot);
-  lua_pushinteger(L, slot); /* kept on the stack for try_park_k */
-  t->parked_on = lua_topointer(L, 1);
-  t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
-  return lua_yieldk(L, 0, (lua_KContext)t, try_park_k);
-}
-
-/* The same from C: `on` is any address naming what the task waits for (a
- * StreamReader, say); k must call aio_task_unparked first. */
+/* Suspends t without a Future until aio_task_wake(t, on) or a cancellation:
+ * `on` is any address naming what the task waits for (a StreamReader, a
+ * waitlist), so a stale wake-up meant for an earlier wait cannot wake it.
+ * k must call aio_task_unparked first. */
 int aio_task_park(lua_State *L, aio_task *t, const void *on, lua_KContext ctx, lua_KFunction k) {
   t->parked_on = on;
   t->wait = t->must_cancel ? AIO_WAIT_SOON : AIO_WAIT_PARK;
@@ -470,41 +428,22 @@ void aio_task_unparked(lua_State *L, aio_task *t) {
   if (t->must_cancel) raise_cancelled(L, t);
 }
 
+/* A task of a closed loop never runs again: it is parked nowhere. */
+int aio_task_is_parked_on(const aio_task *t, const void *on) {
+  return t && t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == on &&
+         !t->f.loop->closed;
+}
+
 int aio_task_wake(aio_task *t, const void *on) {
-  if (t->f.state != AIO_PENDING || t->wait != AIO_WAIT_PARK || t->parked_on != on) return 0;
+  if (!aio_task_is_parked_on(t, on)) return 0;
+  t->parked_on = NULL; /* a cancellation leaves it set: the continuation tells them apart */
   t->wait = AIO_WAIT_SOON;
   aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
   return 1;
 }
 
-int aio_task_is_parked_on(const aio_task *t, const void *on) {
-  return t && t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && t->parked_on == on;
-}
-
 int aio_task_cancel_pending(const aio_task *t) {
   return t->must_cancel != 0;
-}
-
-static int is_parked(lua_State *L, aio_task *t) {
-  return t->f.state == AIO_PENDING && t->wait == AIO_WAIT_PARK && lua_istable(L, 2) &&
-         t->parked_on == lua_topointer(L, 2);
-}
-
-static int l_is_parked(lua_State *L) {
-  lua_pushboolean(L, is_parked(L, check_task(L, 1)));
-  return 1;
-}
-
-static int l_unpark(lua_State *L) {
-  aio_task *t = check_task(L, 1);
-  int woken = is_parked(L, t);
-  if (woken) {
-    t->parked_on = NULL;
-    t->wait = AIO_WAIT_SOON;
-    aio_loop_push(t->f.loop, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
-  }
-  lua_pushboolean(L, woken);
-  return 1;
 }
 
 /* ---- cancellation ---------------------------------------------------- */
@@ -843,9 +782,6 @@ void aio_task_open(lua_State *L, aio_state *S) {
                                      {"get_stats", l_get_stats}, {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
-                                   {"try_park", l_try_park},
-                                   {"unpark", l_unpark},
-                                   {"is_parked", l_is_parked},
                                    {"create_task", l_create_task},
                                    {"current_task", l_current_task},
                                    {"all_tasks", l_all_tasks},

@@ -1,18 +1,18 @@
 -- Python's asyncio synchronization primitives (Lock, Condition, Semaphore,
 -- BoundedSemaphore, Barrier; Event is in C, src/event.c): a waiter is a parked
--- task (core.try_park on a FIFO of asyncio.waiters), with no Future, so no
--- primitive is tied to one loop.
+-- task in a waitlist (src/waitlist.c), with no Future, so no primitive is tied
+-- to one loop.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
-local waiters = require "asyncio.waiters"
 
-local try_park = core.try_park
 local isinstance = errors.isinstance
 local CancelledError = errors.CancelledError
 local RuntimeError = errors.RuntimeError
 local ValueError = errors.ValueError
 local BrokenBarrierError = errors.BrokenBarrierError
-local fifo, drop, wake, any_parked, count = waiters.fifo, waiters.drop, waiters.wake, waiters.any_parked, waiters.count
+-- park(q) -> true | false, err, woken: a cancelled waiter has left q, unless
+-- it was woken first (it then holds a wake-up to pass on)
+local waitlist, park, wake, any_parked, count = core.waitlist, core.park, core.wake, core.any_parked, core.waiting
 
 local error, pcall, setmetatable, getmetatable, type = error, pcall, setmetatable, getmetatable, type
 local math_type, tointeger = math.type, math.tointeger
@@ -24,7 +24,7 @@ end
 -- Lock and Semaphore make their FIFO of waiters when a task first blocks:
 -- `local q = self._waiters or add_waiters(self)`.
 local function add_waiters(self)
-  local q = fifo()
+  local q = waitlist()
   self._waiters = q
   return q
 end
@@ -55,7 +55,6 @@ local function wake_up_first(self)
   if not self._woken and q ~= nil and wake(q) then self._woken = true end
 end
 
--- acquire() waits inline (see asyncio.waiters).
 function Lock:acquire()
   -- Fair: jump the queue only when every waiter gave up.
   if not self._locked and not self._woken and not any_parked(self._waiters) then
@@ -63,13 +62,12 @@ function Lock:acquire()
     return self
   end
   local q = self._waiters or add_waiters(self)
-  local ok, err, woken, slot = try_park(q)
+  local ok, err, woken = park(q)
   if ok then
     self._woken = false
     self._locked = true
     return self
   end
-  if slot then drop(q, slot) end
   if woken then self._woken = false end
   -- Woken and cancelled at once: hand the wake-up to the next waiter.
   if not self._locked then wake_up_first(self) end
@@ -131,9 +129,8 @@ function Condition:wait()
   lock:release()
   -- under pcall: outside a task, park refuses and the lock is taken back below
   local q = self._waiters
-  local parked, ok, err, _, slot = pcall(try_park, q)
+  local parked, ok, err = pcall(park, q)
   if not parked then ok, err = false, ok end
-  if slot then drop(q, slot) end
   -- The lock is re-acquired even when the wait was cancelled; a cancellation
   -- meanwhile is retried and the latest one raised afterwards.
   while true do
@@ -180,7 +177,7 @@ local function new_condition(lock)
   elseif getmetatable(lock) ~= Lock then
     argerror(1, "Condition", "Lock expected, got " .. type(lock), 2)
   end
-  return setmetatable({ _lock = lock, _waiters = fifo() }, Condition)
+  return setmetatable({ _lock = lock, _waiters = waitlist() }, Condition)
 end
 
 ---------------------------------------------------------------------------
@@ -212,8 +209,7 @@ function Semaphore:acquire()
     return self
   end
   local q = self._waiters or add_waiters(self)
-  local ok, err, woken, slot = try_park(q)
-  if slot then drop(q, slot) end
+  local ok, err, woken = park(q)
   if ok or woken then self._woken = self._woken - 1 end
   -- Woken (a unit was handed over) but cancelled: give the unit back.
   if woken then self._value = self._value + 1 end

@@ -1,18 +1,16 @@
 -- Python's asyncio queues (Queue, PriorityQueue, LifoQueue): a woken getter or
--- putter is unparked (asyncio.waiters), and the item stays queued until it
+-- putter is unparked (a waitlist, src/waitlist.c), and the item stays queued until it
 -- runs. Like the locks, a queue is tied to no loop.
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
-local waiters = require "asyncio.waiters"
 
 local new_event = locks.Event
 local QueueEmpty = errors.QueueEmpty
 local QueueFull = errors.QueueFull
 local QueueShutDown = errors.QueueShutDown
 local ValueError = errors.ValueError
-local try_park = core.try_park
-local fifo, drop, wake, wake_all, count = waiters.fifo, waiters.drop, waiters.wake, waiters.wake_all, waiters.count
+local waitlist, park, wake, wake_all, count = core.waitlist, core.park, core.wake, core.wake_all, core.waiting
 
 local error, setmetatable, getmetatable, tostring, type = error, setmetatable, getmetatable, tostring, type
 local pairs, ipairs = pairs, ipairs
@@ -49,8 +47,8 @@ local function taken(self)
   retune(self)
 end
 
--- The slow paths wait inline (see asyncio.waiters): a function more on the
--- stack of a blocked putter would also double its Lua stack.
+-- The slow paths wait inline: a function more on the stack of a blocked
+-- putter would also double its Lua stack.
 
 -- Waits for room (raising QueueShutDown once shut down), then stores.
 local function put_slow(self, item)
@@ -59,9 +57,8 @@ local function put_slow(self, item)
     if self._shutdown then error(QueueShutDown(), 2) end
     local q = self._putters
     self._floor = huge
-    local ok, err, woken, slot = try_park(q)
+    local ok, err, woken = park(q)
     if not ok then
-      if slot then drop(q, slot) end
       -- woken by a get but leaving: the room goes to the next putter
       if woken and self._n < self._room then wake(q) end
       retune(self)
@@ -79,9 +76,8 @@ local function get_slow(self)
     if self._shutdown then error(QueueShutDown(), 2) end
     local q = self._getters
     self._limit = -1
-    local ok, err, woken, slot = try_park(q)
+    local ok, err, woken = park(q)
     if not ok then
-      if slot then drop(q, slot) end
       -- woken by a put but leaving: the item goes to the next getter
       if woken and self._n > 0 then wake(q) end
       retune(self)
@@ -218,8 +214,8 @@ local function init(cls, maxsize, fname)
     _n = 0,
     _unfinished = 0,
     _shutdown = false,
-    _getters = fifo(),
-    _putters = fifo(),
+    _getters = waitlist(),
+    _putters = waitlist(),
   }, cls)
 end
 

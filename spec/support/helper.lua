@@ -341,6 +341,22 @@ function helper.await_cancelled(t)
   return e
 end
 
+-- Checks a waitlist's table against its layout (core.waitlist_slots): tasks
+-- only in the slots head..last, as many as it counts; returns that count.
+function helper.check_waitlist(w)
+  local core = require "asyncio.core"
+  local head, last, holes = core.waitlist_slots(w)
+  local n = 0
+  for k in pairs(debug.getuservalue(w, 1) or {}) do
+    assert(math.type(k) == "integer" and k >= head and k <= last,
+      ("waiter at slot %s, outside %d..%d"):format(tostring(k), head, last))
+    n = n + 1
+  end
+  assert(n == last - head + 1 - holes, ("%d waiters in the table, the layout says %d"):format(n, last - head + 1 - holes))
+  assert(n == core.waiting(w))
+  return n
+end
+
 -- helper.recorder([on]): a protocol table recording every callback (events,
 -- data, made, lost, err, transport, lost_fut resolved by connection_lost,
 -- text()); `on.made/data/eof` add behaviour to those callbacks.
