@@ -105,7 +105,7 @@ describe("getaddrinfo", function()
     assert.is_true(#v6 >= 1)
     for _, ai in ipairs(v6) do
       assert.equal("inet6", ai.family)
-      assert.same({ "::1", 443 }, ai.addr)
+      assert.same({ "::1", 443, 0, 0 }, ai.addr)
     end
     assert.is_true(#v4 >= 1)
     for _, ai in ipairs(v4) do
@@ -266,6 +266,34 @@ describe("getnameinfo", function()
     end)
     assert.equal("::1", host)
     assert.equal("443", service)
+  end)
+
+  -- fuzz/addr.c found both: the C parsers stopped at a NUL byte, and an
+  -- IPv6 address lost its scope id on the way back to Lua
+  it("fuzz addr: a host with a NUL byte is not the host before it", function()
+    for _, host in ipairs { "127.0.0.1\0evil", "\0", "::1\0" } do
+      local e = run(function()
+        local l = loop()
+        return err_of(l.getnameinfo, l, { host, 80 }, asyncio.NI_NUMERICHOST)
+      end)
+      helper.assert_class(asyncio.OSError, e)
+    end
+  end)
+
+  it("fuzz addr: IPv6 addresses carry flowinfo and scope_id, as Python's 4-tuples", function()
+    local NUM = asyncio.NI_NUMERICHOST | asyncio.NI_NUMERICSERV
+    local scoped, by_zone, infos, e1, e2 = run(function()
+      local l = loop()
+      local scoped = l:getnameinfo({ "fe80::1", 80, 0, 1 }, NUM) -- fe80::1%<name of interface 1>
+      return scoped, l:getnameinfo({ scoped, 80 }, NUM),
+        l:getaddrinfo(scoped, 80, { family = "inet6", flags = asyncio.AI_NUMERICHOST }),
+        err_of(l.getnameinfo, l, { "::1", 80, -1, 0 }), err_of(l.getnameinfo, l, { "::1", 80, 0, 1 << 32 })
+    end)
+    assert.matches("^fe80::1%%.", scoped)
+    assert.equal(scoped, by_zone)
+    assert.same({ "fe80::1", 80, 0, 1 }, infos[1].addr)
+    assert.matches("flowinfo", tostring(e1))
+    assert.matches("scope_id", tostring(e2))
   end)
 
   it("raises OSError for an address that is not numeric", function()
