@@ -10,6 +10,7 @@
 #                the last line is "N passed, M failed"
 #   make build   luarocks make into the local tree .build/tree
 #   make deps    install the missing Debian packages (apt-get)
+#   make fuzz    every libFuzzer harness (fuzz/*.c) for FUZZ_SECS (60) seconds
 #   make bench   micro benchmarks against the peers in ../shared/bench
 #   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers;
 #                TLS=1: the same over TLS
@@ -36,8 +37,10 @@ ASYNCIO_SANITIZE ?= OFF
 
 # openssl (the CLI) makes the throwaway certificates of the tests and demos;
 # the TLS interop tests talk to /usr/bin/python3's ssl module and to curl
+# clang-14 and libfuzzer-14-dev: the fuzz harnesses (make fuzz, and a short
+# pass of each in make test)
 DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
-              lua-busted luarocks clang-format cppcheck openssl curl python3
+              lua-busted luarocks clang-format cppcheck openssl curl python3 clang-14 libfuzzer-14-dev
 # lua-luaossl: cqueues' TLS, without which TLS=1 leaves the cqueues peer out
 BENCH_DEPS := python3-uvloop lua-luv lua-cqueues lua-luaossl nodejs util-linux time
 
@@ -52,7 +55,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint api-index bench bench-echo bench-idle clean
+.PHONY: build deps deps-bench demo test lint api-index fuzz bench bench-echo bench-idle clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -146,14 +149,14 @@ cat "$$log"
 endef
 export ECHO_DEMO
 
-C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h \
+C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h fuzz/*.c fuzz/*.h \
              bench/*.c)
 
 # formatting drift and cppcheck findings fail the build like a test does
 lint: deps
 	clang-format --dry-run --Werror $(C_FILES)
 	cppcheck --quiet --error-exitcode=1 --inline-suppr --enable=warning,style,performance,portability \
-	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test bench
+	  --suppress=toomanyconfigs --std=c11 -I src -I include -I /usr/include/lua5.4 src test bench fuzz
 
 # README's table of Python's asyncio names, from spec/api_index_spec.lua's data
 api-index:
@@ -162,6 +165,11 @@ api-index:
 test: deps lint build
 	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \
 	  bash spec/support/run-tests.sh
+
+# every libFuzzer harness fuzz/*.c for FUZZ_SECS seconds (fuzz/run.sh)
+FUZZ_SECS ?= 60
+fuzz: deps
+	@bash fuzz/run.sh $(FUZZ_SECS)
 
 bench: deps-bench build
 	@if [ ! -f bench/micro.lua ]; then echo "bench: bench/micro.lua does not exist yet" >&2; fi

@@ -13,6 +13,8 @@
 #                threads. Not busted: lua5.4 cannot preload the TSan
 #                runtime into the programs the specs start (sh, ls
 #                crash with it), and the programs are instrumented whole.
+#   fuzz         each libFuzzer harness fuzz/*.c for FUZZ_SECS (10) seconds,
+#                clang-14 with ASan+UBSan (fuzz/run.sh); one result each
 #
 # The last line printed is "N passed, M failed": every busted test of every
 # pass (busted failures and errors count as failed) plus every C program
@@ -33,7 +35,8 @@ cd "$root" || exit 2
 BUILD=${BUILD:-$root/.build}
 TREE=${TREE:-$BUILD/tree}
 LUA=${LUA:-lua5.4}
-PASSES=${PASSES:-busted ctest asan-busted asan-ctest tsan-ctest}
+PASSES=${PASSES:-busted ctest asan-busted asan-ctest tsan-ctest fuzz}
+FUZZ_SECS=${FUZZ_SECS:-10}
 BUSTED_TIMEOUT=${BUSTED_TIMEOUT:-600}
 CTEST_TIMEOUT=${CTEST_TIMEOUT:-300}
 BUSTED_ARGS=${BUSTED_ARGS:-}
@@ -254,8 +257,22 @@ for pass in $PASSES; do
         run_ctests tsan-ctest "$BUILD/tsan/tests" "$TREE" tsan
       fi
       ;;
+    fuzz)
+      header "libFuzzer harnesses, ${FUZZ_SECS} s each (fuzz/run.sh)"
+      if ! command -v "${FUZZ_CC:-clang-14}" >/dev/null; then
+        problem "fuzz: no ${FUZZ_CC:-clang-14} (make deps installs it)"
+      else
+        while read -r line; do
+          echo "$line"
+          case $line in
+            PASS\ *) passed=$((passed + 1)) ;;
+            FAIL\ *) failed=$((failed + 1)) ;;
+          esac
+        done < <(bash fuzz/run.sh "$FUZZ_SECS" 2>&1)
+      fi
+      ;;
     *)
-      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest tsan-ctest)"
+      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest tsan-ctest fuzz)"
       ;;
   esac
 done
