@@ -6,6 +6,7 @@
 # dump around that window counts (connection setup and teardown included,
 # a few thousand instructions against some thousand requests).
 #   bench/echo_ir.sh 'lua5.4 bench/echo_protocol.lua {port}' [SIZE [CONNS [SECS]]]
+# VGARGS adds valgrind options (VGARGS=--cache-sim=yes: cache misses too).
 # Prints "RESULT ir=... reqs=... ir_per_req=..."; the callgrind profile is
 # left in $OUT (default $TMPDIR/echo_ir.<port>.out.1) for callgrind_annotate.
 # Run it with the built tree on LUA_PATH/LUA_CPATH (see the Makefile's
@@ -20,7 +21,7 @@ port=${PORT:-$((19000 + RANDOM % 1000))}
 out=${OUT:-${TMPDIR:-/tmp}/echo_ir.$port.out}
 [[ -x $loadgen ]] || { echo "$0: no loadgen at $loadgen (make -C ../shared/bench)" >&2; exit 1; }
 rm -f "$out" "$out".*
-valgrind --tool=callgrind --callgrind-out-file="$out" ${cmd//\{port\}/$port} 2> "$out.log" &
+valgrind --tool=callgrind $VGARGS --callgrind-out-file="$out" ${cmd//\{port\}/$port} 2> "$out.log" &
 vg=$!
 trap 'kill $vg 2>/dev/null; wait $vg 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
