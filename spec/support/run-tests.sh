@@ -3,7 +3,8 @@
 #
 # Passes, in this order (choose with PASSES="..."):
 #   busted       the busted suite (spec/) against the LuaRocks tree $TREE
-#   ctest        the test/*.c programs, plain build in $BUILD/ctest
+#   ctest        the test/*.c programs and the guides' C host programs
+#                (docs/guide/*.md), plain build in $BUILD/ctest
 #   asan-busted  the same busted suite against an ASan+UBSan build of the core
 #                ($BUILD/asan, installed into $BUILD/asan/tree), with the
 #                sanitizer runtimes preloaded into lua5.4
@@ -186,7 +187,7 @@ run_ctests() {
   env=("${tree_env_vars[@]}")
   [[ $sanitized == asan ]] && env+=("${san_env[@]}")
   [[ $sanitized == tsan ]] && env+=("TSAN_OPTIONS=halt_on_error=1:suppressions=$root/spec/support/tsan.supp${TSAN_OPTIONS:+:$TSAN_OPTIONS}")
-  for src in test/*.c; do
+  for src in $(ctest_sources); do
     t=$(basename "$src" .c)
     log=$LOGS/$name-$t.log
     if [[ ! -x "$bin/$t" ]]; then
@@ -208,6 +209,13 @@ run_ctests() {
       echo "FAIL $t ($(describe_rc "$rc"); log: ${log#"$root"/})"
     fi
   done
+}
+
+# test/*.c, then the host programs of the guides (```c file=NAME.c blocks of
+# docs/guide/*.md, which CMake extracts and builds as test programs)
+ctest_sources() {
+  compgen -G "test/*.c"
+  sed -n 's/^```c .*file=\([A-Za-z0-9_]*\.c\).*/\1/p' docs/guide/*.md 2>/dev/null
 }
 
 have_ctests() { compgen -G "test/*.c" >/dev/null; }
