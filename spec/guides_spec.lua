@@ -55,6 +55,27 @@ local function run_block(block)
   return ok == true, out, err, how, code
 end
 
+describe("docs/guide", function()
+  it("has the guides the index links, and blocks of a known kind", function()
+    local guides = guide_blocks.guides("docs/guide")
+    local index = read_file("docs/guide/README.md")
+    local linked = 0
+    for name in index:gmatch("%]%(([%w%-]+%.md)%)") do
+      linked = linked + 1
+      assert.truthy(read_file("docs/guide/" .. name) ~= "", "the index links a missing " .. name)
+    end
+    assert.equal(#guides - 1, linked) -- every guide but the index itself
+    for _, path in ipairs(guides) do
+      for _, b in ipairs(guide_blocks.parse(path)) do
+        local known = { lua = true, python = true, c = true, sh = true, text = true }
+        assert.truthy(known[b.lang], ("%s:%d: block of unknown kind %q"):format(path, b.line, b.lang))
+        assert.falsy(b.output and (b.lang ~= "lua" and b.lang ~= "python"),
+          ("%s:%d: an output block after a %s block is never checked"):format(path, b.line, b.lang))
+      end
+    end
+  end)
+end)
+
 for _, path in ipairs(guide_blocks.guides("docs/guide")) do
   describe(path, function()
     for _, block in ipairs(guide_blocks.parse(path)) do
