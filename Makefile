@@ -38,9 +38,10 @@ ASYNCIO_SANITIZE ?= OFF
 # openssl (the CLI) makes the throwaway certificates of the tests and demos;
 # the TLS interop tests talk to /usr/bin/python3's ssl module and to curl
 # clang-14 and libfuzzer-14-dev: the fuzz harnesses (make fuzz, and a short
-# pass of each in make test)
+# pass of each in make test); valgrind: make test's memcheck pass
 DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
-              lua-busted luarocks clang-format cppcheck openssl curl python3 clang-14 libfuzzer-14-dev
+              lua-busted luarocks clang-format cppcheck openssl curl python3 clang-14 libfuzzer-14-dev \
+              valgrind
 # lua-luaossl: cqueues' TLS, without which TLS=1 leaves the cqueues peer out
 BENCH_DEPS := python3-uvloop lua-luv lua-cqueues lua-luaossl nodejs util-linux time
 

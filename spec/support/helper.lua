@@ -42,11 +42,13 @@
 local asyncio = require "asyncio"
 local luassert = require "luassert"
 
-local helper = { timeout = 10 }
+-- helper.slowdown: how many times slower than native the process runs (the
+-- valgrind pass sets ASYNCIO_TEST_SLOWDOWN); every watchdog is that much longer
+local helper = { timeout = 10, slowdown = tonumber(os.getenv("ASYNCIO_TEST_SLOWDOWN")) or 1 }
 
 local function finish(res, timed_out, timeout, close_ok, close_err)
   if timed_out then
-    error(string.format("test timed out after %g s", timeout), 3)
+    error(string.format("test timed out after %g s", timeout * helper.slowdown), 3)
   end
   if not res[1] then
     error(res[2], 0)
@@ -61,6 +63,7 @@ end
 -- loop's on the real clock, the C one on a virtual clock. Returns a function
 -- that disarms it and tells whether it fired, and the timer (nil for the C one).
 local function arm_watchdog(loop, timeout, opts)
+  timeout = timeout * helper.slowdown
   if opts and opts.clock == "virtual" then
     loop:_watchdog(timeout)
     return function() return loop:_watchdog(nil) end, nil

@@ -14,6 +14,9 @@
 #                threads. Not busted: lua5.4 cannot preload the TSan
 #                runtime into the programs the specs start (sh, ls
 #                crash with it), and the programs are instrumented whole.
+#   valgrind     the core specs (VALGRIND_SPECS) under valgrind memcheck, plain
+#                build: invalid accesses, uninitialised reads, definite leaks;
+#                watchdogs ASYNCIO_TEST_SLOWDOWN (20) times longer
 #   fuzz         each libFuzzer harness fuzz/*.c for FUZZ_SECS (10) seconds,
 #                clang-14 with ASan+UBSan (fuzz/run.sh); one result each
 #
@@ -36,7 +39,13 @@ cd "$root" || exit 2
 BUILD=${BUILD:-$root/.build}
 TREE=${TREE:-$BUILD/tree}
 LUA=${LUA:-lua5.4}
-PASSES=${PASSES:-busted ctest asan-busted asan-ctest tsan-ctest fuzz}
+PASSES=${PASSES:-busted ctest asan-busted asan-ctest tsan-ctest valgrind fuzz}
+# the core of the runtime, where memcheck sees what ASan does not
+# (uninitialised reads); the network specs stay with the ASan pass
+VALGRIND_SPECS=${VALGRIND_SPECS:-spec/futures_spec.lua spec/tasks_spec.lua spec/cancel_spec.lua
+  spec/loop_spec.lua spec/gather_spec.lua spec/timeouts_spec.lua spec/locks_spec.lua
+  spec/queues_spec.lua spec/taskgroups_spec.lua spec/streamreader_spec.lua spec/control_spec.lua
+  spec/coroutine_spec.lua}
 FUZZ_SECS=${FUZZ_SECS:-10}
 BUSTED_TIMEOUT=${BUSTED_TIMEOUT:-600}
 CTEST_TIMEOUT=${CTEST_TIMEOUT:-300}
@@ -142,11 +151,12 @@ build_tsan() {
   return "$built_tsan"
 }
 
-# run_busted NAME TREE [PRELOAD]
+# run_busted NAME TREE [PRELOAD [ENV...]]: ENV are more assignments for busted
 run_busted() {
   local name=$1 tree=$2 preload=${3:-} log=$LOGS/$1.log counts=$LOGS/$1.counts rc
   local -a env=()
   [[ -n $preload ]] && env=("ASYNCIO_PRELOAD=$preload" "${san_env[@]}")
+  env+=("${@:4}")
   rm -f "$counts"
   # shellcheck disable=SC2086  # BUSTED_ARGS is a word list on purpose
   env "${env[@]}" TREE="$tree" LUA="$LUA" ASYNCIO_TEST_COUNTS="$counts" \
@@ -253,6 +263,17 @@ for pass in $PASSES; do
         echo "no test/*.c"
       elif build_asan; then
         run_ctests asan-ctest "$BUILD/asan/tests" "$BUILD/asan/tree" asan
+      fi
+      ;;
+    valgrind)
+      header "busted under valgrind memcheck (core specs, LuaRocks build)"
+      if ! command -v valgrind >/dev/null; then
+        problem "valgrind: not installed (make deps)"
+      else
+        # shellcheck disable=SC2086  # word lists on purpose
+        BUSTED_ARGS="${BUSTED_ARGS:-$(echo $VALGRIND_SPECS)}" run_busted valgrind "$TREE" "" \
+          "ASYNCIO_WRAP=valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite" \
+          "ASYNCIO_TEST_SLOWDOWN=${ASYNCIO_TEST_SLOWDOWN:-20}"
       fi
       ;;
     tsan-ctest)
