@@ -9,6 +9,7 @@
 #   make test    install missing packages, build, run every test pass;
 #                the last line is "N passed, M failed"
 #   make build   luarocks make into the local tree .build/tree
+#   make docs    the API reference (ldoc, config.ld) into docs/api/index.html
 #   make deps    install the missing Debian packages (apt-get)
 #   make fuzz    every libFuzzer harness (fuzz/*.c) for FUZZ_SECS (60) seconds
 #   make bench   micro benchmarks against the peers in ../shared/bench
@@ -38,10 +39,11 @@ ASYNCIO_SANITIZE ?= OFF
 # openssl (the CLI) makes the throwaway certificates of the tests and demos;
 # the TLS interop tests talk to /usr/bin/python3's ssl module and to curl
 # clang-14 and libfuzzer-14-dev: the fuzz harnesses (make fuzz, and a short
-# pass of each in make test); valgrind: make test's memcheck pass
+# pass of each in make test); valgrind: make test's memcheck pass; lua-ldoc
+# and lua-markdown: make docs and spec/docs_spec.lua
 DEPS       := build-essential cmake pkg-config lua5.4 liblua5.4-dev libuv1-dev libssl-dev \
               lua-busted luarocks clang-format cppcheck openssl curl python3 clang-14 libfuzzer-14-dev \
-              valgrind
+              valgrind lua-ldoc lua-markdown
 # lua-luaossl: cqueues' TLS, without which TLS=1 leaves the cqueues peer out
 BENCH_DEPS := python3-uvloop lua-luv lua-cqueues lua-luaossl nodejs util-linux time
 
@@ -56,7 +58,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint api-index fuzz bench bench-echo bench-idle clean
+.PHONY: build deps deps-bench demo test lint api-index docs fuzz bench bench-echo bench-idle clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -162,6 +164,13 @@ lint: deps
 # README's table of Python's asyncio names, from spec/api_index_spec.lua's data
 api-index:
 	$(LUA) spec/api_index_spec.lua
+
+# the API reference from the doc comments (config.ld lists the files);
+# --fatalwarnings: an undocumented argument or a bad tag fails the target
+docs: deps
+	@rm -rf docs/api
+	ldoc --fatalwarnings .
+	@echo "make docs: docs/api/index.html"
 
 test: deps lint build
 	@env -u MAKEFLAGS -u MAKELEVEL BUILD='$(BUILD)' TREE='$(TREE)' LUA='$(LUA)' \

@@ -4,6 +4,12 @@
  * is the hot path of task ping-pong: as Lua methods it spent as much time in
  * the VM as the switch itself. Like the other primitives an Event is tied to
  * no loop: each waiter is woken on its own loop. */
+
+/***
+Event (in C): `asyncio.Event()`.
+@module locks
+*/
+
 #include <string.h>
 
 #include "internal.h"
@@ -37,6 +43,14 @@ static int wait_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 /* wait() -> true, once the event is set. */
+
+/***
+Waits until the event is set (yields).
+@function Event:wait
+@python Event.wait
+@treturn boolean true
+@raise RuntimeError outside a task; CancelledError when cancelled
+*/
 static int l_wait(lua_State *L) {
   aio_event *ev = check_event(L);
   aio_task *t;
@@ -59,6 +73,11 @@ static int l_wait(lua_State *L) {
   return aio_task_park(L, t, &ev->waiters, (lua_KContext)t, wait_k);
 }
 
+/***
+Sets the event, waking every waiter.
+@function Event:set
+@python Event.set
+*/
 static int l_set(lua_State *L) {
   aio_event *ev = check_event(L);
   if (ev->value) return 0;
@@ -69,11 +88,22 @@ static int l_set(lua_State *L) {
   return 0;
 }
 
+/***
+Clears the event.
+@function Event:clear
+@python Event.clear
+*/
 static int l_clear(lua_State *L) {
   check_event(L)->value = 0;
   return 0;
 }
 
+/***
+Whether the event is set.
+@function Event:is_set
+@python Event.is_set
+@treturn boolean
+*/
 static int l_is_set(lua_State *L) {
   lua_pushboolean(L, check_event(L)->value);
   return 1;
@@ -92,6 +122,13 @@ static int l_tostring(lua_State *L) {
 }
 
 /* asyncio.Event() */
+
+/***
+A new event, not set.
+@function Event
+@python asyncio.Event
+@treturn Event
+*/
 static int l_new(lua_State *L) {
   aio_event *ev = lua_newuserdatauv(L, sizeof *ev, 1);
   memset(ev, 0, sizeof *ev);

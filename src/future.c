@@ -2,6 +2,14 @@
  * userdata's two uservalues (a Task's callbacks beside its anchor, see struct
  * aio_task); a single callback (the common case: one task awaiting) is
  * stored as is, without a list. */
+
+/***
+Futures: `asyncio.Future([loop])`, `loop:create_future()`. An exception
+never retrieved is logged when the future is collected.
+@classmod Future
+@python asyncio.Future
+*/
+
 #include <string.h>
 
 #include "internal.h"
@@ -270,11 +278,26 @@ int aio_future_cancel(lua_State *L, int idx, int msg_idx) {
 
 /* ---- Lua methods ----------------------------------------------------- */
 
+/***
+The values the future was resolved with.
+@function Future:result
+@python Future.result
+@return ... the values
+@raise InvalidStateError when pending; CancelledError when cancelled; the error set by
+  `set_exception`
+*/
 static int l_result(lua_State *L) {
   aio_check_future(L, 1);
   return aio_future_push_results(L, 1);
 }
 
+/***
+The error set by `set_exception`, or nil.
+@function Future:exception
+@python Future.exception
+@return the error or nil
+@raise InvalidStateError when pending; CancelledError when cancelled
+*/
 static int l_exception(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
   if (f->state == AIO_PENDING) return aio_raise(L, "InvalidStateError", "Exception is not set.");
@@ -293,6 +316,13 @@ static aio_future *check_plain_future(lua_State *L, const char *what) {
   return f;
 }
 
+/***
+Resolves the future with every value given; schedules the done callbacks.
+@function Future:set_result
+@python Future.set_result
+@param ... the values
+@raise InvalidStateError when done; RuntimeError on a Task
+*/
 static int l_set_result(lua_State *L) {
   aio_future *f = check_plain_future(L, "set_result");
   if (f->state != AIO_PENDING) return aio_raise(L, "InvalidStateError", "invalid state");
@@ -300,6 +330,13 @@ static int l_set_result(lua_State *L) {
   return 0;
 }
 
+/***
+Fails the future with `err`.
+@function Future:set_exception
+@python Future.set_exception
+@param err an error object (or any Lua error value)
+@raise InvalidStateError when done; RuntimeError on a Task
+*/
 static int l_set_exception(lua_State *L) {
   aio_future *f = check_plain_future(L, "set_exception");
   luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "exception expected");
@@ -308,16 +345,35 @@ static int l_set_exception(lua_State *L) {
   return 0;
 }
 
+/***
+Whether the future has a result, an exception or was cancelled.
+@function Future:done
+@python Future.done
+@treturn boolean
+*/
 static int l_done(lua_State *L) {
   lua_pushboolean(L, aio_check_future(L, 1)->state != AIO_PENDING);
   return 1;
 }
 
+/***
+Whether the future was cancelled.
+@function Future:cancelled
+@python Future.cancelled
+@treturn boolean
+*/
 static int l_cancelled(lua_State *L) {
   lua_pushboolean(L, aio_check_future(L, 1)->state == AIO_CANCELLED);
   return 1;
 }
 
+/***
+Cancels the future; `result()` then raises CancelledError(msg).
+@function Future:cancel
+@python Future.cancel
+@tparam[opt] string msg
+@treturn boolean false when already done
+*/
 static int l_cancel(lua_State *L) {
   aio_check_future(L, 1);
   if (!lua_isnoneornil(L, 2)) luaL_checkstring(L, 2);
@@ -326,6 +382,12 @@ static int l_cancel(lua_State *L) {
   return 1;
 }
 
+/***
+Calls `cb(fut)` via the loop once the future is done (at once if it is).
+@function Future:add_done_callback
+@python Future.add_done_callback
+@tparam function cb
+*/
 static int l_add_done_callback(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
   if (!lua_isfunction(L, 2) && luaL_getmetafield(L, 2, "__call") == LUA_TNIL)
@@ -342,6 +404,13 @@ static int l_add_done_callback(lua_State *L) {
   return 0;
 }
 
+/***
+Removes every registration of `cb`.
+@function Future:remove_done_callback
+@python Future.remove_done_callback
+@tparam function cb
+@treturn integer how many were removed
+*/
 static int l_remove_done_callback(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
   int removed = 0;
@@ -374,6 +443,12 @@ static int l_remove_done_callback(lua_State *L) {
   return 1;
 }
 
+/***
+The future's loop.
+@function Future:get_loop
+@python Future.get_loop
+@treturn Loop
+*/
 static int l_get_loop(lua_State *L) {
   aio_loop_push_self(L, aio_check_future(L, 1)->loop);
   return 1;
@@ -444,6 +519,15 @@ int asyncio_future_set_exception(lua_State *L, int idx) {
   return 0;
 }
 
+/***
+Suspends the calling task (the C function is aio_await in src/task.c) until the future is done
+  (Python's `await fut`).
+@function Future:await
+@python await fut
+@return ... the values of `result()`
+@raise what `result()` raises; RuntimeError outside a task, for a future of another loop or a task
+  awaiting itself
+*/
 static const luaL_Reg future_methods[] = {{"result", l_result},
                                           {"exception", l_exception},
                                           {"set_result", l_set_result},

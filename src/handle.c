@@ -1,6 +1,13 @@
 /* Handle and TimerHandle: a scheduled Lua callback. The callback and its
  * arguments live in the userdata's own uservalues, so scheduling one costs a
  * single allocation. */
+
+/***
+What `loop:call_soon` (Handle) and `call_later`/`call_at` (TimerHandle) return.
+@classmod Handle
+@python asyncio.Handle, asyncio.TimerHandle
+*/
+
 #include <stdio.h>
 
 #include "internal.h"
@@ -118,6 +125,11 @@ void aio_handle_run(lua_State *L, aio_loop *lp, aio_handle *h, int slot) {
   lua_settop(L, base);
 }
 
+/***
+Cancels the callback (nothing when it has run).
+@function Handle:cancel
+@python Handle.cancel
+*/
 static int l_cancel(lua_State *L) {
   aio_handle *h = check_handle(L, 1);
   int i;
@@ -137,17 +149,35 @@ static int l_cancel(lua_State *L) {
   return 0;
 }
 
+/***
+Whether it was cancelled.
+@function Handle:cancelled
+@python Handle.cancelled
+@treturn boolean
+*/
 static int l_cancelled(lua_State *L) {
   lua_pushboolean(L, check_handle(L, 1)->cancelled);
   return 1;
 }
 
+/***
+A TimerHandle's loop time.
+@function Handle:when
+@python TimerHandle.when
+@treturn number
+*/
 static int l_when(lua_State *L) {
   aio_handle *h = aio_checkudata(L, 1, AIO_T_TIMER, AIO_T_TIMER, "TimerHandle");
   lua_pushnumber(L, h->when);
   return 1;
 }
 
+/***
+The handle's loop.
+@function Handle:get_loop
+@python Handle.get_loop
+@treturn Loop
+*/
 static int l_get_loop(lua_State *L) {
   aio_loop_push_self(L, check_handle(L, 1)->loop);
   return 1;

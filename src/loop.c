@@ -1,6 +1,12 @@
 /* The event loop: a ready queue and a timer heap in C, driven by one libuv
  * check handle (plus an idle handle while work is queued), so the same loop
  * runs under our own run_forever or inside a host's uv_run or poller. */
+
+/***
+The event loop's core (C).
+@classmod Loop
+*/
+
 #include <errno.h>
 #include <limits.h>
 #include <math.h>
@@ -726,6 +732,14 @@ static int run_until(lua_State *L, aio_loop *lp, int fut_idx) {
   return aio_future_push_results(L, fut_idx);
 }
 
+/***
+Runs the loop until `aw` is done.
+@function Loop:run_until_complete
+@python loop.run_until_complete
+@param aw an awaitable
+@return ... its values
+@raise RuntimeError when the loop is running, closed or stopped first; what `aw` raised
+*/
 static int l_run_until_complete(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_loop_check_open(L, lp);
@@ -739,6 +753,12 @@ static int l_run_until_complete(lua_State *L) {
   return run_until(L, lp, 2);
 }
 
+/***
+Runs the loop until `stop()`.
+@function Loop:run_forever
+@python loop.run_forever
+@raise RuntimeError when the loop is running or closed
+*/
 static int l_run_forever(lua_State *L) {
   run_loop(L, aio_check_loop(L, 1), NULL);
   return 0;
@@ -767,6 +787,15 @@ int asyncio_loop_run_once(lua_State *L, aio_loop *lp, double timeout) {
   return lp->ready.len > 0 || lp->timers.len > 0;
 }
 
+/***
+One iteration: runs the ready callbacks, polls I/O for at most `timeout`
+seconds; for hosts that drive the loop themselves.
+@function Loop:run_once
+@python (none: loop._run_once)
+@tparam[opt=0] number timeout seconds
+@treturn boolean true while callbacks or timers are pending
+@raise RuntimeError when the loop is running or closed
+*/
 static int l_run_once(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   double timeout = luaL_optnumber(L, 2, 0);
@@ -775,6 +804,11 @@ static int l_run_once(lua_State *L) {
   return 0;
 }
 
+/***
+Stops `run_forever` after the current iteration.
+@function Loop:stop
+@python loop.stop
+*/
 static int l_stop(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   lp->stopping = 1;
@@ -782,6 +816,12 @@ static int l_stop(lua_State *L) {
   return 0;
 }
 
+/***
+Closes the loop: settles children, releases handles. Closing again does nothing.
+@function Loop:close
+@python loop.close
+@raise RuntimeError when the loop is running
+*/
 static int l_close(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   if (lp->running) aio_raise(L, "RuntimeError", "Cannot close a running event loop");
@@ -806,16 +846,34 @@ static int l_gc(lua_State *L) {
   return 0;
 }
 
+/***
+Whether the loop is running.
+@function Loop:is_running
+@python loop.is_running
+@treturn boolean
+*/
 static int l_is_running(lua_State *L) {
   lua_pushboolean(L, aio_check_loop(L, 1)->running);
   return 1;
 }
 
+/***
+Whether the loop is closed.
+@function Loop:is_closed
+@python loop.is_closed
+@treturn boolean
+*/
 static int l_is_closed(lua_State *L) {
   lua_pushboolean(L, aio_check_loop(L, 1)->closed);
   return 1;
 }
 
+/***
+The loop's clock: monotonic seconds (the virtual clock with `clock = "virtual"`).
+@function Loop:time
+@python loop.time
+@treturn number
+*/
 static int l_time(lua_State *L) {
   lua_pushnumber(L, aio_loop_time(aio_check_loop(L, 1)));
   return 1;
@@ -823,6 +881,14 @@ static int l_time(lua_State *L) {
 
 /* Moves a virtual clock forward; the timers it makes due run in the loop's
  * next iteration, as any due timer. */
+
+/***
+Moves a virtual clock forward by `seconds`.
+@function Loop:advance
+@python (none: Trio's MockClock.jump)
+@tparam number seconds 0 or more
+@raise RuntimeError on a loop with the real clock
+*/
 static int l_advance(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   double seconds = luaL_checknumber(L, 2);
@@ -877,6 +943,15 @@ static void check_callable(lua_State *L, int idx) {
   luaL_typeerror(L, idx, "callable");
 }
 
+/***
+Schedules `cb(...)` for the next iteration.
+@function Loop:call_soon
+@python loop.call_soon
+@tparam function cb
+@param ... its arguments
+@treturn Handle
+@raise RuntimeError when the loop is closed
+*/
 static int l_call_soon(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_handle *h;
@@ -902,6 +977,16 @@ static int call_at(lua_State *L, aio_loop *lp, double when) {
   return 1;
 }
 
+/***
+Schedules `cb(...)` in `delay` seconds.
+@function Loop:call_later
+@python loop.call_later
+@tparam number delay seconds
+@tparam function cb
+@param ... its arguments
+@treturn TimerHandle
+@raise RuntimeError when the loop is closed
+*/
 static int l_call_later(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   double delay = luaL_checknumber(L, 2);
@@ -909,6 +994,16 @@ static int l_call_later(lua_State *L) {
   return call_at(L, lp, aio_loop_time(lp) + delay);
 }
 
+/***
+Schedules `cb(...)` at loop time `when`.
+@function Loop:call_at
+@python loop.call_at
+@tparam number when loop time
+@tparam function cb
+@param ... its arguments
+@treturn TimerHandle
+@raise RuntimeError when the loop is closed
+*/
 static int l_call_at(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   double when = luaL_checknumber(L, 2);
@@ -948,6 +1043,16 @@ int asyncio_call_threadsafe(aio_loop *lp, asyncio_callback fn, void *data) {
   return post(lp, fn, data, LUA_NOREF);
 }
 
+/***
+As `call_soon`, callable from a callback of any thread (values copied as
+`to_thread`'s); wakes the loop.
+@function Loop:call_soon_threadsafe
+@python loop.call_soon_threadsafe
+@tparam function cb
+@param ... its arguments
+@treturn Handle
+@raise RuntimeError when the loop is closed
+*/
 static int l_call_soon_threadsafe(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_handle *h;
@@ -964,6 +1069,12 @@ static int l_call_soon_threadsafe(lua_State *L) {
   return 1;
 }
 
+/***
+A new pending Future of this loop.
+@function Loop:create_future
+@python loop.create_future
+@treturn Future
+*/
 static int l_create_future(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_loop_check_thread(L, lp);
@@ -971,6 +1082,15 @@ static int l_create_future(lua_State *L) {
   return 1;
 }
 
+/***
+Starts `fn(...)` as a task of this loop, through the task factory.
+@function Loop:create_task
+@python loop.create_task
+@tparam function fn
+@param ... its arguments
+@treturn Task
+@raise RuntimeError when the loop is closed or the factory returns no Task
+*/
 static int l_create_task(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
@@ -989,6 +1109,12 @@ static void set_ref(lua_State *L, int *ref, int idx) {
   }
 }
 
+/***
+Sets the handler of errors in callbacks (nil: the default one).
+@function Loop:set_exception_handler
+@python loop.set_exception_handler
+@tparam ?function handler called as `handler(loop, context)`
+*/
 static int l_set_exception_handler(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   if (!lua_isnoneornil(L, 2)) check_callable(L, 2);
@@ -997,12 +1123,24 @@ static int l_set_exception_handler(lua_State *L) {
   return 0;
 }
 
+/***
+The handler set by `set_exception_handler`.
+@function Loop:get_exception_handler
+@python loop.get_exception_handler
+@treturn ?function
+*/
 static int l_get_exception_handler(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->exc_handler);
   return 1;
 }
 
+/***
+Sets the task factory (nil: the default).
+@function Loop:set_task_factory
+@python loop.set_task_factory
+@tparam ?function factory called as `factory(loop, fn, ...)`, returns a Task
+*/
 static int l_set_task_factory(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   if (!lua_isnoneornil(L, 2)) check_callable(L, 2);
@@ -1012,12 +1150,24 @@ static int l_set_task_factory(lua_State *L) {
   return 0;
 }
 
+/***
+The task factory, or nil.
+@function Loop:get_task_factory
+@python loop.get_task_factory
+@treturn ?function
+*/
 static int l_get_task_factory(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->task_factory);
   return 1;
 }
 
+/***
+Turns debug mode on or off.
+@function Loop:set_debug
+@python loop.set_debug
+@tparam boolean enabled
+*/
 static int l_set_debug(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   lp->debug = (uint8_t)lua_toboolean(L, 2);
@@ -1028,11 +1178,24 @@ static int l_set_debug(lua_State *L) {
   return 0;
 }
 
+/***
+Whether debug mode is on.
+@function Loop:get_debug
+@python loop.get_debug
+@treturn boolean
+*/
 static int l_get_debug(lua_State *L) {
   lua_pushboolean(L, aio_check_loop(L, 1)->debug);
   return 1;
 }
 
+/***
+The fd a host poller watches for readability to embed the loop.
+@function Loop:backend_fd
+@python (none)
+@treturn integer
+@raise RuntimeError when the loop is closed
+*/
 static int l_backend_fd(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   aio_loop_check_open(L, lp);
@@ -1061,6 +1224,14 @@ int asyncio_loop_backend_timeout(aio_loop *lp) {
   return ms;
 }
 
+/***
+How long a host poller may sleep, in seconds (0 while callbacks are ready;
+nil: no deadline).
+@function Loop:backend_timeout
+@python (none)
+@treturn ?number
+@raise RuntimeError when the loop is closed
+*/
 static int l_backend_timeout(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   int ms;

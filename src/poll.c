@@ -2,6 +2,12 @@
  * readable or writable, and the tasks of loop:sock_* waiting for the same
  * (sock.c). libuv allows one uv_poll_t per fd, so each watched fd has one
  * watcher holding both directions. */
+
+/***
+Watching file descriptors.
+@classmod Loop
+*/
+
 #include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,15 +258,50 @@ static int remove_cb(lua_State *L, int i) {
   return 1;
 }
 
+/***
+Calls `cb(...)` whenever `fd` is readable (replaces an earlier reader).
+@function Loop:add_reader
+@python loop.add_reader
+@tparam integer fd
+@tparam function cb
+@param ... its arguments
+@raise RuntimeError when a transport or a waiting task uses `fd`
+*/
 static int l_add_reader(lua_State *L) {
   return add(L, READER);
 }
+
+/***
+Calls `cb(...)` whenever `fd` is writable.
+@function Loop:add_writer
+@python loop.add_writer
+@tparam integer fd
+@tparam function cb
+@param ... its arguments
+@raise RuntimeError when a transport or a waiting task uses `fd`
+*/
 static int l_add_writer(lua_State *L) {
   return add(L, WRITER);
 }
+
+/***
+Stops watching `fd` for reading.
+@function Loop:remove_reader
+@python loop.remove_reader
+@tparam integer fd
+@treturn boolean whether a reader was registered
+*/
 static int l_remove_reader(lua_State *L) {
   return remove_cb(L, READER);
 }
+
+/***
+Stops watching `fd` for writing.
+@function Loop:remove_writer
+@python loop.remove_writer
+@tparam integer fd
+@treturn boolean whether a writer was registered
+*/
 static int l_remove_writer(lua_State *L) {
   return remove_cb(L, WRITER);
 }

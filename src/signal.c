@@ -1,5 +1,11 @@
 /* Unix signal handlers on the loop: one uv_signal_t per signal number, which
  * queues the registered Handle on the ready queue each time it fires. */
+
+/***
+Signal handlers.
+@classmod Loop
+*/
+
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -111,6 +117,15 @@ static int remove_handler(lua_State *L, aio_loop *lp, int num) {
   return 0;
 }
 
+/***
+Calls `cb(...)` in the loop when signal `sig` arrives.
+@function Loop:add_signal_handler
+@python loop.add_signal_handler
+@param sig a number or a name such as `"SIGINT"`
+@tparam function cb
+@param ... its arguments
+@raise ValueError for an unknown signal; RuntimeError for SIGCHLD, SIGKILL, SIGSTOP
+*/
 static int l_add_signal_handler(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   int num = check_signal(L, 2), err;
@@ -143,6 +158,14 @@ static int l_add_signal_handler(lua_State *L) {
   return 0;
 }
 
+/***
+Removes the handler of `sig`.
+@function Loop:remove_signal_handler
+@python loop.remove_signal_handler
+@param sig a number or a name
+@treturn boolean whether one was set
+@raise ValueError for an unknown signal
+*/
 static int l_remove_signal_handler(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   int num = check_signal(L, 2);

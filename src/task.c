@@ -1,6 +1,16 @@
 /* Task: a Future driven by a Lua coroutine. The body runs under a pcall with
  * continuation inside the coroutine, so to-be-closed variables are closed (and
  * may await) while the coroutine is still alive when the body fails. */
+
+/***
+Tasks: a Future driving a function as a coroutine; every Future method
+applies (`result`, `await`, ...; `set_result` and `set_exception` raise
+RuntimeError). Cancelling a task raises CancelledError inside it at its
+current await point; it may catch it with `pcall`.
+@classmod Task
+@python asyncio.Task
+*/
+
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -634,6 +644,13 @@ static int l_all_tasks(lua_State *L) {
 
 /* ---- Task methods ---------------------------------------------------- */
 
+/***
+Requests cancellation: CancelledError(msg) is raised in the task.
+@function Task:cancel
+@python Task.cancel
+@tparam[opt] string msg
+@treturn boolean false when already done
+*/
 static int l_cancel(lua_State *L) {
   check_task(L, 1);
   if (!lua_isnoneornil(L, 2)) luaL_checkstring(L, 2);
@@ -642,11 +659,23 @@ static int l_cancel(lua_State *L) {
   return 1;
 }
 
+/***
+The number of pending cancellation requests.
+@function Task:cancelling
+@python Task.cancelling
+@treturn integer
+*/
 static int l_cancelling(lua_State *L) {
   lua_pushinteger(L, check_task(L, 1)->cancels);
   return 1;
 }
 
+/***
+Decrements the cancellation requests.
+@function Task:uncancel
+@python Task.uncancel
+@treturn integer the count left
+*/
 static int l_uncancel(lua_State *L) {
   aio_task *t = check_task(L, 1);
   if (t->cancels > 0 && --t->cancels == 0) t->must_cancel = 0;
@@ -654,6 +683,12 @@ static int l_uncancel(lua_State *L) {
   return 1;
 }
 
+/***
+The task's name (`Task-N` by default).
+@function Task:get_name
+@python Task.get_name
+@treturn string
+*/
 static int l_get_name(lua_State *L) {
   aio_task *t = check_task(L, 1);
   aio_push_extras(L, aio_state_of(L), 1, 0);
@@ -662,6 +697,12 @@ static int l_get_name(lua_State *L) {
   return 1;
 }
 
+/***
+Renames the task.
+@function Task:set_name
+@python Task.set_name
+@param name converted with `tostring`
+*/
 static int l_set_name(lua_State *L) {
   check_task(L, 1)->named = 1;
   luaL_checkany(L, 2);
@@ -672,6 +713,12 @@ static int l_set_name(lua_State *L) {
   return 0;
 }
 
+/***
+The task's coroutine (nil once done).
+@function Task:get_coro
+@python Task.get_coro
+@treturn ?thread
+*/
 static int l_get_coro(lua_State *L) {
   aio_task *t = check_task(L, 1);
   if (t->f.state == AIO_PENDING && !t->co_exposed) {
@@ -697,11 +744,22 @@ static void push_stack(lua_State *L, aio_task *t) {
     lua_pushliteral(L, "");
 }
 
+/***
+A traceback of where the task is suspended.
+@function Task:get_stack
+@python Task.get_stack
+@treturn string
+*/
 static int l_get_stack(lua_State *L) {
   push_stack(L, check_task(L, 1));
   return 1;
 }
 
+/***
+Writes `get_stack()` to stderr.
+@function Task:print_stack
+@python Task.print_stack
+*/
 static int l_print_stack(lua_State *L) {
   aio_task *t = check_task(L, 1);
   l_get_name(L);
@@ -712,6 +770,13 @@ static int l_print_stack(lua_State *L) {
 }
 
 /* The counters of the task's steps (see aio_task_step), in seconds. */
+
+/***
+The counters of the task's steps: `steps` and times in seconds (shown by `asyncio.ps`).
+@function Task:get_stats
+@python (none)
+@treturn table
+*/
 static int l_get_stats(lua_State *L) {
   aio_task *t = check_task(L, 1);
   aio_loop *lp = t->f.loop;

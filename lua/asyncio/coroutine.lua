@@ -8,6 +8,13 @@
 -- (NESTED, ok, results...). Ordinary coroutine.yield values pass through.
 -- The plain coroutine table would return NESTED to the caller as if it were
 -- a yielded value; the coroutine then raises a RuntimeError saying so.
+
+--- `asyncio.coroutine`: a drop-in for the `coroutine` table whose `resume`
+-- and `wrap` let a user coroutine inside a task call yielding asyncio
+-- APIs. With the plain table such a call raises RuntimeError. `create`,
+-- `status`, `yield`, `isyieldable`, `running` and `close` are the standard ones.
+-- @module asyncio.coroutine
+
 local core = require "asyncio.core"
 
 local NESTED = core.NESTED
@@ -33,11 +40,22 @@ local function serve(co, r)
   return r
 end
 
+--- As `coroutine.resume`; asyncio calls made inside `co` suspend the task.
+-- @function resume
+-- @python (generators inside a coroutine)
+-- @tparam thread co
+-- @param ... values passed in
+-- @return ... as `coroutine.resume`
 function M.resume(co, ...)
   local r = serve(co, pack(co_resume(co, ...)))
   return unpack(r, 1, r.n)
 end
 
+--- As `coroutine.wrap`, resuming through `resume`.
+-- @function wrap
+-- @python (generators inside a coroutine)
+-- @tparam function f
+-- @treturn function
 function M.wrap(f)
   local co = co_create(f)
   return function(...)

@@ -1,5 +1,119 @@
 -- require "asyncio": Python's asyncio for Lua 5.4. The C core (asyncio.core)
 -- does everything per event; the Lua modules add what is paid per call.
+
+--- Running programs, tasks and the names of `require "asyncio"`.
+-- An awaitable is a Future, a Task or a function (wrapped in a new task).
+-- API coroutines (`sleep`, `wait_for`, ...) are just called inside a task;
+-- called outside one they raise RuntimeError.
+-- @module asyncio
+
+--- Suspends the calling task for `delay` seconds; `sleep(0)` yields once.
+-- @function sleep
+-- @python asyncio.sleep
+-- @tparam number delay seconds (0 or more)
+-- @param ... returned when the sleep ends
+-- @return ... the extra arguments
+-- @raise RuntimeError outside a task; CancelledError when the task is cancelled
+
+--- Starts `fn(...)` as a task of the running loop (through its task factory).
+-- @function create_task
+-- @python asyncio.create_task
+-- @tparam function fn the task's body; its result is every value it returns
+-- @param ... arguments of `fn`
+-- @treturn Task the new task
+-- @raise RuntimeError when no loop is running
+
+--- The task running now.
+-- @function current_task
+-- @python asyncio.current_task
+-- @tparam[opt] Loop loop default: the running loop
+-- @treturn ?Task the task, or nil in a callback
+-- @raise RuntimeError when no loop is given and none is running
+
+--- The unfinished tasks of a loop.
+-- @function all_tasks
+-- @python asyncio.all_tasks
+-- @tparam[opt] Loop loop default: the running loop
+-- @treturn {Task,...} a list
+-- @raise RuntimeError when no loop is given and none is running
+
+--- True for a Future or a Task (of this runtime or a subclass).
+-- @function isfuture
+-- @python asyncio.isfuture
+-- @param x any value
+-- @treturn boolean
+
+--- A task factory whose tasks run their first step at once, before
+-- `create_task` returns: `loop:set_task_factory(asyncio.eager_task_factory)`.
+-- @function eager_task_factory
+-- @python asyncio.eager_task_factory
+-- @tparam Loop loop the loop
+-- @tparam function fn the task's body
+-- @param ... arguments of `fn`
+-- @treturn Task a task that may already be done
+
+--- Submits `fn(...)` as a task to `loop` from another thread (from a job of
+-- an executor); nil `loop` means the loop that submitted the job.
+-- @function run_coroutine_threadsafe
+-- @python asyncio.run_coroutine_threadsafe
+-- @tparam ?Loop loop the target loop
+-- @tparam function fn copied by `to_thread`'s rules
+-- @param ... copied arguments
+-- @treturn ConcurrentFuture with `result([timeout])` (blocks the caller's thread), `exception`, `cancel`, `cancelled`, `done`, `running`
+-- @raise RuntimeError when the loop is closed; TimeoutError from `result(timeout)`
+
+--- A Future of the running loop mirroring `fut` (a Future as it is, or the
+-- future of `run_coroutine_threadsafe`).
+-- @function wrap_future
+-- @python asyncio.wrap_future
+-- @param fut a Future or ConcurrentFuture
+-- @tparam[opt] Loop loop default: the running loop
+-- @treturn Future
+-- @raise RuntimeError when no loop is running
+
+--- Two connected Unix stream sockets (descriptor numbers) for `opts.sock`,
+-- `sock_*` and child processes.
+-- @function socketpair
+-- @python socket.socketpair
+-- @treturn integer fd1
+-- @treturn integer fd2
+-- @raise OSError when the system call fails
+
+--- Handle and TimerHandle: what `loop:call_soon` and `call_later` return;
+-- see the Loop page for `cancel`, `cancelled`, `when`.
+-- @table Handle
+-- @python asyncio.Handle, asyncio.TimerHandle
+
+--- The loop class: `asyncio.EventLoop(opts)` makes one (as `new_event_loop`),
+-- `asyncio.Loop` and `asyncio.AbstractEventLoop` are for `isinstance`.
+-- @table EventLoop
+-- @python asyncio.EventLoop, asyncio.AbstractEventLoop
+
+--- The protocol and transport base classes (`BaseProtocol`, `Protocol`,
+-- `DatagramProtocol`, `SubprocessProtocol`, `BaseTransport`, `ReadTransport`,
+-- `WriteTransport`, `Transport`, `DatagramTransport`, `SubprocessTransport`,
+-- `AbstractServer`): see the transports page.
+-- @table Protocol
+-- @python asyncio.Protocol and the other abstract bases
+
+--- The server class (for `isinstance`); see the transports page.
+-- @table Server
+-- @python asyncio.Server
+
+--- Logging of the runtime: `set_handler(fn(level, msg))`, `set_level(level)`;
+-- see the debug page.
+-- @table logger
+-- @python logging.getLogger("asyncio")
+
+--- The coroutine table to use inside tasks; see `asyncio.coroutine`.
+-- @table coroutine
+-- @python (none: Python generators)
+
+--- Socket descriptors for `sock_*` and `opts.sock` (`socket(family, type)`,
+-- `bind`, `listen`, `getsockname`, `getpeername`, `shutdown`, `close`).
+-- @table socket
+-- @python socket.socket
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local logger = require "asyncio.log"
@@ -66,9 +180,21 @@ for _, name in ipairs { "BaseProtocol", "Protocol", "DatagramProtocol", "Subproc
   M[name] = classes[name]
 end
 
---- asyncio.iscoroutine(x): a Lua coroutine; iscoroutinefunction(x): a
---- function (any Lua function can be a task's body).
+-- asyncio.iscoroutine(x): a Lua coroutine; iscoroutinefunction(x): a
+-- function (any Lua function can be a task's body).
+
+--- True for a Lua coroutine.
+-- @function iscoroutine
+-- @python asyncio.iscoroutine
+-- @param x any value
+-- @treturn boolean
 function M.iscoroutine(x) return type(x) == "thread" end
+
+--- True for a function (any function can be a task's body).
+-- @function iscoroutinefunction
+-- @python asyncio.iscoroutinefunction
+-- @param x any value
+-- @treturn boolean
 function M.iscoroutinefunction(x) return type(x) == "function" end
 M.coroutine = require "asyncio.coroutine"
 for k, v in pairs(require "asyncio.dns") do M[k] = v end
@@ -118,12 +244,22 @@ local function check_loop(v, fname, n)
   end
 end
 
+--- The loop running in this thread.
+-- @function get_running_loop
+-- @python asyncio.get_running_loop
+-- @treturn Loop
+-- @raise RuntimeError when none is running
 function M.get_running_loop()
   local loop = core.get_running_loop()
   if loop == nil then error(errors.RuntimeError("no running event loop"), 2) end
   return loop
 end
 
+--- The running loop, else the current one (set with `set_event_loop`),
+-- else a new loop that becomes current.
+-- @function get_event_loop
+-- @python asyncio.get_event_loop
+-- @treturn Loop
 function M.get_event_loop()
   local loop = core.get_running_loop() or policies.policy_event_loop() or core._get_event_loop()
   if loop == nil then
@@ -133,9 +269,17 @@ function M.get_event_loop()
   return loop
 end
 
---- asyncio.ensure_future(aw [, loop]): a Future or Task as it is (it must be
---- of `loop` when one is given); a function becomes a task of `loop` (or
---- of get_event_loop()).
+-- asyncio.ensure_future(aw [, loop]): a Future or Task as it is (it must be
+-- of `loop` when one is given); a function becomes a task of `loop` (or
+-- of get_event_loop()).
+
+--- A Future or Task as it is; a function becomes a new task.
+-- @function ensure_future
+-- @python asyncio.ensure_future
+-- @param aw an awaitable
+-- @tparam[opt] Loop loop the loop it must belong to (default: `get_event_loop()`)
+-- @treturn Future
+-- @raise ValueError when `aw` belongs to another loop
 function M.ensure_future(aw, loop)
   if core.isfuture(aw) then
     if loop ~= nil and aw:get_loop() ~= loop then
@@ -152,6 +296,11 @@ end
 
 -- asyncio.Future([loop]) builds a future; the table also holds the methods.
 
+--- A new pending future; the table also holds the methods (see Future).
+-- @function Future
+-- @python asyncio.Future
+-- @tparam[opt] Loop loop default: `get_event_loop()`
+-- @treturn Future
 M.Future = setmetatable(core.Future, {
   __call = function(_, loop)
     if loop == nil then return core.Future_new(M.get_event_loop()) end
@@ -165,6 +314,15 @@ M.Future = setmetatable(core.Future, {
 -- (one made inside a factory of create_eager_task_factory starts eagerly).
 local eager_next = false
 local eager_reset = setmetatable({}, { __close = function() eager_next = false end })
+
+--- A task of `loop` running `fn(...)`, made without the loop's task factory
+-- (what a factory calls); the table also holds the methods (see Task).
+-- @function Task
+-- @python asyncio.Task
+-- @tparam Loop loop the loop
+-- @tparam function fn the body
+-- @param ... arguments of `fn`
+-- @treturn Task
 M.Task = setmetatable(core.Task, {
   __call = function(_, loop, fn, ...)
     check_loop(loop, "Task", 1)
@@ -179,10 +337,17 @@ M.Task = setmetatable(core.Task, {
   end,
 })
 
---- asyncio.create_eager_task_factory(constructor) -> a task factory whose
---- tasks start at once, as eager_task_factory's: the constructor is called
---- as asyncio.Task is, (loop, fn, ...), and the asyncio.Task it makes is
---- the eager one (Python passes it eager_start=True).
+-- asyncio.create_eager_task_factory(constructor) -> a task factory whose
+-- tasks start at once, as eager_task_factory's: the constructor is called
+-- as asyncio.Task is, (loop, fn, ...), and the asyncio.Task it makes is
+-- the eager one (Python passes it eager_start=True).
+
+--- A task factory whose tasks start at once; `ctor` is called as
+-- `asyncio.Task` is, `(loop, fn, ...)`, and the Task it makes is eager.
+-- @function create_eager_task_factory
+-- @python asyncio.create_eager_task_factory
+-- @tparam function ctor the task constructor
+-- @treturn function the factory
 function M.create_eager_task_factory(ctor)
   if not (type(ctor) == "function" or (type(ctor) == "table" and getmetatable(ctor) and getmetatable(ctor).__call)) then
     error(("bad argument #1 to 'create_eager_task_factory' (function expected, got %s)"):format(type(ctor)), 2)

@@ -2,6 +2,13 @@
 -- BoundedSemaphore, Barrier; Event is in C, src/event.c): a waiter is a parked
 -- task in a waitlist (src/waitlist.c), with no Future, so no primitive is tied
 -- to one loop.
+
+--- Synchronization primitives: Lock, Event, Condition, Semaphore,
+-- BoundedSemaphore, Barrier. Waiters are woken in FIFO order; a waiter
+-- cancelled while being woken passes the wake-up on. A primitive is not
+-- tied to one loop.
+-- @module locks
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
@@ -43,7 +50,7 @@ local function class(name)
   return cls
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Lock: a woken waiter leaves the FIFO at once, and _woken holds its claim
 -- until it runs (Python keeps its done future in the queue meanwhile).
 
@@ -55,6 +62,12 @@ local function wake_up_first(self)
   if not self._woken and q ~= nil and wake(q) then self._woken = true end
 end
 
+--- Takes the lock, waiting while it is held (yields).
+-- `local _ <close> = lock:acquire()` releases at scope exit.
+-- @function Lock:acquire
+-- @python Lock.acquire (async with lock)
+-- @treturn Lock the lock itself, a guard for `<close>`
+-- @raise RuntimeError outside a task; CancelledError when cancelled
 function Lock:acquire()
   -- Fair: jump the queue only when every waiter gave up.
   if not self._locked and not self._woken and not any_parked(self._waiters) then
@@ -74,6 +87,10 @@ function Lock:acquire()
   error(err, 0)
 end
 
+--- Releases the lock.
+-- @function Lock:release
+-- @python Lock.release
+-- @raise RuntimeError when it is not locked
 function Lock:release()
   if not self._locked then error(RuntimeError("Lock is not acquired."), 2) end
   self._locked = false
@@ -82,6 +99,10 @@ end
 
 Lock.__close = Lock.release
 
+--- Whether the lock is held.
+-- @function Lock:locked
+-- @python Lock.locked
+-- @treturn boolean
 function Lock:locked()
   return self._locked
 end
@@ -91,11 +112,15 @@ function Lock:__tostring()
   return ("<Lock [%s%s]>"):format(self._locked and "locked" or "unlocked", waiters_suffix(n))
 end
 
+--- A new unlocked lock.
+-- @function Lock
+-- @python asyncio.Lock
+-- @treturn Lock
 local function new_lock()
   return setmetatable({ _locked = false, _woken = false, acquire = Lock.acquire, release = Lock.release }, Lock)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Condition
 
 local Condition = class("Condition")
@@ -108,21 +133,39 @@ local function notify_waiters(self, n)
   end
 end
 
+--- Acquires the underlying lock (yields).
+-- @function Condition:acquire
+-- @python Condition.acquire (async with cond)
+-- @treturn Condition a guard for `<close>`
+-- @raise RuntimeError outside a task; CancelledError when cancelled
 function Condition:acquire()
   self._lock:acquire()
   return self
 end
 
+--- Releases the underlying lock.
+-- @function Condition:release
+-- @python Condition.release
+-- @raise RuntimeError when it is not locked
 function Condition:release()
   self._lock:release()
 end
 
 Condition.__close = Condition.release
 
+--- Whether the underlying lock is held.
+-- @function Condition:locked
+-- @python Condition.locked
+-- @treturn boolean
 function Condition:locked()
   return self._lock:locked()
 end
 
+--- Releases the lock, waits for a notify, re-acquires the lock (yields).
+-- @function Condition:wait
+-- @python Condition.wait
+-- @treturn boolean true
+-- @raise RuntimeError when the lock is not held or outside a task; CancelledError when cancelled
 function Condition:wait()
   local lock = self._lock
   if not lock:locked() then error(RuntimeError("cannot wait on un-acquired lock"), 2) end
@@ -146,6 +189,12 @@ function Condition:wait()
   error(err, 0)
 end
 
+--- Waits until `predicate()` is truthy (yields).
+-- @function Condition:wait_for
+-- @python Condition.wait_for
+-- @tparam function predicate
+-- @return the predicate's last value
+-- @raise as `wait`
 function Condition:wait_for(predicate)
   local result = predicate()
   while not result do
@@ -155,12 +204,21 @@ function Condition:wait_for(predicate)
   return result
 end
 
+--- Wakes up to `n` waiters.
+-- @function Condition:notify
+-- @python Condition.notify
+-- @tparam[opt=1] integer n
+-- @raise RuntimeError when the lock is not held
 function Condition:notify(n)
   if n == nil then n = 1 elseif type(n) ~= "number" then argerror(1, "notify", "number expected, got " .. type(n), 2) end
   if not self._lock:locked() then error(RuntimeError("cannot notify on un-acquired lock"), 2) end
   notify_waiters(self, n)
 end
 
+--- Wakes every waiter.
+-- @function Condition:notify_all
+-- @python Condition.notify_all
+-- @raise RuntimeError when the lock is not held
 function Condition:notify_all()
   if not self._lock:locked() then error(RuntimeError("cannot notify on un-acquired lock"), 2) end
   notify_waiters(self, count(self._waiters))
@@ -171,6 +229,11 @@ function Condition:__tostring()
     waiters_suffix(count(self._waiters)))
 end
 
+--- A new condition.
+-- @function Condition
+-- @python asyncio.Condition
+-- @tparam[opt] Lock lock default: a new Lock
+-- @treturn Condition
 local function new_condition(lock)
   if lock == nil then
     lock = new_lock()
@@ -180,7 +243,7 @@ local function new_condition(lock)
   return setmetatable({ _lock = lock, _waiters = waitlist() }, Condition)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Semaphore and BoundedSemaphore
 
 local Semaphore = class("Semaphore")
@@ -202,6 +265,11 @@ local function wake_up_next(self)
   return true
 end
 
+--- Takes a unit, waiting while there is none (yields).
+-- @function Semaphore:acquire
+-- @python Semaphore.acquire (async with sem)
+-- @treturn Semaphore a guard for `<close>`
+-- @raise RuntimeError outside a task; CancelledError when cancelled
 function Semaphore:acquire()
   local value = self._value
   if value > 0 and not any_waiting(self) then
@@ -219,6 +287,9 @@ function Semaphore:acquire()
   return self
 end
 
+--- Gives a unit back.
+-- @function Semaphore:release
+-- @python Semaphore.release
 function Semaphore:release()
   self._value = self._value + 1
   wake_up_next(self)
@@ -226,6 +297,10 @@ end
 
 Semaphore.__close = Semaphore.release
 
+--- Whether `acquire` would wait.
+-- @function Semaphore:locked
+-- @python Semaphore.locked
+-- @treturn boolean
 function Semaphore:locked()
   return self._value == 0 or any_waiting(self)
 end
@@ -236,6 +311,10 @@ function Semaphore:__tostring()
 end
 BoundedSemaphore.__tostring = Semaphore.__tostring
 
+--- Gives a unit back.
+-- @function BoundedSemaphore:release
+-- @python BoundedSemaphore.release
+-- @raise ValueError when released more often than acquired
 function BoundedSemaphore:release()
   if self._value >= self._bound then error(ValueError("BoundedSemaphore released too many times"), 2) end
   Semaphore.release(self)
@@ -255,12 +334,24 @@ local function check_count(v, default, fname)
   return n
 end
 
+--- A semaphore of `value` units.
+-- @function Semaphore
+-- @python asyncio.Semaphore
+-- @tparam[opt=1] integer value
+-- @treturn Semaphore
+-- @raise ValueError for a negative value
 local function new_semaphore(value)
   value = check_count(value, 1, "Semaphore")
   if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
   return setmetatable({ _value = value, _woken = 0, acquire = Semaphore.acquire, release = Semaphore.release }, Semaphore)
 end
 
+--- A semaphore that may not be released above `value` units.
+-- @function BoundedSemaphore
+-- @python asyncio.BoundedSemaphore
+-- @tparam[opt=1] integer value
+-- @treturn BoundedSemaphore
+-- @raise ValueError for a negative value
 local function new_bounded_semaphore(value)
   value = check_count(value, 1, "BoundedSemaphore")
   if value < 0 then error(ValueError("Semaphore initial value must be >= 0"), 2) end
@@ -268,7 +359,7 @@ local function new_bounded_semaphore(value)
                         acquire = Semaphore.acquire, release = BoundedSemaphore.release }, BoundedSemaphore)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Barrier: a Condition guards the state; tasks that arrive while the barrier
 -- drains (or resets) wait until it fills again.
 
@@ -305,6 +396,11 @@ local function barrier_pass(self, index)
   end
 end
 
+--- Waits until `parties` tasks wait (yields).
+-- @function Barrier:wait
+-- @python Barrier.wait
+-- @treturn integer this task's index, 0 to parties - 1
+-- @raise BrokenBarrierError when aborted or reset; RuntimeError outside a task
 function Barrier:wait()
   local cond <close> = self._cond:acquire()
   cond:wait_for(self._open)
@@ -318,6 +414,9 @@ function Barrier:wait()
   return index
 end
 
+--- Back to the empty state; current waiters get BrokenBarrierError.
+-- @function Barrier:reset
+-- @python Barrier.reset
 function Barrier:reset()
   local _ <close> = self._cond:acquire()
   if self._count > 0 then
@@ -328,6 +427,9 @@ function Barrier:reset()
   self._cond:notify_all()
 end
 
+--- Breaks the barrier: waiters, now and later, get BrokenBarrierError.
+-- @function Barrier:abort
+-- @python Barrier.abort
 function Barrier:abort()
   local _ <close> = self._cond:acquire()
   self._state = BROKEN
@@ -340,6 +442,12 @@ function Barrier:__tostring()
   return ("<Barrier [%s]>"):format(extra)
 end
 
+--- A barrier for `parties` tasks; fields `parties`, `n_waiting`, `broken`.
+-- @function Barrier
+-- @python asyncio.Barrier
+-- @tparam integer parties 1 or more
+-- @treturn Barrier
+-- @raise ValueError when parties < 1
 local function new_barrier(parties)
   parties = check_count(parties, nil, "Barrier")
   if parties < 1 then error(ValueError("parties must be >= 1"), 2) end

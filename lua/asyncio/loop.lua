@@ -1,5 +1,15 @@
 -- The Lua half of the event loop: exception handling, whose cost is per
 -- error, not per event. Installed into the C Loop's method table.
+
+--- The event loop: `asyncio.get_running_loop()`, `asyncio.new_event_loop()`.
+-- Callbacks run in the loop, not in a task: they must not call yielding
+-- APIs. An error in a callback goes to the exception handler. Field
+-- `slow_callback_duration` (seconds, default 0.1): debug mode logs callbacks
+-- slower than that. The transport, socket, subprocess and executor methods
+-- are on their pages.
+-- @classmod Loop
+-- @python asyncio.AbstractEventLoop
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local logger = require "asyncio.log"
@@ -17,6 +27,10 @@ local function describe(v)
   return ok and s or "<unprintable>"
 end
 
+--- Logs `context` (its `message`, the other keys, the exception and its traceback).
+-- @function Loop:default_exception_handler
+-- @python loop.default_exception_handler
+-- @tparam table context `message`, `exception`, `future`, `task`, `handle`, ...
 function Loop:default_exception_handler(context)
   if type(context) ~= "table" then
     error("bad argument #1 to 'default_exception_handler' (table expected, got " .. type(context) .. ")", 2)
@@ -37,6 +51,11 @@ function Loop:default_exception_handler(context)
   logger.error(table.concat(lines, "\n"))
 end
 
+--- Calls the handler set by `set_exception_handler` (else the default one);
+-- an error in the handler is logged.
+-- @function Loop:call_exception_handler
+-- @python loop.call_exception_handler
+-- @tparam table context as `default_exception_handler`'s
 function Loop:call_exception_handler(context)
   if type(context) ~= "table" then
     error("bad argument #1 to 'call_exception_handler' (table expected, got " .. type(context) .. ")", 2)

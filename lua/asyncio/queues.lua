@@ -1,6 +1,12 @@
 -- Python's asyncio queues (Queue, PriorityQueue, LifoQueue): a woken getter or
 -- putter is unparked (a waitlist, src/waitlist.c), and the item stays queued until it
 -- runs. Like the locks, a queue is tied to no loop.
+
+--- Queues: Queue (FIFO), PriorityQueue (smallest first: items compare with
+-- `<`, `{priority, value}` pairs by `[1]`), LifoQueue. Every queue has the
+-- methods of Queue and the field `maxsize`. `nil` is not a valid item.
+-- @module queues
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
@@ -20,7 +26,7 @@ local function nil_item(fname, level)
   error(("bad argument #1 to '%s' (item expected, got nil)"):format(fname), level + 1)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- State shared by every kind of queue. The fast paths of put() and get() test
 -- one field each: put() runs inline while _n < _limit, get() while _n > _floor.
 -- Anything else (full, shut down, someone waiting on the other side, the ring
@@ -89,7 +95,7 @@ local function get_slow(self)
   return item
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Methods common to every kind of queue; `_put` and `_get` store and take.
 
 local Base = {}
@@ -105,6 +111,11 @@ function Base:get()
   return self:_get()
 end
 
+--- Adds `item` without waiting.
+-- @function Queue:put_nowait
+-- @python Queue.put_nowait
+-- @param item not nil
+-- @raise QueueFull when full; QueueShutDown after `shutdown`
 function Base:put_nowait(item)
   if item == nil then nil_item("put_nowait", 2) end
   if self._shutdown then error(QueueShutDown(), 2) end
@@ -113,6 +124,11 @@ function Base:put_nowait(item)
   stored(self)
 end
 
+--- Takes an item without waiting.
+-- @function Queue:get_nowait
+-- @python Queue.get_nowait
+-- @return the item
+-- @raise QueueEmpty when empty; QueueShutDown when shut down and empty
 function Base:get_nowait()
   if self._n == 0 then
     if self._shutdown then error(QueueShutDown(), 2) end
@@ -123,14 +139,26 @@ function Base:get_nowait()
   return item
 end
 
+--- The number of items.
+-- @function Queue:qsize
+-- @python Queue.qsize
+-- @treturn integer
 function Base:qsize()
   return self._n
 end
 
+--- Whether the queue is empty.
+-- @function Queue:empty
+-- @python Queue.empty
+-- @treturn boolean
 function Base:empty()
   return self._n == 0
 end
 
+--- Whether the queue holds `maxsize` items (never when `maxsize` is 0).
+-- @function Queue:full
+-- @python Queue.full
+-- @treturn boolean
 function Base:full()
   return self._n >= self._room
 end
@@ -143,6 +171,10 @@ local function finish(self)
   end
 end
 
+--- Marks one taken item as processed (for `join`).
+-- @function Queue:task_done
+-- @python Queue.task_done
+-- @raise ValueError when called more often than items were put
 function Base:task_done()
   local left = self._unfinished - 1
   if left < 0 then error(ValueError("task_done() called too many times"), 2) end
@@ -152,6 +184,11 @@ end
 
 -- join() waiters share one Event, made when the first one blocks and set
 -- when the count of unfinished items drops to zero.
+
+--- Waits until every item put was marked done (yields).
+-- @function Queue:join
+-- @python Queue.join
+-- @raise RuntimeError outside a task; CancelledError when cancelled
 function Base:join()
   if self._unfinished > 0 then
     local finished = self._finished
@@ -163,6 +200,11 @@ function Base:join()
   end
 end
 
+--- Shuts the queue down: `put` raises QueueShutDown, and so does `get` once
+-- empty (at once with `immediate`, which also drops the items).
+-- @function Queue:shutdown
+-- @python Queue.shutdown
+-- @tparam[opt=false] boolean immediate
 function Base:shutdown(immediate)
   self._shutdown = true
   if immediate then
@@ -219,7 +261,7 @@ local function init(cls, maxsize, fname)
   }, cls)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Queue: FIFO in a ring buffer (slots 1.._cap from _head, _n of them) that
 -- doubles when full; put() and get() inline it, being the hot paths.
 
@@ -252,6 +294,11 @@ function Queue:_get()
   return item
 end
 
+--- Adds `item`, waiting while the queue is full (yields).
+-- @function Queue:put
+-- @python Queue.put
+-- @param item not nil
+-- @raise QueueShutDown after `shutdown`; RuntimeError outside a task when full; CancelledError
 function Queue:put(item)
   local n = self._n
   if n >= self._limit or item == nil then return put_slow(self, item) end
@@ -263,6 +310,11 @@ function Queue:put(item)
   self._unfinished = self._unfinished + 1
 end
 
+--- Takes an item, waiting while the queue is empty (yields).
+-- @function Queue:get
+-- @python Queue.get
+-- @return the item
+-- @raise QueueShutDown when shut down and empty; RuntimeError outside a task when empty; CancelledError
 function Queue:get()
   local n = self._n
   if n <= self._floor then return get_slow(self) end
@@ -285,6 +337,11 @@ function Queue:_iter()
   end
 end
 
+--- A FIFO queue.
+-- @function Queue
+-- @python asyncio.Queue
+-- @tparam[opt=0] number maxsize 0: unbounded
+-- @treturn Queue
 local function new_queue(maxsize)
   local self = init(Queue, maxsize, "Queue")
   self._head, self._cap = 1, 16
@@ -295,7 +352,7 @@ local function new_queue(maxsize)
   return self
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- LifoQueue: a stack.
 
 local LifoQueue = class("LifoQueue")
@@ -318,13 +375,18 @@ function LifoQueue:_iter()
   return ipairs(self)
 end
 
+--- A LIFO queue (last in, first out).
+-- @function LifoQueue
+-- @python asyncio.LifoQueue
+-- @tparam[opt=0] number maxsize
+-- @treturn LifoQueue
 local function new_lifo_queue(maxsize)
   local self = init(LifoQueue, maxsize, "LifoQueue")
   retune(self)
   return self
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- PriorityQueue: a binary heap of items (self[1..n]) with their keys and
 -- insertion numbers (which keep equal keys in FIFO order) in parallel arrays.
 
@@ -408,6 +470,11 @@ function PriorityQueue:_iter()
   return ipairs(self)
 end
 
+--- A priority queue (smallest first).
+-- @function PriorityQueue
+-- @python asyncio.PriorityQueue
+-- @tparam[opt=0] number maxsize
+-- @treturn PriorityQueue
 local function new_priority_queue(maxsize)
   local self = init(PriorityQueue, maxsize, "PriorityQueue")
   self._keys, self._seqs, self._seq = {}, {}, 0

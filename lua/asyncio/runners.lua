@@ -1,6 +1,10 @@
 -- asyncio.Runner and asyncio.run: a fresh loop for one or more main
 -- functions, with Python's Runner behaviour (SIGINT cancels main; closing
 -- cancels the leftover tasks, shuts the executor down, closes the loop).
+
+--- Running a program: `asyncio.run` and `asyncio.Runner`.
+-- @module asyncio
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local executor = require "asyncio.executor"
@@ -65,10 +69,18 @@ local Runner = { __name = "asyncio.Runner" }
 Runner.__index = Runner
 M.Runner = Runner
 
---- asyncio.Runner([{debug =, loop_factory =, clock =}]): the loop is made at
---- the first run() or get_loop(): by loop_factory() when given, else a new
---- loop (clock as new_event_loop's) that becomes the current one until
---- close(). A to-be-closed variable closes it: local r <close> = Runner().
+-- asyncio.Runner([{debug =, loop_factory =, clock =}]): the loop is made at
+-- the first run() or get_loop(): by loop_factory() when given, else a new
+-- loop (clock as new_event_loop's) that becomes the current one until
+-- close(). A to-be-closed variable closes it: local r <close> = Runner().
+
+--- A runner: its loop is made at the first `run()` or `get_loop()` (by
+-- `loop_factory()`, else a new loop that is current until `close()`).
+-- `local r <close> = asyncio.Runner()` closes it.
+-- @function Runner
+-- @python asyncio.Runner
+-- @tparam[opt] table opts `debug`, `loop_factory`, `clock` (as `new_event_loop`'s)
+-- @treturn Runner
 setmetatable(Runner, {
   __call = function(_, opts)
     opts = opts or {}
@@ -98,16 +110,31 @@ local function lazy_init(self)
   self._state = "initialized"
 end
 
---- runner:get_loop() -> the runner's loop (made now if need be).
+-- runner:get_loop() -> the runner's loop (made now if need be).
+
+--- The runner's loop, made now if need be.
+-- @function Runner:get_loop
+-- @python asyncio.Runner.get_loop
+-- @treturn Loop
+-- @raise RuntimeError when the runner is closed
 function Runner:get_loop()
   lazy_init(self)
   return self._loop
 end
 
---- runner:run(fn, ...) -> what fn(...) returned, run as a task of the
---- runner's loop (or run(future): waits for it). A SIGINT while it runs
---- cancels that task, a second one stops the loop; either way run raises
---- KeyboardInterrupt.
+-- runner:run(fn, ...) -> what fn(...) returned, run as a task of the
+-- runner's loop (or run(future): waits for it). A SIGINT while it runs
+-- cancels that task, a second one stops the loop; either way run raises
+-- KeyboardInterrupt.
+
+--- Runs `main(...)` as a task of the runner's loop (or waits for a future).
+-- A SIGINT cancels that task, a second one stops the loop.
+-- @function Runner:run
+-- @python asyncio.Runner.run
+-- @param main a function or a Future
+-- @param ... arguments of `main`
+-- @return ... what `main` returned
+-- @raise KeyboardInterrupt on SIGINT; RuntimeError when closed or inside a running loop; whatever `main` raised
 function Runner:run(main, ...)
   if type(main) ~= "function" and not core.isfuture(main) then
     error("bad argument #1 to 'run' (function or Future expected, got " .. type(main) .. ")", 2)
@@ -140,10 +167,15 @@ function Runner:run(main, ...)
   return table.unpack(res, 2, res.n)
 end
 
---- runner:close(): cancels the loop's leftover tasks, waits for the default
---- executor (a warning names each job still running after 5 s), closes the
---- loop. Closing again does nothing; run() after it raises RuntimeError.
---- The clean-up's own error, if any, is raised after the loop is closed.
+-- runner:close(): cancels the loop's leftover tasks, waits for the default
+-- executor (a warning names each job still running after 5 s), closes the
+-- loop. Closing again does nothing; run() after it raises RuntimeError.
+-- The clean-up's own error, if any, is raised after the loop is closed.
+
+--- Cancels the leftover tasks, shuts the default executor down and closes
+-- the loop; closing again does nothing.
+-- @function Runner:close
+-- @python asyncio.Runner.close
 function Runner:close()
   if self._state ~= "initialized" then return end -- as Python: a runner never used stays usable
   local loop = self._loop
@@ -167,8 +199,18 @@ function Runner:__tostring()
   return ("<Runner %s>"):format(self._state)
 end
 
---- asyncio.run(main [, opts]) -> main's values: a Runner for one function
---- (opts: debug, loop_factory, clock, control).
+-- asyncio.run(main [, opts]) -> main's values: a Runner for one function
+-- (opts: debug, loop_factory, clock, control).
+
+--- Runs `main` as the task of a new loop, then cancels leftover tasks,
+-- shuts the executor down and closes the loop. A SIGINT cancels the main
+-- task; a second one interrupts at once.
+-- @function run
+-- @python asyncio.run
+-- @param main a function (or a Future)
+-- @tparam[opt] table opts `debug` (also env `LUA_ASYNCIO_DEBUG=1`), `loop_factory`, `clock = "virtual"`, `control`
+-- @return ... the values `main` returned
+-- @raise RuntimeError inside a running loop; KeyboardInterrupt on SIGINT; whatever `main` raised
 function M.run(main, opts)
   if type(main) ~= "function" and not core.isfuture(main) then
     error("bad argument #1 to 'run' (function expected, got " .. type(main) .. ")", 2)

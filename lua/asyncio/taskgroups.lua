@@ -1,5 +1,11 @@
 -- asyncio.TaskGroup: structured concurrency as a to-be-closed scope whose exit
 -- awaits every child (Python 3.13's asyncio/taskgroups.py; creating one enters it).
+
+--- Structured concurrency: `local tg <close> = asyncio.TaskGroup()`.
+-- On scope exit it awaits every child; the first failure cancels the rest
+-- and the body, and the scope raises an ExceptionGroup of every failure.
+-- @module asyncio
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local graph = require "asyncio.graph"
@@ -56,7 +62,15 @@ local function on_task_done(self, task)
   end
 end
 
---- tg:create_task(fn, ...) -> Task running fn(...) as a child of the group.
+-- tg:create_task(fn, ...) -> Task running fn(...) as a child of the group.
+
+--- Starts `fn(...)` as a child of the group.
+-- @function TaskGroup:create_task
+-- @python asyncio.TaskGroup.create_task
+-- @tparam function fn
+-- @param ... arguments of `fn`
+-- @treturn Task
+-- @raise RuntimeError when the group has finished or is shutting down
 function TaskGroup:create_task(fn, ...)
   if type(fn) ~= "function" then
     error(("bad argument #1 to 'create_task' (function expected, got %s)"):format(type(fn)), 2)
@@ -135,8 +149,14 @@ function TaskGroup:__tostring()
   return #info == 0 and "<TaskGroup>" or "<TaskGroup " .. table.concat(info, " ") .. ">"
 end
 
---- asyncio.TaskGroup() -> a group whose parent is the current task; use it
+-- asyncio.TaskGroup() -> a group whose parent is the current task; use it
 -- as `local tg <close> = asyncio.TaskGroup()`.
+
+--- A group whose parent is the current task.
+-- @function TaskGroup
+-- @python asyncio.TaskGroup
+-- @treturn TaskGroup
+-- @raise RuntimeError outside a task; ExceptionGroup (field `exceptions`) on exit when children failed
 local function new()
   local loop = core.get_running_loop()
   local parent = loop and core.current_task(loop)

@@ -1,5 +1,16 @@
 -- Combinators over futures and tasks: gather, wait, wait_for, as_completed,
 -- shield (the behaviour of Python's asyncio/tasks.py, 3.12).
+
+--- Combinators: gather, wait, wait_for, as_completed, shield.
+-- @module asyncio
+
+--- `return_when` values of `wait`: the strings of their names.
+-- @table FIRST_COMPLETED
+-- @python asyncio.FIRST_COMPLETED, asyncio.FIRST_EXCEPTION, asyncio.ALL_COMPLETED
+-- @field FIRST_COMPLETED when any awaitable finishes or is cancelled
+-- @field FIRST_EXCEPTION when any fails, else when all finish
+-- @field ALL_COMPLETED when all finish (the default)
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local timeouts = require "asyncio.timeouts"
@@ -81,7 +92,7 @@ local function ensure_future(aw, loop, fname, i)
   error(("bad argument #1 to '%s' (%sFuture, Task or function expected, got %s)"):format(fname, where, type(aw)), 3)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- gather
 
 -- The first value of each child, in order; with return_exceptions a failed
@@ -111,7 +122,7 @@ local function end_cancelled(fut, msg)
   fut_cancel(fut, msg)
 end
 
---- asyncio.gather(aws [, {return_exceptions = bool}]) -> future of {r1, ..., n = N}.
+-- asyncio.gather(aws [, {return_exceptions = bool}]) -> future of {r1, ..., n = N}.
 -- Python's _GatheringFuture: a plain Future whose cancel() (a hook the core
 -- calls instead of cancelling it, also when a task awaiting it is cancelled)
 -- cancels the children; it returns whether any child was cancelled, and the
@@ -119,6 +130,15 @@ end
 -- cancelled, or after all of them with return_exceptions. Where Python's
 -- gathering future would hold a child's CancelledError as its exception,
 -- this one ends cancelled. One done callback serves every child.
+
+--- A future of every child's first value, in the order given:
+-- `{r1, r2, ..., n = N}`. Cancelling it cancels all children.
+-- @function gather
+-- @python asyncio.gather
+-- @tparam {Future|function,...} aws the awaitables (one list)
+-- @tparam[opt] table opts `return_exceptions = true`: a failed child gives its error instead
+-- @treturn Future
+-- @raise ValueError when the futures belong to different loops; the first child's error when its result is taken
 local function gather(aws, opts)
   local n = check_list(aws, "gather")
   local return_exceptions = check_opts(opts, "gather").return_exceptions and true or false
@@ -178,14 +198,23 @@ local function gather(aws, opts)
   return outer
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- wait
 
 local function release(waiter)
   if not fut_done(waiter) then waiter:set_result() end
 end
 
---- asyncio.wait(aws [, {timeout =, return_when =}]) -> done, pending (lists).
+-- asyncio.wait(aws [, {timeout =, return_when =}]) -> done, pending (lists).
+
+--- Waits for the awaitables; cancels nothing.
+-- @function wait
+-- @python asyncio.wait
+-- @tparam {Future|function,...} aws the awaitables (not empty)
+-- @tparam[opt] table opts `timeout` (seconds), `return_when` (`FIRST_COMPLETED`, `FIRST_EXCEPTION`, `ALL_COMPLETED`)
+-- @treturn {Future,...} done
+-- @treturn {Future,...} pending
+-- @raise ValueError for an empty list or a bad `return_when`; RuntimeError outside a task
 local function wait(aws, opts)
   local n = check_list(aws, "wait")
   opts = check_opts(opts, "wait")
@@ -233,7 +262,7 @@ local function wait(aws, opts)
   return done, pending
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- wait_for
 
 -- Cancels fut and waits until it is done, without awaiting fut itself, so
@@ -248,10 +277,18 @@ local function cancel_and_wait(fut, loop)
   if not ok then error(err, 0) end
 end
 
---- asyncio.wait_for(aw, timeout) -> every value of aw; TimeoutError after
+-- asyncio.wait_for(aw, timeout) -> every value of aw; TimeoutError after
 -- `timeout` seconds (then aw is cancelled and waited for). Built on
 -- asyncio.timeout as Python 3.12 does: a result that aw delivers while the
 -- timeout cancels it (because it caught the cancellation) is returned.
+
+--- The values of `aw`; on timeout cancels `aw`, waits for it and raises.
+-- @function wait_for
+-- @python asyncio.wait_for
+-- @param aw an awaitable
+-- @tparam ?number timeout seconds; nil waits forever
+-- @return ... the values of `aw`
+-- @raise TimeoutError on timeout; RuntimeError outside a task; what `aw` raised
 local function wait_for(aw, timeout)
   check_timeout(timeout, "wait_for", 2)
   local loop = task_loop("asyncio.wait_for")
@@ -271,12 +308,21 @@ local function wait_for(aw, timeout)
   return fut:await()
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- as_completed
 
---- asyncio.as_completed(aws [, {timeout =}]) -> iterator of the futures in
+-- asyncio.as_completed(aws [, {timeout =}]) -> iterator of the futures in
 -- the order they finish; once the timeout passes, each further step raises
 -- TimeoutError.
+
+--- An iterator of futures in completion order:
+-- `for f in asyncio.as_completed(list) do local v = f:await() end`.
+-- @function as_completed
+-- @python asyncio.as_completed
+-- @tparam {Future|function,...} aws the awaitables
+-- @tparam[opt] table opts `timeout` (seconds)
+-- @treturn function the iterator
+-- @raise TimeoutError from a future taken after the timeout
 local function as_completed(aws, opts)
   local n = check_list(aws, "as_completed")
   local timeout = check_opts(opts, "as_completed").timeout
@@ -346,11 +392,17 @@ local function as_completed(aws, opts)
   end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- shield
 
---- asyncio.shield(aw) -> a future that mirrors aw, except that cancelling
+-- asyncio.shield(aw) -> a future that mirrors aw, except that cancelling
 -- it leaves aw running.
+
+--- A future mirroring `aw` whose cancellation does not cancel `aw`.
+-- @function shield
+-- @python asyncio.shield
+-- @param aw an awaitable
+-- @treturn Future
 local function shield(aw)
   local inner
   if isfuture(aw) then

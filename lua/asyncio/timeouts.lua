@@ -1,5 +1,11 @@
 -- asyncio.timeout / asyncio.timeout_at: a deadline for the current task, as a
 -- to-be-closed scope (Python's asyncio/timeouts.py; creating one enters it).
+
+--- Deadline scopes: `local t <close> = asyncio.timeout(5)`.
+-- When the deadline passes the task is cancelled, and the scope raises
+-- TimeoutError on exit.
+-- @module asyncio
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
@@ -18,17 +24,33 @@ local function on_timeout(self)
   self._handle = nil
 end
 
+-- The deadline (loop time), or nil when there is none.
+
 --- The deadline (loop time), or nil when there is none.
+-- @function Timeout:when
+-- @python asyncio.Timeout.when
+-- @treturn ?number
 function Timeout:when()
   return self._when
 end
 
---- True once the deadline has passed and the task was cancelled for it.
+-- True once the deadline has passed and the task was cancelled for it.
+
+--- True once the deadline passed and the task was cancelled for it.
+-- @function Timeout:expired
+-- @python asyncio.Timeout.expired
+-- @treturn boolean
 function Timeout:expired()
   return self._state == EXPIRING or self._state == EXPIRED
 end
 
+-- Moves the deadline to loop time `when` (nil: no deadline).
+
 --- Moves the deadline to loop time `when` (nil: no deadline).
+-- @function Timeout:reschedule
+-- @python asyncio.Timeout.reschedule
+-- @tparam ?number when
+-- @raise RuntimeError when the scope has exited
 function Timeout:reschedule(when)
   if when ~= nil and type(when) ~= "number" then
     error(("bad argument #1 to 'reschedule' (number expected, got %s)"):format(type(when)), 2)
@@ -85,7 +107,14 @@ local function enter(when, level)
   return self
 end
 
---- asyncio.timeout(delay): the scope expires `delay` seconds from now (nil: never).
+-- asyncio.timeout(delay): the scope expires `delay` seconds from now (nil: never).
+
+--- A scope that expires `delay` seconds from now.
+-- @function timeout
+-- @python asyncio.timeout
+-- @tparam ?number delay seconds; nil: never
+-- @treturn Timeout
+-- @raise RuntimeError outside a task; TimeoutError on exit after expiry
 local function timeout(delay)
   if delay ~= nil and type(delay) ~= "number" then
     error(("bad argument #1 to 'timeout' (number expected, got %s)"):format(type(delay)), 2)
@@ -96,7 +125,14 @@ local function timeout(delay)
   return enter(loop:time() + delay, 2)
 end
 
---- asyncio.timeout_at(when): the scope expires at loop time `when` (nil: never).
+-- asyncio.timeout_at(when): the scope expires at loop time `when` (nil: never).
+
+--- A scope that expires at loop time `when`.
+-- @function timeout_at
+-- @python asyncio.timeout_at
+-- @tparam ?number when loop time; nil: never
+-- @treturn Timeout
+-- @raise RuntimeError outside a task; TimeoutError on exit after expiry
 local function timeout_at(when)
   if when ~= nil and type(when) ~= "number" then
     error(("bad argument #1 to 'timeout_at' (number expected, got %s)"):format(type(when)), 2)
@@ -104,8 +140,14 @@ local function timeout_at(when)
   return enter(when, 2)
 end
 
---- asyncio.Timeout(when): what timeout_at makes (Python's class; prefer
---- timeout and timeout_at), so isinstance(t, asyncio.Timeout) holds.
+-- asyncio.Timeout(when): what timeout_at makes (Python's class; prefer
+-- timeout and timeout_at), so isinstance(t, asyncio.Timeout) holds.
+
+--- What `timeout_at` makes, for `isinstance(t, asyncio.Timeout)`.
+-- @function Timeout
+-- @python asyncio.Timeout
+-- @tparam ?number when loop time
+-- @treturn Timeout
 setmetatable(Timeout, {
   __call = function(_, when)
     if when ~= nil and type(when) ~= "number" then
