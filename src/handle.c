@@ -3,7 +3,7 @@
  * single allocation. */
 
 /***
-What `loop:call_soon` (Handle) and `call_later`/`call_at` (TimerHandle) return.
+What `loop:call_soon` (`Handle`) and `call_later`/`call_at` (`TimerHandle`) return.
 @classmod Handle
 @python asyncio.Handle, asyncio.TimerHandle
 */

@@ -1,6 +1,12 @@
 /* StreamReader: the bytes of a stream, read by one task at a time; also the
  * protocol of its transport (aio_reader_ops), with the flow control of
  * Python's StreamReaderProtocol. A waiting read parks its task (no Future). */
+
+/***
+StreamReader (in C): the bytes of a stream, read by one task at a time.
+@module streams
+*/
+
 #include <limits.h>
 #include <string.h>
 
@@ -530,6 +536,14 @@ static int run_step(lua_State *L, reader *r, int op, aio_task *t) {
   }
 }
 
+/***
+Up to `n` bytes (`n = -1`: until EOF); "" at EOF (yields).
+@function StreamReader:read
+@python StreamReader.read
+@tparam[opt=-1] integer n
+@treturn string
+@raise the error set by `set_exception`; RuntimeError outside a task or while another task reads
+*/
 static int l_read(lua_State *L) {
   reader *r = check_reader(L, 1);
   lua_Integer n = luaL_optinteger(L, 2, -1);
@@ -543,6 +557,14 @@ static int l_read(lua_State *L) {
   return read_step(L, r, NULL);
 }
 
+/***
+Exactly `n` bytes (yields).
+@function StreamReader:readexactly
+@python StreamReader.readexactly
+@tparam integer n
+@treturn string
+@raise IncompleteReadError (fields `partial`, `expected`) at EOF; ValueError when n < 0
+*/
 static int l_readexactly(lua_State *L) {
   reader *r = check_reader(L, 1);
   lua_Integer n = luaL_checkinteger(L, 2);
@@ -585,6 +607,15 @@ static void check_separator(lua_State *L) {
   lua_settop(L, 2);
 }
 
+/***
+The data up to and including `sep` (yields).
+@function StreamReader:readuntil
+@python StreamReader.readuntil
+@param[opt="\n"] sep a string or a list of strings
+@treturn string
+@raise IncompleteReadError at EOF; LimitOverrunError (field `consumed`) past `limit`; ValueError
+  for an empty separator
+*/
 static int l_readuntil(lua_State *L) {
   reader *r = check_reader(L, 1);
   check_separator(L);
@@ -602,6 +633,13 @@ static int readline(lua_State *L, int op) {
   return readline_step(L, r, op, NULL);
 }
 
+/***
+One line with its "\n" (the rest at EOF, "" after it) (yields).
+@function StreamReader:readline
+@python StreamReader.readline
+@treturn string
+@raise ValueError past `limit`
+*/
 static int l_readline(lua_State *L) {
   return readline(L, OP_READLINE);
 }
@@ -611,6 +649,13 @@ static int l_lines_next(lua_State *L) {
 }
 
 /* for line in reader:lines() do ... end */
+
+/***
+An iterator of lines: `for line in reader:lines() do ... end` (`async for`).
+@function StreamReader:lines
+@python async for line in reader
+@treturn function
+*/
 static int l_lines(lua_State *L) {
   check_reader(L, 1);
   lua_pushvalue(L, lua_upvalueindex(2));
@@ -620,12 +665,24 @@ static int l_lines(lua_State *L) {
 
 /* ---- the rest of the API -------------------------------------------------- */
 
+/***
+Whether EOF was fed and the buffer is empty.
+@function StreamReader:at_eof
+@python StreamReader.at_eof
+@treturn boolean
+*/
 static int l_at_eof(lua_State *L) {
   reader *r = check_reader(L, 1);
   lua_pushboolean(L, r->eof && r->buf.len == 0);
   return 1;
 }
 
+/***
+Appends `s` to the buffer (a reader is the protocol of its transport).
+@function StreamReader:feed_data
+@python StreamReader.feed_data
+@tparam string s
+*/
 static int l_feed_data(lua_State *L) {
   reader *r = check_reader(L, 1);
   size_t n;
@@ -636,17 +693,33 @@ static int l_feed_data(lua_State *L) {
   return 0;
 }
 
+/***
+Marks the end of the stream.
+@function StreamReader:feed_eof
+@python StreamReader.feed_eof
+*/
 static int l_feed_eof(lua_State *L) {
   feed_eof(check_reader(L, 1));
   return 0;
 }
 
+/***
+The error set by `set_exception`, or nil.
+@function StreamReader:exception
+@python StreamReader.exception
+*/
 static int l_exception(lua_State *L) {
   check_reader(L, 1);
   aio_get_aux(L, 1, UV_AUX, "exception");
   return 1;
 }
 
+/***
+Fails the reader: reads raise `e`.
+@function StreamReader:set_exception
+@python StreamReader.set_exception
+@param e the error
+*/
 static int l_set_exception(lua_State *L) {
   reader *r = check_reader(L, 1);
   luaL_argcheck(L, !lua_isnoneornil(L, 2), 2, "exception expected");
@@ -778,6 +851,16 @@ static int l_gc(lua_State *L) {
 
 /* StreamReader([limit [, loop]]): the loop defaults to the running one, then
  * to the one set with set_event_loop. */
+
+/***
+A new reader.
+@function StreamReader
+@python asyncio.StreamReader
+@tparam[opt=65536] integer limit
+@tparam[opt] Loop loop default: the running loop, then the current one
+@treturn StreamReader
+@raise ValueError when limit <= 0
+*/
 static int l_new(lua_State *L) {
   aio_state *S = aio_state_of(L);
   lua_Integer limit = luaL_optinteger(L, 1, DEFAULT_LIMIT);

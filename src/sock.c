@@ -1,6 +1,12 @@
 /* Sockets the program hands the loop by descriptor number: transports and
  * servers opened on them (opts.sock, connect_accepted_socket), the
  * low-level loop:sock_* calls, and the few socket(2) helpers Lua lacks. */
+
+/***
+Socket operations on descriptors (all yield).
+@module transports
+*/
+
 #define _GNU_SOURCE /* accept4 */
 #include <errno.h>
 #include <fcntl.h>
@@ -404,6 +410,16 @@ static void check_count(lua_State *L, int idx) {
 }
 
 /* loop:sock_recv(fd, n) -> up to n bytes, "" at EOF */
+
+/***
+Up to `n` bytes from socket `fd` ("" at EOF).
+@function Loop:sock_recv
+@python loop.sock_recv
+@tparam integer fd
+@tparam integer n
+@treturn string
+@raise OSError; RuntimeError outside a task
+*/
 static int l_sock_recv(lua_State *L) {
   aio_task *t;
   check_count(L, 3);
@@ -412,6 +428,17 @@ static int l_sock_recv(lua_State *L) {
 }
 
 /* loop:sock_recvfrom(fd, n) -> data, address */
+
+/***
+A datagram and its sender.
+@function Loop:sock_recvfrom
+@python loop.sock_recvfrom
+@tparam integer fd
+@tparam integer n
+@treturn string data
+@treturn table addr `{host, port}`
+@raise OSError; RuntimeError outside a task
+*/
 static int l_sock_recvfrom(lua_State *L) {
   aio_task *t;
   check_count(L, 3);
@@ -420,6 +447,15 @@ static int l_sock_recvfrom(lua_State *L) {
 }
 
 /* loop:sock_sendall(fd, data): returns once every byte is sent */
+
+/***
+Sends all of `data`.
+@function Loop:sock_sendall
+@python loop.sock_sendall
+@tparam integer fd
+@tparam string data
+@raise OSError (BrokenPipeError, ...); RuntimeError outside a task
+*/
 static int l_sock_sendall(lua_State *L) {
   aio_task *t;
   luaL_checkstring(L, 3);
@@ -429,6 +465,17 @@ static int l_sock_sendall(lua_State *L) {
 }
 
 /* loop:sock_sendto(fd, data, address) -> bytes sent */
+
+/***
+Sends a datagram to `addr`.
+@function Loop:sock_sendto
+@python loop.sock_sendto
+@tparam integer fd
+@tparam string data
+@tparam table addr `{host, port}`
+@treturn integer bytes sent
+@raise OSError; RuntimeError outside a task
+*/
 static int l_sock_sendto(lua_State *L) {
   struct sockaddr_storage ss;
   aio_task *t;
@@ -447,6 +494,16 @@ static int set_nonblocking(lua_State *L, int fd, const char *api) {
 
 /* loop:sock_accept(fd) -> connection fd, peer address. accept(2) has no
  * per-call non-blocking flag, so the listening fd is made non-blocking. */
+
+/***
+Accepts a connection on listening socket `fd`.
+@function Loop:sock_accept
+@python loop.sock_accept
+@tparam integer fd
+@treturn integer the new fd
+@treturn table addr `{host, port}`
+@raise OSError; RuntimeError outside a task
+*/
 static int l_sock_accept(lua_State *L) {
   aio_task *t;
   if ((t = start(L, OP_ACCEPT, 2)) == NULL) return aio_nested_yield(L);

@@ -1,6 +1,15 @@
 /* asyncio.ssl's C side: SSLContext (one SSL_CTX shared by every connection
  * made with it), SSLObject (what get_extra_info("ssl_object") gives), and
  * SSLError objects made from OpenSSL's error queue. */
+
+/***
+SSLContext and SSLObject (in C). A context's fields: `check_hostname`,
+`verify_mode` (setting CERT_NONE with check_hostname on raises ValueError),
+`minimum_version`, `maximum_version`, `purpose`. The SSL object
+(`get_extra_info("ssl_object")`) has fields `server_side`, `server_hostname`.
+@module ssl
+*/
+
 #include <ctype.h>
 #include <errno.h>
 #include <string.h>
@@ -264,6 +273,16 @@ static int password_cb(char *buf, int size, int rwflag, void *ud) {
 
 /* load_cert_chain(certfile [, keyfile [, password]]): password is a string
  * or a function returning one. */
+
+/***
+Loads a certificate chain and its private key (PEM).
+@function SSLContext:load_cert_chain
+@python SSLContext.load_cert_chain
+@tparam string certfile
+@tparam[opt] string keyfile default: certfile
+@tparam[opt] string password
+@raise SSLError when a file cannot be loaded or the key does not match
+*/
 static int l_load_cert_chain(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   const char *cert = luaL_checkstring(L, 2);
@@ -298,6 +317,16 @@ static int l_load_cert_chain(lua_State *L) {
 }
 
 /* load_verify_locations([cafile [, capath [, cadata]]]) */
+
+/***
+Loads CA certificates to verify peers with.
+@function SSLContext:load_verify_locations
+@python SSLContext.load_verify_locations
+@tparam[opt] string cafile
+@tparam[opt] string capath
+@tparam[opt] string cadata PEM text
+@raise SSLError; ValueError when all are nil
+*/
 static int l_load_verify_locations(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   const char *cafile = luaL_optstring(L, 2, NULL);
@@ -327,6 +356,11 @@ static int l_load_verify_locations(lua_State *L) {
   return 0;
 }
 
+/***
+Loads the system CA store.
+@function SSLContext:load_default_certs
+@python SSLContext.load_default_certs
+*/
 static int l_load_default_certs(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   ERR_clear_error();
@@ -337,6 +371,12 @@ static int l_load_default_certs(lua_State *L) {
   return 0;
 }
 
+/***
+The ALPN protocols to offer, in order of preference.
+@function SSLContext:set_alpn_protocols
+@python SSLContext.set_alpn_protocols
+@tparam {string,...} list
+*/
 static int l_set_alpn_protocols(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   luaL_Buffer b;
@@ -372,6 +412,13 @@ static int l_set_alpn_protocols(lua_State *L) {
   return 0;
 }
 
+/***
+The TLS 1.2 cipher list (OpenSSL syntax).
+@function SSLContext:set_ciphers
+@python SSLContext.set_ciphers
+@tparam string s
+@raise SSLError when no cipher can be selected
+*/
 static int l_set_ciphers(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   const char *list = luaL_checkstring(L, 2);
@@ -488,6 +535,12 @@ static int obj_gc(lua_State *L) {
   return 0;
 }
 
+/***
+The protocol version of the connection, e.g. `"TLSv1.3"`.
+@function SSLObject:version
+@python SSLObject.version
+@treturn string
+*/
 static int l_version(lua_State *L) {
   sslobj *o = check_obj(L);
   if (!SSL_is_init_finished(o->ssl)) return 0;
@@ -495,6 +548,12 @@ static int l_version(lua_State *L) {
   return 1;
 }
 
+/***
+The cipher in use.
+@function SSLObject:cipher
+@python SSLObject.cipher
+@treturn table `{name, protocol, bits}`
+*/
 static int l_cipher(lua_State *L) {
   sslobj *o = check_obj(L);
   const SSL_CIPHER *ci = SSL_get_current_cipher(o->ssl);
@@ -509,6 +568,12 @@ static int l_cipher(lua_State *L) {
   return 1;
 }
 
+/***
+The protocol ALPN agreed on, or nil.
+@function SSLObject:selected_alpn_protocol
+@python SSLObject.selected_alpn_protocol
+@treturn ?string
+*/
 static int l_selected_alpn_protocol(lua_State *L) {
   sslobj *o = check_obj(L);
   const unsigned char *p;
@@ -653,6 +718,14 @@ static void push_cert(lua_State *L, X509 *x) {
 }
 
 /* getpeercert([binary]): as Python, {} for a certificate nobody verified. */
+
+/***
+The peer's certificate as Python's table (`subject`, `issuer`,
+`notAfter`, `subjectAltName`, ...), or nil.
+@function SSLObject:getpeercert
+@python SSLObject.getpeercert
+@treturn ?table
+*/
 static int l_getpeercert(lua_State *L) {
   sslobj *o = check_obj(L);
   int binary = lua_toboolean(L, 2);

@@ -1,6 +1,13 @@
 /* Transport over a libuv stream (TCP, Unix socket, pipe): reads land in the
  * loop's receive buffer and go to the protocol; writes go to the socket at
  * once and only what it refuses is queued, referencing the Lua string. */
+
+/***
+Stream transports (TCP, Unix sockets, pipes; TLS ones have the same
+methods).
+@module transports
+*/
+
 #include <limits.h>
 #include <stddef.h>
 #include <stdlib.h>
@@ -567,6 +574,12 @@ int aio_transport_is_closing(lua_State *L, int tp_idx) {
   return closing;
 }
 
+/***
+Buffers `s` for sending; never blocks.
+@function Transport:write
+@python WriteTransport.write
+@tparam string s
+*/
 static int l_write(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   luaL_checktype(L, 2, LUA_TSTRING);
@@ -589,6 +602,12 @@ void aio_push_joined(lua_State *L, int idx) {
   luaL_pushresult(&b);
 }
 
+/***
+Writes every string of `list`.
+@function Transport:writelines
+@python WriteTransport.writelines
+@tparam {string,...} list
+*/
 static int l_writelines(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   aio_push_joined(L, 2);
@@ -601,6 +620,12 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
   free(req);
 }
 
+/***
+Closes the write side after the buffered data (TLS: sends close_notify
+and keeps reading).
+@function Transport:write_eof
+@python WriteTransport.write_eof
+*/
 static int l_write_eof(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   uv_shutdown_t *req = NULL;
@@ -619,6 +644,12 @@ static int l_write_eof(lua_State *L) {
   return 0;
 }
 
+/***
+Whether `write_eof` is supported (not for a read pipe).
+@function Transport:can_write_eof
+@python WriteTransport.can_write_eof
+@treturn boolean
+*/
 static int l_can_write_eof(lua_State *L) {
   lua_pushboolean(L, check_tp(L, 1)->writable);
   return 1;
@@ -630,6 +661,11 @@ void aio_tp_abandon(lua_State *L, aio_tp *tp) {
   close_now(L, tp, 0);
 }
 
+/***
+Closes after the buffered data is sent; `connection_lost(nil)` follows.
+@function Transport:close
+@python BaseTransport.close
+*/
 static int l_close(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   if (tp->ref == LUA_NOREF) /* not started */
@@ -682,6 +718,11 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
   lua_settop(L, top);
 }
 
+/***
+Closes at once, dropping the buffered data.
+@function Transport:abort
+@python WriteTransport.abort
+*/
 static int l_abort(lua_State *L) {
   aio_tp_force_close(L, check_tp(L, 1), 0);
   return 0;
@@ -694,21 +735,43 @@ static int l_force_close(lua_State *L) {
   return 0;
 }
 
+/***
+Whether it is closed or closing.
+@function Transport:is_closing
+@python BaseTransport.is_closing
+@treturn boolean
+*/
 static int l_is_closing(lua_State *L) {
   lua_pushboolean(L, check_tp(L, 1)->state != AIO_TP_OPEN);
   return 1;
 }
 
+/***
+Stops calling `data_received` until `resume_reading`.
+@function Transport:pause_reading
+@python ReadTransport.pause_reading
+*/
 static int l_pause_reading(lua_State *L) {
   aio_tp_set_paused(check_tp(L, 1), 1);
   return 0;
 }
 
+/***
+Resumes reading.
+@function Transport:resume_reading
+@python ReadTransport.resume_reading
+*/
 static int l_resume_reading(lua_State *L) {
   aio_tp_set_paused(check_tp(L, 1), 0);
   return 0;
 }
 
+/***
+Whether it is reading.
+@function Transport:is_reading
+@python ReadTransport.is_reading
+@treturn boolean
+*/
 static int l_is_reading(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   lua_pushboolean(L, tp->state == AIO_TP_OPEN && !tp->paused && tp->readable);
@@ -731,6 +794,15 @@ void aio_check_write_limits(lua_State *L, size_t *hp, size_t *lp) {
   *lp = (size_t)low;
 }
 
+/***
+Sets the flow-control marks: `pause_writing` above `high`,
+`resume_writing` at or below `low`.
+@function Transport:set_write_buffer_limits
+@python WriteTransport.set_write_buffer_limits
+@tparam[opt] integer high default: 4 * low, or 64 KiB
+@tparam[opt] integer low default: high / 4
+@raise ValueError unless high >= low >= 0
+*/
 static int l_set_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   size_t high, low;
@@ -741,6 +813,13 @@ static int l_set_write_buffer_limits(lua_State *L) {
   return 0;
 }
 
+/***
+The flow-control marks.
+@function Transport:get_write_buffer_limits
+@python WriteTransport.get_write_buffer_limits
+@treturn integer low
+@treturn integer high
+*/
 static int l_get_write_buffer_limits(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   lua_pushinteger(L, (lua_Integer)low_water(tp));
@@ -748,6 +827,12 @@ static int l_get_write_buffer_limits(lua_State *L) {
   return 2;
 }
 
+/***
+Bytes buffered, not yet sent.
+@function Transport:get_write_buffer_size
+@python WriteTransport.get_write_buffer_size
+@treturn integer
+*/
 static int l_get_write_buffer_size(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)aio_tp_wsize(check_tp(L, 1)));
   return 1;
@@ -798,6 +883,14 @@ int aio_tp_push_extra(lua_State *L, aio_tp *tp, const char *name) {
   return err == 0;
 }
 
+/***
+Transport information: `"peername"`, `"sockname"`, `"socket"`, and on TLS
+`"ssl_object"`, `"peercert"`, `"cipher"`, `"sslcontext"`.
+@function Transport:get_extra_info
+@python BaseTransport.get_extra_info
+@tparam string name
+@param[opt] default returned when there is none
+*/
 static int l_get_extra_info(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   const char *name = luaL_checkstring(L, 2);
@@ -886,12 +979,24 @@ void aio_tp_set_paused(aio_tp *tp, int paused) {
     start_reading(tp);
 }
 
+/***
+The protocol.
+@function Transport:get_protocol
+@python BaseTransport.get_protocol
+@treturn table
+*/
 static int l_get_protocol(lua_State *L) {
   check_tp(L, 1);
   lua_getiuservalue(L, 1, UV_PROTO);
   return 1;
 }
 
+/***
+Switches the protocol.
+@function Transport:set_protocol
+@python BaseTransport.set_protocol
+@tparam table protocol
+*/
 static int l_set_protocol(lua_State *L) {
   aio_tp *tp = check_tp(L, 1);
   const aio_proto_ops *ops = aio_proto_ops_for(L, 2);

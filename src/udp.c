@@ -1,5 +1,11 @@
 /* Datagram endpoints: the UDP transport (uv_udp_t) and the C primitives that
  * datagram.lua's loop:create_datagram_endpoint is built on. */
+
+/***
+Datagram transports (`loop:create_datagram_endpoint`).
+@module transports
+*/
+
 #include <errno.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -316,6 +322,14 @@ static int queue_send(lua_State *L, udp_ep *u, const char *p, size_t len,
   return 0;
 }
 
+/***
+Sends `data` to `addr` (nil: the `remote_addr`); never blocks.
+@function DatagramTransport:sendto
+@python DatagramTransport.sendto
+@tparam string data
+@tparam[opt] table addr `{host, port}`
+@raise ValueError for an address with a connected endpoint, or none without
+*/
 static int l_sendto(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   size_t len;
@@ -352,6 +366,11 @@ static int l_sendto(lua_State *L) {
 
 /* ---- transport methods ------------------------------------------------- */
 
+/***
+Closes after the buffered datagrams are sent.
+@function DatagramTransport:close
+@python BaseTransport.close
+*/
 static int l_close(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   if (u->closing) return 0;
@@ -361,6 +380,11 @@ static int l_close(lua_State *L) {
   return 0;
 }
 
+/***
+Closes at once.
+@function DatagramTransport:abort
+@python DatagramTransport.abort
+*/
 static int l_abort(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   if (u->lost_sched || u->uv_closing) return 0;
@@ -368,6 +392,12 @@ static int l_abort(lua_State *L) {
   return 0;
 }
 
+/***
+Whether it is closed or closing.
+@function DatagramTransport:is_closing
+@python BaseTransport.is_closing
+@treturn boolean
+*/
 static int l_is_closing(lua_State *L) {
   lua_pushboolean(L, check_ep(L, 1)->closing);
   return 1;
@@ -378,6 +408,13 @@ static void update_sockname(udp_ep *u) {
   uv_udp_getsockname(&u->h, (struct sockaddr *)&u->sockname, &len);
 }
 
+/***
+`"sockname"`, `"peername"`, `"socket"`.
+@function DatagramTransport:get_extra_info
+@python BaseTransport.get_extra_info
+@tparam string name
+@param[opt] default
+*/
 static int l_get_extra_info(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   const char *name = luaL_checkstring(L, 2);
@@ -397,12 +434,24 @@ static int l_get_extra_info(lua_State *L) {
   return 1;
 }
 
+/***
+The protocol.
+@function DatagramTransport:get_protocol
+@python BaseTransport.get_protocol
+@treturn table
+*/
 static int l_get_protocol(lua_State *L) {
   check_ep(L, 1);
   lua_getiuservalue(L, 1, 1);
   return 1;
 }
 
+/***
+Switches the protocol.
+@function DatagramTransport:set_protocol
+@python BaseTransport.set_protocol
+@tparam table protocol
+*/
 static int l_set_protocol(lua_State *L) {
   check_ep(L, 1);
   luaL_checkany(L, 2);
@@ -411,11 +460,24 @@ static int l_set_protocol(lua_State *L) {
   return 0;
 }
 
+/***
+Bytes buffered, not yet sent.
+@function DatagramTransport:get_write_buffer_size
+@python WriteTransport.get_write_buffer_size
+@treturn integer
+*/
 static int l_get_write_buffer_size(lua_State *L) {
   lua_pushinteger(L, (lua_Integer)check_ep(L, 1)->wbuf);
   return 1;
 }
 
+/***
+The flow-control marks.
+@function DatagramTransport:get_write_buffer_limits
+@python WriteTransport.get_write_buffer_limits
+@treturn integer low
+@treturn integer high
+*/
 static int l_get_write_buffer_limits(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   lua_pushinteger(L, (lua_Integer)u->low);
@@ -423,6 +485,14 @@ static int l_get_write_buffer_limits(lua_State *L) {
   return 2;
 }
 
+/***
+Sets the flow-control marks.
+@function DatagramTransport:set_write_buffer_limits
+@python WriteTransport.set_write_buffer_limits
+@tparam[opt] integer high
+@tparam[opt] integer low
+@raise ValueError unless high >= low >= 0
+*/
 static int l_set_write_buffer_limits(lua_State *L) {
   udp_ep *u = check_ep(L, 1);
   lua_Integer high, low;

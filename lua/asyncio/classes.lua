@@ -3,6 +3,15 @@
 -- kinds, AbstractServer, AbstractEventLoop, which the runtime's own objects
 -- are instances of. A Lua class is a table reached through __index; a
 -- userdata of the core is mapped to its class by its tag.
+
+--- The abstract classes: protocol bases whose no-op callbacks a protocol
+-- inherits (`setmetatable(p, {__index = asyncio.Protocol})`), and the
+-- transport kinds the runtime's transports are instances of
+-- (`BaseTransport`, `ReadTransport`, `WriteTransport`, `Transport`,
+-- `DatagramTransport`, `SubprocessTransport`), `AbstractServer`,
+-- `AbstractEventLoop`.
+-- @module transports
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
@@ -47,10 +56,19 @@ end
 -- the class of each kind of core userdata (core.kind_of), filled below
 local of_kind = {}
 
---- asyncio.isinstance(value, Class): true when value is an instance of Class
---- or of a class that inherits from it through __index: error objects, the
---- runtime's loops, futures, tasks, handles, transports and servers, and
---- tables of the user's (a protocol inheriting asyncio.Protocol).
+-- asyncio.isinstance(value, Class): true when value is an instance of Class
+-- or of a class that inherits from it through __index: error objects, the
+-- runtime's loops, futures, tasks, handles, transports and servers, and
+-- tables of the user's (a protocol inheriting asyncio.Protocol).
+
+--- True when `value` is an instance of `cls` or of a subclass: error
+-- objects, loops, futures, tasks, handles, transports, servers, and tables
+-- inheriting through `__index`. False for anything else (strings included).
+-- @function isinstance
+-- @python isinstance
+-- @param value
+-- @tparam table cls
+-- @treturn boolean
 function M.isinstance(value, cls)
   local ct = type(cls)
   if ct ~= "table" and ct ~= "function" then return false end
@@ -72,14 +90,14 @@ function M.isinstance(value, cls)
   return type(up) == "table" and derives(up, cls, 0)
 end
 
---- An abstract method: raises Python's NotImplementedError.
+-- An abstract method: raises Python's NotImplementedError.
 function M.abstract(name)
   return function() error(errors.NotImplementedError(name .. " is abstract"), 2) end
 end
 local abstract = M.abstract
 
---- into[name] = a class table that is also the metatable of its instances
---- (setmetatable(obj, Class) or setmetatable(obj, {__index = Class})).
+-- into[name] = a class table that is also the metatable of its instances
+-- (setmetatable(obj, Class) or setmetatable(obj, {__index = Class})).
 function M.new_class(into, name, parent)
   local cls = { __name = "asyncio." .. name }
   cls.__index = cls
@@ -98,22 +116,77 @@ local function class(name, parent) return M.new_class(M, name, parent) end
 local function noop() end
 
 local BaseProtocol = class("BaseProtocol")
+
+--- Callback: the connection is made.
+-- @function BaseProtocol:connection_made
+-- @python BaseProtocol.connection_made
+-- @tparam Transport transport
 BaseProtocol.connection_made = noop -- (transport)
+
+--- Callback: the connection is lost or closed.
+-- @function BaseProtocol:connection_lost
+-- @python BaseProtocol.connection_lost
+-- @param err nil on a clean close or EOF
 BaseProtocol.connection_lost = noop -- (exc): nil on a clean close or EOF
+
+--- Callback: the write buffer went above the high-water mark.
+-- @function BaseProtocol:pause_writing
+-- @python BaseProtocol.pause_writing
 BaseProtocol.pause_writing = noop -- the transport's buffer went over the high-water mark
+
+--- Callback: the write buffer drained to the low-water mark.
+-- @function BaseProtocol:resume_writing
+-- @python BaseProtocol.resume_writing
 BaseProtocol.resume_writing = noop -- and drained below the low-water mark
 
 local Protocol = class("Protocol", BaseProtocol)
+
+--- Callback: bytes arrived.
+-- @function Protocol:data_received
+-- @python Protocol.data_received
+-- @tparam string data
 Protocol.data_received = noop -- (data)
+
+--- Callback: the peer closed its write side; a truthy result keeps the
+-- transport half-open, else it closes.
+-- @function Protocol:eof_received
+-- @python Protocol.eof_received
 Protocol.eof_received = noop -- (): a false result closes the transport, true keeps it half-open
 
 local DatagramProtocol = class("DatagramProtocol", BaseProtocol)
+
+--- Callback: a datagram arrived.
+-- @function DatagramProtocol:datagram_received
+-- @python DatagramProtocol.datagram_received
+-- @tparam string data
+-- @tparam table addr `{host, port}`
 DatagramProtocol.datagram_received = noop -- (data, addr)
+
+--- Callback: a send or receive failed (ICMP errors and the like).
+-- @function DatagramProtocol:error_received
+-- @python DatagramProtocol.error_received
+-- @param err an OSError
 DatagramProtocol.error_received = noop -- (exc)
 
 local SubprocessProtocol = class("SubprocessProtocol", BaseProtocol)
+
+--- Callback: the child wrote to pipe `fd` (1 or 2).
+-- @function SubprocessProtocol:pipe_data_received
+-- @python SubprocessProtocol.pipe_data_received
+-- @tparam integer fd
+-- @tparam string data
 SubprocessProtocol.pipe_data_received = noop -- (fd, data)
+
+--- Callback: pipe `fd` closed.
+-- @function SubprocessProtocol:pipe_connection_lost
+-- @python SubprocessProtocol.pipe_connection_lost
+-- @tparam integer fd
+-- @param err nil on EOF
 SubprocessProtocol.pipe_connection_lost = noop -- (fd, exc)
+
+--- Callback: the child exited.
+-- @function SubprocessProtocol:process_exited
+-- @python SubprocessProtocol.process_exited
 SubprocessProtocol.process_exited = noop -- ()
 
 -- ---- transports (Python's asyncio/transports.py) ------------------------------------
@@ -143,7 +216,7 @@ WriteTransport.write = abstract("WriteTransport.write")
 WriteTransport.write_eof = abstract("WriteTransport.write_eof")
 WriteTransport.can_write_eof = abstract("WriteTransport.can_write_eof")
 WriteTransport.abort = abstract("WriteTransport.abort")
---- The default writelines: one write of the concatenation, as Python's.
+-- The default writelines: one write of the concatenation, as Python's.
 function WriteTransport:writelines(list)
   self:write(table.concat(list))
 end

@@ -21,6 +21,38 @@ local NESTED = core.NESTED
 local co_create, co_resume, co_close = coroutine.create, coroutine.resume, coroutine.close
 local pack, unpack = table.pack, table.unpack
 
+--- As `coroutine.create`.
+-- @function create
+-- @python (none)
+-- @tparam function f
+-- @treturn thread
+
+--- As `coroutine.status`.
+-- @function status
+-- @python (none)
+-- @tparam thread co
+-- @treturn string
+
+--- As `coroutine.yield`.
+-- @function yield
+-- @python yield
+-- @param ...
+
+--- As `coroutine.isyieldable`.
+-- @function isyieldable
+-- @python (none)
+-- @treturn boolean
+
+--- As `coroutine.running`.
+-- @function running
+-- @python (none)
+-- @treturn thread
+
+--- As `coroutine.close`.
+-- @function close
+-- @python generator.close
+-- @tparam thread co
+
 local M = {
   create = coroutine.create,
   status = coroutine.status,

@@ -1,6 +1,10 @@
 -- loop:create_datagram_endpoint, as Python's: resolve the addresses, open the
 -- first local/remote pair of one family that works, then start the protocol.
 -- The transport itself is C (udp.c).
+
+--- UDP endpoints.
+-- @module transports
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
@@ -93,6 +97,14 @@ local function start(transport, factory)
   return transport, protocol
 end
 
+--- A UDP endpoint (yields).
+-- @function Loop:create_datagram_endpoint
+-- @python loop.create_datagram_endpoint
+-- @tparam function factory
+-- @tparam table opts `local_addr`, `remote_addr` (`{host, port}`), `family`, `reuse_port`, `allow_broadcast`, `sock`
+-- @treturn DatagramTransport transport
+-- @treturn table protocol
+-- @raise OSError; ValueError for conflicting options; RuntimeError outside a task
 function Loop:create_datagram_endpoint(factory, opts)
   if not is_callable(factory) then argerror(1, "callable expected, got " .. type(factory)) end
   if opts ~= nil and type(opts) ~= "table" then argerror(2, "table expected, got " .. type(opts)) end

@@ -17,6 +17,23 @@
 -- `traceback` field if it has none; an asyncio error object is rebuilt in
 -- the loop's state (same class, message and copyable fields, `traceback`
 -- the worker's); any other value is taken by its tostring.
+
+--- Threads: `to_thread`, `ThreadPoolExecutor` and the loop's executor
+-- methods. A job runs in a worker thread with a Lua state of its own, kept
+-- between jobs. The function may share no upvalue but `_ENV`; it, its
+-- arguments and its results are copied and must be nil, booleans, numbers,
+-- strings or tables of those, else a clear error is raised before the thread
+-- starts. An error in the worker is re-raised with the worker's traceback.
+-- @module executor
+
+--- Runs `fn(...)` in a worker (the values copied).
+-- @function ThreadPoolExecutor:submit
+-- @python concurrent.futures.ThreadPoolExecutor.submit
+-- @tparam function fn
+-- @param ... its arguments
+-- @treturn Future a future of the running loop
+-- @raise RuntimeError after `shutdown` or with no running loop; BrokenThreadPool when the initializer failed
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local logger = require "asyncio.log"
@@ -33,9 +50,16 @@ local function argerror(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
---- asyncio.ThreadPoolExecutor([{max_workers =, initializer =, initargs =,
---- thread_name_prefix =}]): max_workers defaults to min(32, ncpu + 4);
---- thread names are prefix_N, cut to 15 bytes (the kernel's limit).
+-- asyncio.ThreadPoolExecutor([{max_workers =, initializer =, initargs =,
+-- thread_name_prefix =}]): max_workers defaults to min(32, ncpu + 4);
+-- thread names are prefix_N, cut to 15 bytes (the kernel's limit).
+
+--- A pool of OS threads (workers start on demand).
+-- @function ThreadPoolExecutor
+-- @python concurrent.futures.ThreadPoolExecutor
+-- @tparam[opt] table opts `max_workers` (default `min(32, ncpu + 4)`), `initializer`, `initargs`, `thread_name_prefix`
+-- @treturn ThreadPoolExecutor
+-- @raise ValueError when `max_workers` < 1
 function M.ThreadPoolExecutor(opts)
   local fname = "ThreadPoolExecutor"
   if opts == nil then return new_executor() end
@@ -50,12 +74,19 @@ function M.ThreadPoolExecutor(opts)
   return new_executor(max, prefix, init, args)
 end
 
---- executor:shutdown([{wait = true, cancel_futures = false}]): no new jobs;
---- cancel_futures cancels the jobs not started. wait = true blocks until
---- the threads are gone when no loop runs; inside a task of a running loop
---- it awaits instead (the loop never blocks): until this loop's jobs of
---- the executor are done, after which the threads exit by themselves. In a
---- loop callback (no task to suspend) it does not wait.
+-- executor:shutdown([{wait = true, cancel_futures = false}]): no new jobs;
+-- cancel_futures cancels the jobs not started. wait = true blocks until
+-- the threads are gone when no loop runs; inside a task of a running loop
+-- it awaits instead (the loop never blocks): until this loop's jobs of
+-- the executor are done, after which the threads exit by themselves. In a
+-- loop callback (no task to suspend) it does not wait.
+
+--- No new jobs; `cancel_futures` cancels the jobs not started. `wait`
+-- blocks until the threads are gone when no loop runs; in a task it awaits
+-- this loop's jobs instead; in a callback it does not wait.
+-- @function ThreadPoolExecutor:shutdown
+-- @python concurrent.futures.ThreadPoolExecutor.shutdown
+-- @tparam[opt] table opts `wait = true`, `cancel_futures = false`
 function Executor:shutdown(opts)
   if opts ~= nil and type(opts) ~= "table" then
     argerror(1, "shutdown", "options table expected, got " .. type(opts))
@@ -85,8 +116,17 @@ local function default_executor(loop)
   return ex
 end
 
---- asyncio.to_thread(fn, ...) -> fn's values, run in the running loop's
---- default executor.
+-- asyncio.to_thread(fn, ...) -> fn's values, run in the running loop's
+-- default executor.
+
+--- Runs `fn(...)` in the running loop's default executor and returns its
+-- values; cancelling the task cancels a job not yet started.
+-- @function to_thread
+-- @python asyncio.to_thread
+-- @tparam function fn
+-- @param ... its arguments
+-- @return ... the values of `fn(...)`
+-- @raise what `fn` raised (with the worker's traceback); RuntimeError outside a task or for a value that cannot be copied
 function M.to_thread(fn, ...)
   local loop = get_running_loop()
   if loop == nil or current_task(loop) == nil then
@@ -97,11 +137,19 @@ end
 
 local job_call_soon = core.job_call_soon_threadsafe
 
---- asyncio.call_soon_threadsafe(fn, ...): in a job running in an executor,
---- schedules fn(...) on the loop that submitted the job, fn and its
---- arguments copied by to_thread's rules (a worker holds no loop object:
---- this is its loop:call_soon_threadsafe). Anywhere else it is the running
---- loop's call_soon_threadsafe.
+-- asyncio.call_soon_threadsafe(fn, ...): in a job running in an executor,
+-- schedules fn(...) on the loop that submitted the job, fn and its
+-- arguments copied by to_thread's rules (a worker holds no loop object:
+-- this is its loop:call_soon_threadsafe). Anywhere else it is the running
+-- loop's call_soon_threadsafe.
+
+--- In a job of an executor: schedules `fn(...)` (copied) on the loop that
+-- submitted the job; elsewhere, the running loop's `call_soon_threadsafe`.
+-- @function call_soon_threadsafe
+-- @python loop.call_soon_threadsafe
+-- @tparam function fn
+-- @param ... its arguments
+-- @raise RuntimeError when there is no such loop
 function M.call_soon_threadsafe(fn, ...)
   if job_call_soon(fn, ...) then return end
   local loop = get_running_loop()
@@ -109,6 +157,14 @@ function M.call_soon_threadsafe(fn, ...)
   return loop:call_soon_threadsafe(fn, ...)
 end
 
+--- Runs `fn(...)` in `executor` (nil: the loop's default one, made on first use).
+-- @function Loop:run_in_executor
+-- @python loop.run_in_executor
+-- @tparam ?ThreadPoolExecutor executor
+-- @tparam function fn
+-- @param ... its arguments
+-- @treturn Future
+-- @raise as `ThreadPoolExecutor:submit`
 function Loop:run_in_executor(executor, fn, ...)
   if get_running_loop() ~= self then
     error(errors.RuntimeError("run_in_executor: the loop is not the running one"), 2)
@@ -117,6 +173,10 @@ function Loop:run_in_executor(executor, fn, ...)
   return executor:_submit("run_in_executor", fn, ...)
 end
 
+--- Sets the executor `run_in_executor(nil, ...)` and `to_thread` use.
+-- @function Loop:set_default_executor
+-- @python loop.set_default_executor
+-- @tparam ThreadPoolExecutor executor
 function Loop:set_default_executor(executor)
   if not core.isexecutor(executor) then
     argerror(1, "set_default_executor", "ThreadPoolExecutor expected, got " .. type(executor))
@@ -137,11 +197,18 @@ local function warn_running(executor, timeout)
   end
 end
 
---- loop:shutdown_default_executor([timeout]): no new jobs for the default
---- executor, then waits (in a task) for its jobs of this loop, at most
---- timeout seconds; past that, logs a warning naming each job still running
---- (its function's source:line and how long it has run). Their threads
---- exit when the jobs end; the loop is never blocked.
+-- loop:shutdown_default_executor([timeout]): no new jobs for the default
+-- executor, then waits (in a task) for its jobs of this loop, at most
+-- timeout seconds; past that, logs a warning naming each job still running
+-- (its function's source:line and how long it has run). Their threads
+-- exit when the jobs end; the loop is never blocked.
+
+--- Shuts the default executor down and waits (in a task) for its jobs of
+-- this loop, at most `timeout` seconds; then warns naming each job still
+-- running. The loop is never blocked.
+-- @function Loop:shutdown_default_executor
+-- @python loop.shutdown_default_executor
+-- @tparam[opt] number timeout seconds; nil: no limit
 function Loop:shutdown_default_executor(timeout)
   if timeout ~= nil and type(timeout) ~= "number" then
     argerror(1, "shutdown_default_executor", "number expected, got " .. type(timeout))
@@ -172,7 +239,7 @@ function Loop:close()
   end
 end
 
---- For asyncio.run: whether the loop has made its default executor.
+-- For asyncio.run: whether the loop has made its default executor.
 function M.has_default_executor(loop)
   return defaults[loop] ~= nil
 end

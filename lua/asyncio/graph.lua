@@ -8,6 +8,15 @@
 -- the children (a proxy: whoever awaits it awaits each pending child), and a
 -- TaskGroup registers itself once (its parent awaits each of its tasks).
 -- Only the public future_add_to_awaited_by keeps edges one by one.
+
+--- Debug mode and introspection. Debug mode (`asyncio.run(main, {debug =
+-- true})`, `loop:set_debug(true)` or `LUA_ASYNCIO_DEBUG=1`) logs callbacks
+-- slower than `loop.slow_callback_duration`, tasks collected while pending,
+-- futures whose error was never retrieved (with where they were created),
+-- and yielding APIs misused from callbacks. Call graphs follow Python 3.14's
+-- `asyncio.graph`; `ps` and `pstree` follow `python -m asyncio ps/pstree`.
+-- @module debug
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local acoroutine = require "asyncio.coroutine"
@@ -19,7 +28,7 @@ local concat, sort = table.concat, table.sort
 
 local M = {}
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Edges
 
 -- Weak keys throughout: a registration nobody undoes goes with its object.
@@ -30,8 +39,14 @@ local groups = setmetatable({}, { __mode = "k" })
 -- future -> {[waiter] = true}: future_add_to_awaited_by's edges
 local explicit = setmetatable({}, { __mode = "k" })
 
---- future_add_to_awaited_by(fut, waiter): record that `waiter` awaits `fut`.
+-- future_add_to_awaited_by(fut, waiter): record that `waiter` awaits `fut`.
 -- Anything but two futures is ignored, as Python does with foreign ones.
+
+--- Records that `waiter` awaits `fut` (for awaits the runtime cannot see).
+-- @function future_add_to_awaited_by
+-- @python asyncio.future_add_to_awaited_by
+-- @tparam Future fut
+-- @tparam Future waiter
 function M.future_add_to_awaited_by(fut, waiter)
   if not (isfuture(fut) and isfuture(waiter)) then return end
   local set = explicit[fut]
@@ -42,7 +57,13 @@ function M.future_add_to_awaited_by(fut, waiter)
   set[waiter] = true
 end
 
---- future_discard_from_awaited_by(fut, waiter): the wait has ended.
+-- future_discard_from_awaited_by(fut, waiter): the wait has ended.
+
+--- The wait recorded by `future_add_to_awaited_by` has ended.
+-- @function future_discard_from_awaited_by
+-- @python asyncio.future_discard_from_awaited_by
+-- @tparam Future fut
+-- @tparam Future waiter
 function M.future_discard_from_awaited_by(fut, waiter)
   local set = explicit[fut]
   if set == nil then return end
@@ -61,7 +82,7 @@ function M._group(tg)
   groups[tg] = true
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Frames
 
 local function is_task(f) return f.get_coro ~= nil end
@@ -74,12 +95,28 @@ local plumbing = getinfo(acoroutine.resume, "S").source
 -- (C frames are otherwise left out): Event.wait (src/event.c).
 local c_frames = { [core.Event().wait] = true }
 
---- FrameCallGraphEntry(name, source, line) -> {name =, source =, line =}
+-- FrameCallGraphEntry(name, source, line) -> {name =, source =, line =}
+
+--- A frame of a call graph: `{name =, source =, line =}`.
+-- @function FrameCallGraphEntry
+-- @python asyncio.FrameCallGraphEntry
+-- @tparam string name
+-- @tparam string source
+-- @tparam integer line
+-- @treturn table
 function M.FrameCallGraphEntry(name, source, line)
   return { name = name, source = source, line = line }
 end
 
---- FutureCallGraph(future, call_stack, awaited_by) -> the graph table
+-- FutureCallGraph(future, call_stack, awaited_by) -> the graph table
+
+--- A call graph: `{future =, call_stack =, awaited_by =}`.
+-- @function FutureCallGraph
+-- @python asyncio.FutureCallGraph
+-- @tparam Future future
+-- @tparam table call_stack frames, innermost first
+-- @tparam table awaited_by the graphs of the tasks awaiting `future`
+-- @treturn table
 function M.FutureCallGraph(future, call_stack, awaited_by)
   return { future = future, call_stack = call_stack or {}, awaited_by = awaited_by or {} }
 end
@@ -168,7 +205,7 @@ local function task_stack(task, ctx)
   return limited(ctx.out, ctx.limit)
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Awaited-by
 
 local function task_id(f)
@@ -286,9 +323,18 @@ local function context(entry, depth, limit, loop)
   }
 end
 
---- capture_call_graph([future [, {depth =, limit =}]]) -> FutureCallGraph or
+-- capture_call_graph([future [, {depth =, limit =}]]) -> FutureCallGraph or
 -- nil (outside a task, with no future given). For the current task the stack
 -- starts at the caller (depth = 1), or `depth - 1` frames further out.
+
+--- The call graph of `future` (default: the current task): its frames,
+-- innermost first, and the graphs of the tasks awaiting it, through
+-- `await`, `gather`, `wait`, `shield` and TaskGroups.
+-- @function capture_call_graph
+-- @python asyncio.capture_call_graph
+-- @tparam[opt] Future future
+-- @tparam[opt] table opts `depth`, `limit`
+-- @treturn ?FutureCallGraph nil outside a task when no future is given
 function M.capture_call_graph(future, opts)
   future, opts = check_args(future, opts, "capture_call_graph")
   local loop = core.get_running_loop()
@@ -301,7 +347,7 @@ function M.capture_call_graph(future, opts)
   return graph
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- Python's layout
 
 local function callable_name(name)
@@ -330,7 +376,15 @@ local function render(graph, buf, level)
   end
 end
 
---- format_call_graph([future [, opts]]) -> string ("" when there is no graph)
+-- format_call_graph([future [, opts]]) -> string ("" when there is no graph)
+
+--- The call graph in Python's layout (`* Task(name='main', id=0x...)`,
+-- `+ Call stack:`, `+ Awaited by:`); "" when there is none.
+-- @function format_call_graph
+-- @python asyncio.format_call_graph
+-- @tparam[opt] Future future
+-- @tparam[opt] table opts `depth`, `limit`
+-- @treturn string
 function M.format_call_graph(future, opts)
   future, opts = check_args(future, opts, "format_call_graph")
   local sub = { depth = (opts.depth or 1) + 1, limit = opts.limit }
@@ -341,7 +395,13 @@ function M.format_call_graph(future, opts)
   return concat(buf, "\n")
 end
 
---- print_call_graph([future [, {depth =, limit =, file =}]]): file defaults to io.stdout
+-- print_call_graph([future [, {depth =, limit =, file =}]]): file defaults to io.stdout
+
+--- Writes `format_call_graph` to `opts.file` (default `io.stdout`).
+-- @function print_call_graph
+-- @python asyncio.print_call_graph
+-- @tparam[opt] Future future
+-- @tparam[opt] table opts `depth`, `limit`, `file`
 function M.print_call_graph(future, opts)
   future, opts = check_args(future, opts, "print_call_graph")
   local sub = { depth = (opts.depth or 1) + 1, limit = opts.limit }
@@ -349,7 +409,7 @@ function M.print_call_graph(future, opts)
   if text ~= "" then (opts.file or io.stdout):write(text, "\n") end
 end
 
----------------------------------------------------------------------------
+-- ------------------------------------------------------------------------
 -- ps and pstree: every task of the loop
 
 local function running_loop(loop, fname)
@@ -358,7 +418,7 @@ local function running_loop(loop, fname)
   return loop
 end
 
---- snapshot([loop [, entry]]) -> list of {task =, id =, name =, state =,
+-- snapshot([loop [, entry]]) -> list of {task =, id =, name =, state =,
 -- stack =, awaiters = {task...}} for every task of the loop, in creation
 -- order: what ps, pstree and the control socket's top show. `entry` is the
 -- public function whose caller a running task's stack starts at.
@@ -405,7 +465,7 @@ local STAT_COLUMNS = {
   { "wake ms", "sched_delay", 1000 },
 }
 
---- stat_columns(task) -> list of {header, value}: the counter columns of
+-- stat_columns(task) -> list of {header, value}: the counter columns of
 -- ps and top, from task:get_stats().
 function M.stat_columns(task)
   local stats = task:get_stats()
@@ -417,9 +477,17 @@ function M.stat_columns(task)
   return cols
 end
 
---- ps([loop]) -> a table of every task: id, name, state, its counters,
+-- ps([loop]) -> a table of every task: id, name, state, its counters,
 -- where it is suspended (innermost frame first) and the ids of the tasks
 -- awaiting it.
+
+--- A table of every task: id, name, state, counters, where it is suspended
+-- and who awaits it.
+-- @function ps
+-- @python python -m asyncio ps
+-- @tparam[opt] Loop loop default: the running loop
+-- @treturn string
+-- @raise RuntimeError with no loop
 function M.ps(loop)
   local rows = M.snapshot(running_loop(loop, "ps"), M.ps)
   local head = { pad("task id", 18), pad("task name", 20), pad("state", 9) }
@@ -474,9 +542,16 @@ local function frame_label(f)
 end
 M._frame_label = frame_label
 
---- pstree([loop]) -> the tasks as a tree: each task under the frames of the
+-- pstree([loop]) -> the tasks as a tree: each task under the frames of the
 -- task awaiting it. Raises a RuntimeError naming the cycle (field `cycles`:
 -- lists of tasks) when the await graph has one.
+
+--- The tasks as a tree, each under the frames of the task awaiting it.
+-- @function pstree
+-- @python python -m asyncio pstree
+-- @tparam[opt] Loop loop default: the running loop
+-- @treturn string
+-- @raise RuntimeError with no loop, or naming the cycle (field `cycles`) when the await graph has one
 function M.pstree(loop)
   local rows, row_of = M.snapshot(running_loop(loop, "pstree"), M.pstree)
   local graph, order = {}, {}

@@ -1,6 +1,13 @@
 -- Loop methods that open stream transports: create_connection (every address
 -- in turn, or Happy Eyeballs), create_server and its Server, Unix sockets and
 -- pipes. The per-byte work is the C Transport's; this is paid per connection.
+
+--- Transports, protocols and servers: the loop's connection methods (all
+-- yield) and Server. A protocol is a table of callbacks (see BaseProtocol);
+-- a factory is a function returning one. `opts.sock = fd` (an open socket
+-- the transport then owns) may replace host and port.
+-- @module transports
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local locks = require "asyncio.locks"
@@ -236,6 +243,16 @@ function M.connection(loop, factory, host, port, opts, fname, nhost)
   return made(tp, factory, ctx, hostname, opts)
 end
 
+--- Connects over TCP, trying each address of `host` (yields).
+-- @function Loop:create_connection
+-- @python loop.create_connection
+-- @tparam function factory
+-- @tparam ?string host
+-- @tparam ?integer port
+-- @tparam[opt] table opts `ssl`, `server_hostname`, `ssl_handshake_timeout`, `ssl_shutdown_timeout`, `local_addr`, `family`, `happy_eyeballs_delay`, `interleave`, `sock`
+-- @treturn Transport transport
+-- @treturn table protocol
+-- @raise OSError (one error per address tried, combined); ValueError for host/port with `sock`; SSLError; RuntimeError outside a task
 function Loop:create_connection(factory, host, port, opts)
   check_factory(factory, "create_connection")
   opts = check_opts(opts, 4, "create_connection")
@@ -257,6 +274,15 @@ function M.unix_connection(loop, factory, path, opts, fname, npath)
   return made(tp, factory, ctx, opts.server_hostname, opts)
 end
 
+--- Connects to a Unix socket (yields).
+-- @function Loop:create_unix_connection
+-- @python loop.create_unix_connection
+-- @tparam function factory
+-- @tparam ?string path
+-- @tparam[opt] table opts `ssl`, `server_hostname`, `sock`, ...
+-- @treturn Transport transport
+-- @treturn table protocol
+-- @raise OSError; RuntimeError outside a task
 function Loop:create_unix_connection(factory, path, opts)
   check_factory(factory, "create_unix_connection")
   opts = check_opts(opts, 3, "create_unix_connection")
@@ -266,6 +292,17 @@ end
 -- Python's connect_accepted_socket: a transport over a connection accepted
 -- elsewhere; with opts.ssl the server side of a TLS handshake, done before
 -- this returns.
+
+--- A transport over a connection accepted elsewhere; with `opts.ssl`, the
+-- server side of a TLS handshake, done before it returns (yields).
+-- @function Loop:connect_accepted_socket
+-- @python loop.connect_accepted_socket
+-- @tparam function factory
+-- @tparam integer fd
+-- @tparam[opt] table opts `ssl`, `ssl_handshake_timeout`, ...
+-- @treturn Transport transport
+-- @treturn table protocol
+-- @raise OSError; SSLError
 function Loop:connect_accepted_socket(factory, fd, opts)
   check_factory(factory, "connect_accepted_socket")
   check_fd(fd, 2, "connect_accepted_socket", "")
@@ -276,6 +313,13 @@ end
 
 -- Python's sock_connect: a host name is resolved first, for the socket's
 -- own family; the connect itself is C (sock.c).
+
+--- Connects socket `fd`; a host name is resolved first (yields).
+-- @function Loop:sock_connect
+-- @python loop.sock_connect
+-- @tparam integer fd
+-- @param addr `{host, port}` or a Unix socket path
+-- @raise OSError (ConnectionRefusedError, ...); RuntimeError outside a task
 function Loop:sock_connect(fd, addr)
   check_fd(fd, 1, "sock_connect", "")
   argcheck(type(addr) == "table" or type(addr) == "string", 2, "sock_connect",
@@ -299,6 +343,17 @@ end
 
 -- Python's loop.start_tls: the protocol's transport becomes TLS; returns
 -- the new transport once the handshake is done.
+
+--- Upgrades `transport` to TLS once the handshake is done (yields); bytes
+-- that arrived before go to TLS, never to the protocol.
+-- @function Loop:start_tls
+-- @python loop.start_tls
+-- @tparam Transport transport
+-- @tparam table protocol
+-- @tparam SSLContext ctx
+-- @tparam[opt] table opts `server_side`, `server_hostname`, `ssl_handshake_timeout`, `ssl_shutdown_timeout`
+-- @treturn Transport the TLS transport
+-- @raise SSLError, SSLCertVerificationError; TimeoutError on handshake timeout
 function Loop:start_tls(transport, protocol, ctx, opts)
   opts = check_opts(opts, 4, "start_tls")
   argcheck(ssl.is_context(ctx), 3, "start_tls", "SSLContext expected")
@@ -318,7 +373,24 @@ local function pipe(loop, factory, f, mode, fname)
   return tp, proto
 end
 
+--- A read transport over a pipe (yields).
+-- @function Loop:connect_read_pipe
+-- @python loop.connect_read_pipe
+-- @tparam function factory
+-- @param f an fd number or a Lua file
+-- @treturn Transport transport
+-- @treturn table protocol
+-- @raise OSError
 function Loop:connect_read_pipe(factory, f) return pipe(self, factory, f, "r", "connect_read_pipe") end
+
+--- A write transport over a pipe (yields).
+-- @function Loop:connect_write_pipe
+-- @python loop.connect_write_pipe
+-- @tparam function factory
+-- @param f an fd number or a Lua file
+-- @treturn Transport transport
+-- @treturn table protocol
+-- @raise OSError
 function Loop:connect_write_pipe(factory, f) return pipe(self, factory, f, "w", "connect_write_pipe") end
 
 -- Sends a file's bytes over a stream transport: Python's fallback path
@@ -326,6 +398,17 @@ function Loop:connect_write_pipe(factory, f) return pipe(self, factory, f, "w", 
 -- low-water mark). No zero-copy path: libuv's stream handles own their
 -- sockets' polling, so a sendfile(2) loop beside them cannot wait for
 -- writability. Returns the number of bytes sent.
+
+--- Sends a file's bytes over a stream transport (yields).
+-- @function Loop:sendfile
+-- @python loop.sendfile
+-- @tparam Transport transport
+-- @param file an open Lua file
+-- @tparam[opt=0] integer offset
+-- @tparam[opt] integer count nil: to the end
+-- @tparam[opt=true] boolean fallback
+-- @treturn integer bytes sent
+-- @raise SendfileNotAvailableError for a datagram transport or `fallback = false`; RuntimeError when the transport is closing
 function Loop:sendfile(transport, file, offset, count, fallback)
   argcheck(io.type(file) == "file", 2, "sendfile", "open file expected")
   argcheck(offset == nil or (math.type(offset) == "integer" and offset >= 0), 3, "sendfile",
@@ -381,7 +464,17 @@ function Server:__tostring()
   return ("<Server sockets=%d%s>"):format(#self.sockets, self._serving and " serving" or "")
 end
 
+--- The server's loop.
+-- @function Server:get_loop
+-- @python Server.get_loop
+-- @treturn Loop
 function Server:get_loop() return self._loop end
+
+--- Whether it accepts connections. The field `sockets` lists its listening
+-- sockets (`s:getsockname()` -> `{host, port}`).
+-- @function Server:is_serving
+-- @python Server.is_serving
+-- @treturn boolean
 function Server:is_serving() return self._serving end
 
 -- A connection counts from just before its transport starts with the Server
@@ -405,6 +498,9 @@ function Server:_wakeup()
   end
 end
 
+--- Starts accepting (for `start_serving = false`).
+-- @function Server:start_serving
+-- @python Server.start_serving
 function Server:start_serving()
   if self._serving or self._listeners == nil then return end
   self._serving = true
@@ -413,6 +509,9 @@ function Server:start_serving()
   for _, ls in ipairs(self._listeners) do ls:listen(self._backlog, accept) end
 end
 
+--- Stops listening (also by `<close>`); the connections stay open.
+-- @function Server:close
+-- @python Server.close
 function Server:close()
   local listeners = self._listeners
   if listeners == nil then return end
@@ -426,14 +525,24 @@ function Server:close()
   if self._nclients == 0 then self:_wakeup() end
 end
 
+--- Closes every connection of the server.
+-- @function Server:close_clients
+-- @python Server.close_clients
 function Server:close_clients()
   for _, tp in ipairs(core.server_clients(self._loop, self)) do tp:close() end
 end
 
+--- Aborts every connection of the server.
+-- @function Server:abort_clients
+-- @python Server.abort_clients
 function Server:abort_clients()
   for _, tp in ipairs(core.server_clients(self._loop, self)) do tp:abort() end
 end
 
+--- Waits until closed and its connections are gone (yields).
+-- @function Server:wait_closed
+-- @python Server.wait_closed
+-- @raise RuntimeError outside a task
 function Server:wait_closed()
   if self._waiters == nil then return end
   local w = self._loop:create_future()
@@ -441,6 +550,10 @@ function Server:wait_closed()
   w:await()
 end
 
+--- Serves until cancelled; then closes the server (yields).
+-- @function Server:serve_forever
+-- @python Server.serve_forever
+-- @raise RuntimeError when already serving forever or closed; CancelledError
 function Server:serve_forever()
   if self._serving_forever then
     error(errors.RuntimeError("server is already being awaited on serve_forever()"), 2)
@@ -527,6 +640,15 @@ function M.create_unix_server_with(loop, on_connection, path, opts, fname)
   return serve(loop, { ls }, on_connection, opts)
 end
 
+--- Listens on TCP (yields).
+-- @function Loop:create_server
+-- @python loop.create_server
+-- @tparam function factory
+-- @tparam ?string host nil: every interface
+-- @tparam ?integer port 0: a free port
+-- @tparam[opt] table opts `backlog`, `reuse_address`, `reuse_port`, `ssl`, `ssl_handshake_timeout`, `start_serving`, `family`, `sock`
+-- @treturn Server
+-- @raise OSError (EADDRINUSE, ...); RuntimeError outside a task
 function Loop:create_server(factory, host, port, opts)
   check_factory(factory, "create_server")
   opts = check_opts(opts, 4, "create_server")
@@ -535,6 +657,14 @@ function Loop:create_server(factory, host, port, opts)
     "create_server")
 end
 
+--- Listens on a Unix socket (yields).
+-- @function Loop:create_unix_server
+-- @python loop.create_unix_server
+-- @tparam function factory
+-- @tparam ?string path
+-- @tparam[opt] table opts as `create_server`'s
+-- @treturn Server
+-- @raise OSError; RuntimeError outside a task
 function Loop:create_unix_server(factory, path, opts)
   check_factory(factory, "create_unix_server")
   opts = check_opts(opts, 3, "create_unix_server")

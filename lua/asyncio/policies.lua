@@ -32,6 +32,7 @@ AbstractEventLoopPolicy.new_event_loop = abstract("AbstractEventLoopPolicy.new_e
 -- DefaultEventLoopPolicy() makes one (a subclass inherits its methods)
 
 --- The policy classes (deprecated): `DefaultEventLoopPolicy()` makes one
+-- (a subclass of `AbstractEventLoopPolicy`)
 -- with `get_event_loop()`, `set_event_loop(loop)`, `new_event_loop()`.
 -- @table DefaultEventLoopPolicy
 -- @python asyncio.DefaultEventLoopPolicy, asyncio.AbstractEventLoopPolicy

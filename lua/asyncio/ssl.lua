@@ -1,5 +1,22 @@
 -- asyncio.ssl: TLS contexts and errors, in Python's ssl module's terms. The
 -- contexts and the TLS transports are C (sslcontext.c, tls.c).
+
+--- TLS (`asyncio.ssl`, OpenSSL). Streams and `create_connection`/`create_server`
+-- take `ssl` (true or an SSLContext), `server_hostname` (SNI and the
+-- hostname check; defaults to `host`, no SNI for an IP address),
+-- `ssl_handshake_timeout` (60 s) and `ssl_shutdown_timeout` (30 s). The
+-- errors `SSLError` (an OSError; fields `library`, `reason`),
+-- `SSLCertVerificationError` (`verify_code`, `verify_message`), `SSLEOFError`
+-- and `SSLZeroReturnError` are on the errors page and in `asyncio.ssl`.
+-- @module ssl
+
+--- `verify_mode` values: `CERT_NONE`, `CERT_OPTIONAL`, `CERT_REQUIRED`.
+-- Also `PROTOCOL_TLS_CLIENT`, `PROTOCOL_TLS_SERVER`, `Purpose`
+-- (`SERVER_AUTH`, `CLIENT_AUTH`) and `TLSVersion` (`TLSv1_2`, `TLSv1_3`,
+-- `MINIMUM_SUPPORTED`, ...), as Python's.
+-- @table CERT_NONE
+-- @python ssl.CERT_NONE, ssl.CERT_OPTIONAL, ssl.CERT_REQUIRED
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 
@@ -21,11 +38,23 @@ local M = {
   SSLZeroReturnError = errors.SSLZeroReturnError,
 }
 
---- True when v is an SSLContext.
+-- True when v is an SSLContext.
+
+--- True when `v` is an SSLContext.
+-- @function is_context
+-- @python isinstance(v, ssl.SSLContext)
+-- @param v
+-- @treturn boolean
 M.is_context = core.is_sslcontext
 
---- SSLContext("client"|"server"), as Python's SSLContext(PROTOCOL_TLS_CLIENT
---- or PROTOCOL_TLS_SERVER): TLS 1.2 or later, no certificates loaded.
+-- SSLContext("client"|"server"), as Python's SSLContext(PROTOCOL_TLS_CLIENT
+-- or PROTOCOL_TLS_SERVER): TLS 1.2 or later, no certificates loaded.
+
+--- A context of TLS 1.2 or later with no certificates loaded.
+-- @function SSLContext
+-- @python ssl.SSLContext
+-- @tparam[opt="client"] string protocol `"client"` or `"server"`
+-- @treturn SSLContext
 function M.SSLContext(protocol)
   if protocol ~= nil and protocol ~= "client" and protocol ~= "server" then
     error(("bad argument #1 to 'SSLContext' (\"client\" or \"server\" expected, got %s)")
@@ -34,8 +63,15 @@ function M.SSLContext(protocol)
   return core.SSLContext_new(protocol)
 end
 
---- A client context verifies the peer and its hostname against the system's
---- trust store; a server context asks for no client certificate.
+-- A client context verifies the peer and its hostname against the system's
+-- trust store; a server context asks for no client certificate.
+
+--- A client context verifies peers and hostnames against the system CA
+-- store; a server context asks for no client certificate.
+-- @function create_default_context
+-- @python ssl.create_default_context
+-- @tparam[opt="client"] string purpose `"client"` or `"server"`
+-- @treturn SSLContext
 function M.create_default_context(purpose)
   purpose = purpose or "client"
   if purpose ~= "client" and purpose ~= "server" then
@@ -47,8 +83,8 @@ function M.create_default_context(purpose)
   return ctx
 end
 
---- SSL objects this Lua state holds (connections and SSLObjects not yet
---- collected): for leak checks.
+-- SSL objects this Lua state holds (connections and SSLObjects not yet
+-- collected): for leak checks.
 M._live = core.ssl_live
 
 -- Option checks shared by the stream and transport functions. `opts.ssl`

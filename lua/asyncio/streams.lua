@@ -1,6 +1,12 @@
 -- Streams: StreamWriter and the open_connection / start_server family. The
 -- StreamReader is C (asyncio.core.StreamReader) and is also the protocol of
 -- its transport, so a read costs no Lua call per arriving chunk.
+
+--- Streams: `open_connection`, `start_server`, StreamReader, StreamWriter.
+-- The TLS options (`ssl`, `server_hostname`, `ssl_handshake_timeout`,
+-- `ssl_shutdown_timeout`) are described on the ssl page.
+-- @module streams
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local network = require "asyncio.network"
@@ -33,22 +39,66 @@ function M.new_writer(transport, reader, server_side)
   return setmetatable({ transport, reader, server_side, transport = transport }, StreamWriter)
 end
 
+--- The writer class (`asyncio.StreamWriter`) of `open_connection` and
+-- `start_server`; a writer is closable with `<close>`.
+-- @table StreamWriter
+-- @python asyncio.StreamWriter
+
 function StreamWriter:__tostring()
   return "<StreamWriter " .. tostring(self.transport) .. ">"
 end
 
+--- Buffers `s` for sending (does not wait; see `drain`). The field `transport` is the transport.
+-- @function StreamWriter:write
+-- @python StreamWriter.write
+-- @tparam string s
+-- @raise RuntimeError after `close`
 StreamWriter.write = core.stream_write -- C: the echo loop's hot path
+
+--- Writes every string of `list`.
+-- @function StreamWriter:writelines
+-- @python StreamWriter.writelines
+-- @tparam {string,...} list
 function StreamWriter:writelines(list) return self.transport:writelines(list) end
+
+--- Whether `write_eof` is supported.
+-- @function StreamWriter:can_write_eof
+-- @python StreamWriter.can_write_eof
+-- @treturn boolean
 function StreamWriter:can_write_eof() return self.transport:can_write_eof() end
+
+--- Closes the write side after the buffered data.
+-- @function StreamWriter:write_eof
+-- @python StreamWriter.write_eof
 function StreamWriter:write_eof() return self.transport:write_eof() end
+
+--- Closes the stream (also by `<close>`).
+-- @function StreamWriter:close
+-- @python StreamWriter.close
 function StreamWriter:close() return self.transport:close() end
+
+--- Whether it is closed or closing.
+-- @function StreamWriter:is_closing
+-- @python StreamWriter.is_closing
+-- @treturn boolean
 function StreamWriter:is_closing() return self.transport:is_closing() end
+
+--- Transport information: `"peername"`, `"sockname"`, `"ssl_object"`, ...
+-- @function StreamWriter:get_extra_info
+-- @python StreamWriter.get_extra_info
+-- @tparam string name
+-- @param[opt] default returned when there is none
 function StreamWriter:get_extra_info(name, default)
   return self.transport:get_extra_info(name, default)
 end
 
 -- Shielded: every wait_closed shares one future, which a cancelled waiter
 -- would otherwise cancel for all the later ones.
+
+--- Waits until the connection is closed (yields).
+-- @function StreamWriter:wait_closed
+-- @python StreamWriter.wait_closed
+-- @raise RuntimeError outside a task
 function StreamWriter:wait_closed()
   tasks.shield(self[2]:_closed_waiter()):await()
 end
@@ -71,10 +121,23 @@ local function drain(self)
   local waiter = self[2]:_drain_helper()
   if waiter then waiter:await() end
 end
+
+--- Waits while the write buffer is above the high-water mark (yields).
+-- @function StreamWriter:drain
+-- @python StreamWriter.drain
+-- @raise ConnectionResetError (an OSError) when the connection is lost; RuntimeError outside a task
 StreamWriter.drain = core.stream_drain(drain)
 
 -- Upgrades the connection to TLS in place: the reader goes on reading, now
 -- plaintext, and bytes it held unread go into the TLS input.
+
+--- Upgrades the connection to TLS (yields); bytes that arrived before go
+-- to TLS, never to the reader.
+-- @function StreamWriter:start_tls
+-- @python StreamWriter.start_tls
+-- @tparam SSLContext ctx
+-- @tparam[opt] table opts `server_hostname`, `ssl_handshake_timeout`
+-- @raise SSLError, SSLCertVerificationError; TimeoutError on handshake timeout
 function StreamWriter:start_tls(ctx, opts)
   opts = check_opts(opts, 3, "start_tls")
   local server_side = opts.server_side
@@ -99,6 +162,15 @@ local function reader_factory(loop, limit)
   return reader, function() return reader end
 end
 
+--- Connects over TCP (yields).
+-- @function open_connection
+-- @python asyncio.open_connection
+-- @tparam ?string host
+-- @tparam ?integer port
+-- @tparam[opt] table opts `ssl` (true or an SSLContext), `server_hostname`, `ssl_handshake_timeout`, `limit` (65536), `local_addr = {host, port}`, `family`, `sock`
+-- @treturn StreamReader reader
+-- @treturn StreamWriter writer
+-- @raise OSError (ConnectionRefusedError, ...); SSLError; TimeoutError; RuntimeError outside a task
 function M.open_connection(host, port, opts)
   opts = check_opts(opts, 3, "open_connection")
   local loop = running_loop()
@@ -107,6 +179,14 @@ function M.open_connection(host, port, opts)
   return reader, M.new_writer(tp, reader)
 end
 
+--- Connects to a Unix socket (yields).
+-- @function open_unix_connection
+-- @python asyncio.open_unix_connection
+-- @tparam ?string path
+-- @tparam[opt] table opts as `open_connection`'s
+-- @treturn StreamReader reader
+-- @treturn StreamWriter writer
+-- @raise OSError; RuntimeError outside a task
 function M.open_unix_connection(path, opts)
   opts = check_opts(opts, 2, "open_unix_connection")
   local loop = running_loop()
@@ -161,6 +241,16 @@ local function stream_handler(loop, cb, limit, ctx, opts)
 end
 
 
+--- Listens on TCP; `cb(reader, writer)` runs as a task per connection
+-- (yields).
+-- @function start_server
+-- @python asyncio.start_server
+-- @tparam function cb
+-- @tparam ?string host nil: every interface
+-- @tparam ?integer port 0: a free port
+-- @tparam[opt] table opts `limit`, `backlog`, `reuse_address`, `reuse_port`, `ssl`, `start_serving` (true), `sock`
+-- @treturn Server
+-- @raise OSError (EADDRINUSE, ...); RuntimeError outside a task
 function M.start_server(cb, host, port, opts)
   check_callable(cb, "start_server", "function")
   opts = check_opts(opts, 4, "start_server")
@@ -171,6 +261,14 @@ function M.start_server(cb, host, port, opts)
     "start_server")
 end
 
+--- Listens on a Unix socket (yields).
+-- @function start_unix_server
+-- @python asyncio.start_unix_server
+-- @tparam function cb
+-- @tparam ?string path
+-- @tparam[opt] table opts as `start_server`'s
+-- @treturn Server
+-- @raise OSError; RuntimeError outside a task
 function M.start_unix_server(cb, path, opts)
   check_callable(cb, "start_unix_server", "function")
   opts = check_opts(opts, 3, "start_unix_server")

@@ -3,6 +3,18 @@
 -- are C (process.c); the pipes are the stream transports of pipe.c, with a
 -- C StreamReader as the protocol of stdout and stderr, so reading a child's
 -- output costs no Lua call per chunk.
+
+--- Subprocesses (`asyncio.subprocess`): `create_subprocess_exec`,
+-- `create_subprocess_shell`, `Process`, and the loop's protocol forms. Pipes
+-- are real pipes. No zombies are left: a child is reaped even when its
+-- Process was dropped, and closing the loop settles every child.
+-- @module subprocess
+
+--- Values of the `stdin`, `stdout`, `stderr` options: `PIPE`, `STDOUT`
+-- (stderr only: into stdout), `DEVNULL`; an fd number or nil (inherit) also do.
+-- @table PIPE
+-- @python asyncio.subprocess.PIPE, STDOUT, DEVNULL
+
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"
 local network = require "asyncio.network"
@@ -92,17 +104,36 @@ function Process:__tostring()
     self.returncode and (" returncode=" .. self.returncode) or "")
 end
 
---- Waits for the exit; returns the returncode (-signum when killed by a
---- signal). Returns at the exit even while a grandchild holds the pipes.
+-- Waits for the exit; returns the returncode (-signum when killed by a
+-- signal). Returns at the exit even while a grandchild holds the pipes.
+
+--- Waits for the exit, even while a grandchild holds the pipes (yields).
+-- The fields: `pid`, `returncode` (nil while running; `-signum` when killed
+-- by a signal), `stdin` (StreamWriter), `stdout`, `stderr` (StreamReader).
+-- @function Process:wait
+-- @python Process.wait
+-- @treturn integer the returncode
+-- @raise RuntimeError outside a task
 function Process:wait()
   return self._handle:wait()
 end
 
+--- Sends a signal (nothing once the child is reaped).
+-- @function Process:send_signal
+-- @python Process.send_signal
+-- @param sig a number or a name such as `"SIGTERM"`
 function Process:send_signal(sig)
   self._handle:send_signal(signum(sig, "send_signal"))
 end
 
+--- Sends SIGTERM.
+-- @function Process:terminate
+-- @python Process.terminate
 function Process:terminate() self._handle:send_signal(15) end
+
+--- Sends SIGKILL.
+-- @function Process:kill
+-- @python Process.kill
 function Process:kill() self._handle:send_signal(9) end
 
 -- Reads a StreamReader to EOF into `into` (a list), in a task of its own:
@@ -130,9 +161,19 @@ local function feed(loop, writer, input)
   end)
 end
 
---- communicate([input]) -> stdout_data, stderr_data (nil for a stream that
---- is not a pipe): writes input and closes stdin, reads both to EOF, waits
---- for the exit. May be cancelled without losing what was read.
+-- communicate([input]) -> stdout_data, stderr_data (nil for a stream that
+-- is not a pipe): writes input and closes stdin, reads both to EOF, waits
+-- for the exit. May be cancelled without losing what was read.
+
+--- Writes `input` and closes stdin, reads stdout and stderr to EOF, waits
+-- for the exit (yields). Cancelled, it loses nothing: the next call returns
+-- what was read.
+-- @function Process:communicate
+-- @python Process.communicate
+-- @tparam[opt] string input
+-- @treturn ?string stdout_data nil when stdout is not a pipe
+-- @treturn ?string stderr_data
+-- @raise RuntimeError outside a task
 function Process:communicate(input)
   argcheck(input == nil or type(input) == "string", 1, "communicate", "string expected")
   local c = self._comm
@@ -180,12 +221,26 @@ local function new_process(loop, opts, handle, pid, fin, fout, ferr)
   return p
 end
 
+--- Starts `argv[1]` with the arguments `argv[2..]` (yields).
+-- @function create_subprocess_exec
+-- @python asyncio.create_subprocess_exec
+-- @tparam {string,...} argv
+-- @tparam[opt] table opts `stdin`, `stdout`, `stderr`, `cwd`, `env`, `limit`, `close_fds` (true), `pass_fds`, `start_new_session`, `process_group`, `umask`
+-- @treturn Process
+-- @raise OSError (ENOENT, ...); RuntimeError with no running loop
 function M.create_subprocess_exec(argv, opts)
   opts = check_opts(opts, 2, "create_subprocess_exec")
   local loop = running_loop(2)
   return new_process(loop, opts, spawn(loop, argv, opts, "create_subprocess_exec"))
 end
 
+--- Runs `cmd` with `/bin/sh -c` (yields).
+-- @function create_subprocess_shell
+-- @python asyncio.create_subprocess_shell
+-- @tparam string cmd
+-- @tparam[opt] table opts as `create_subprocess_exec`'s
+-- @treturn Process
+-- @raise OSError; RuntimeError with no running loop
 function M.create_subprocess_shell(cmd, opts)
   argcheck(type(cmd) == "string", 1, "create_subprocess_shell", "command string expected")
   opts = check_opts(opts, 2, "create_subprocess_shell")
@@ -201,17 +256,54 @@ SubprocessTransport.__index = SubprocessTransport
 SubprocessTransport.__name = "asyncio.SubprocessTransport"
 M.SubprocessTransport = SubprocessTransport
 
+--- The child's pid.
+-- @function SubprocessTransport:get_pid
+-- @python SubprocessTransport.get_pid
+-- @treturn integer
 function SubprocessTransport:get_pid() return self._pid end
+
+--- The exit status, nil while running.
+-- @function SubprocessTransport:get_returncode
+-- @python SubprocessTransport.get_returncode
+-- @treturn ?integer
 function SubprocessTransport:get_returncode() return self._returncode end
+
+--- The transport of pipe `fd` (0, 1, 2), or nil.
+-- @function SubprocessTransport:get_pipe_transport
+-- @python SubprocessTransport.get_pipe_transport
+-- @tparam integer fd
+-- @treturn ?Transport
 function SubprocessTransport:get_pipe_transport(fd) return self._pipes[fd] end
+
+--- Whether it is closed.
+-- @function SubprocessTransport:is_closing
+-- @python BaseTransport.is_closing
+-- @treturn boolean
 function SubprocessTransport:is_closing() return self._closed end
+
+--- Sends a signal.
+-- @function SubprocessTransport:send_signal
+-- @python SubprocessTransport.send_signal
+-- @param sig a number or a name
 function SubprocessTransport:send_signal(sig)
   self._handle:send_signal(signum(sig, "send_signal"))
 end
+
+--- Sends SIGTERM.
+-- @function SubprocessTransport:terminate
+-- @python SubprocessTransport.terminate
 function SubprocessTransport:terminate() self._handle:send_signal(15) end
+
+--- Sends SIGKILL.
+-- @function SubprocessTransport:kill
+-- @python SubprocessTransport.kill
 function SubprocessTransport:kill() self._handle:send_signal(9) end
 
---- Closes the pipes; a child still running is killed (as Python).
+-- Closes the pipes; a child still running is killed (as Python).
+
+--- Closes the pipes; a child still running is killed.
+-- @function SubprocessTransport:close
+-- @python BaseTransport.close
 function SubprocessTransport:close()
   if self._closed then return end
   self._closed = true
@@ -274,11 +366,29 @@ local function subprocess(loop, factory, argv, opts, fname)
   return st, protocol
 end
 
+--- Starts a child with a SubprocessProtocol (yields).
+-- @function Loop:subprocess_exec
+-- @python loop.subprocess_exec
+-- @tparam function factory
+-- @tparam {string,...} argv
+-- @tparam[opt] table opts as `create_subprocess_exec`'s
+-- @treturn SubprocessTransport transport
+-- @treturn table protocol
+-- @raise OSError; RuntimeError outside a task
 function Loop:subprocess_exec(factory, argv, opts)
   opts = check_opts(opts, 3, "subprocess_exec")
   return subprocess(self, factory, argv, opts, "subprocess_exec")
 end
 
+--- Runs `cmd` with `/bin/sh -c` and a SubprocessProtocol (yields).
+-- @function Loop:subprocess_shell
+-- @python loop.subprocess_shell
+-- @tparam function factory
+-- @tparam string cmd
+-- @tparam[opt] table opts as `create_subprocess_exec`'s
+-- @treturn SubprocessTransport transport
+-- @treturn table protocol
+-- @raise OSError; RuntimeError outside a task
 function Loop:subprocess_shell(factory, cmd, opts)
   argcheck(type(cmd) == "string", 2, "subprocess_shell", "command string expected")
   opts = check_opts(opts, 3, "subprocess_shell")
