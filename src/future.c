@@ -6,8 +6,8 @@
 /***
 Futures: `asyncio.Future([loop])`, `loop:create_future()`. An exception
 never retrieved is logged when the future is collected.
+Python: `asyncio.Future`.
 @classmod Future
-@python asyncio.Future
 */
 
 #include <string.h>

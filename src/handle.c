@@ -4,8 +4,8 @@
 
 /***
 What `loop:call_soon` (`Handle`) and `call_later`/`call_at` (`TimerHandle`) return.
+Python: `asyncio.Handle`, `asyncio.TimerHandle`.
 @classmod Handle
-@python asyncio.Handle, asyncio.TimerHandle
 */
 
 #include <stdio.h>

@@ -793,7 +793,6 @@ seconds; for hosts that drive the loop themselves.
 @function Loop:run_once
 @python (none: loop._run_once)
 @tparam[opt=0] number timeout seconds
-@treturn boolean true while callbacks or timers are pending
 @raise RuntimeError when the loop is running or closed
 */
 static int l_run_once(lua_State *L) {

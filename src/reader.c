@@ -853,7 +853,7 @@ static int l_gc(lua_State *L) {
  * to the one set with set_event_loop. */
 
 /***
-A new reader.
+A new reader: the bytes of a stream, read by one task at a time.
 @function StreamReader
 @python asyncio.StreamReader
 @tparam[opt=65536] integer limit

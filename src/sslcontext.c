@@ -3,10 +3,7 @@
  * SSLError objects made from OpenSSL's error queue. */
 
 /***
-SSLContext and SSLObject (in C). A context's fields: `check_hostname`,
-`verify_mode` (setting CERT_NONE with check_hostname on raises ValueError),
-`minimum_version`, `maximum_version`, `purpose`. The SSL object
-(`get_extra_info("ssl_object")`) has fields `server_side`, `server_hostname`.
+SSLContext and SSLObject (in C).
 @module ssl
 */
 
@@ -446,6 +443,17 @@ static void push_method(lua_State *L, const char *k) {
   lua_getfield(L, -1, k);
 }
 
+/***
+The fields of an SSLContext.
+@table context
+@python ssl.SSLContext
+@field check_hostname boolean; setting it true turns verification on
+@field verify_mode `CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED` (CERT_NONE with check_hostname
+  raises ValueError)
+@field minimum_version a `TLSVersion` value
+@field maximum_version a `TLSVersion` value
+@field purpose `"client"` or `"server"` (read only)
+*/
 static int l_ctx_index(lua_State *L) {
   sslctx *c = check_ctx(L, 1);
   const char *k = lua_tostring(L, 2);
@@ -749,6 +757,13 @@ static int l_getpeercert(lua_State *L) {
   return 1;
 }
 
+/***
+The fields of an SSL object (`transport:get_extra_info("ssl_object")`).
+@table ssl_object
+@python ssl.SSLObject
+@field server_side boolean
+@field server_hostname ?string
+*/
 static int l_obj_index(lua_State *L) {
   sslobj *o = check_obj(L);
   const char *k = lua_tostring(L, 2);

@@ -7,8 +7,8 @@ Tasks: a Future driving a function as a coroutine; every Future method
 applies (`result`, `await`, ...; `set_result` and `set_exception` raise
 RuntimeError). Cancelling a task raises CancelledError inside it at its
 current await point; it may catch it with `pcall`.
+Python: `asyncio.Task`.
 @classmod Task
-@python asyncio.Task
 */
 
 #include <stdio.h>

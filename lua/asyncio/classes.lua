@@ -4,12 +4,7 @@
 -- are instances of. A Lua class is a table reached through __index; a
 -- userdata of the core is mapped to its class by its tag.
 
---- The abstract classes: protocol bases whose no-op callbacks a protocol
--- inherits (`setmetatable(p, {__index = asyncio.Protocol})`), and the
--- transport kinds the runtime's transports are instances of
--- (`BaseTransport`, `ReadTransport`, `WriteTransport`, `Transport`,
--- `DatagramTransport`, `SubprocessTransport`), `AbstractServer`,
--- `AbstractEventLoop`.
+--- The abstract classes and `asyncio.isinstance`.
 -- @module transports
 
 local core = require "asyncio.core"
@@ -55,11 +50,6 @@ end
 
 -- the class of each kind of core userdata (core.kind_of), filled below
 local of_kind = {}
-
--- asyncio.isinstance(value, Class): true when value is an instance of Class
--- or of a class that inherits from it through __index: error objects, the
--- runtime's loops, futures, tasks, handles, transports and servers, and
--- tables of the user's (a protocol inheriting asyncio.Protocol).
 
 --- True when `value` is an instance of `cls` or of a subclass: error
 -- objects, loops, futures, tasks, handles, transports, servers, and tables
@@ -114,6 +104,13 @@ local function class(name, parent) return M.new_class(M, name, parent) end
 -- the transports look each one up through __index, so inherited ones run.
 
 local function noop() end
+
+--- The protocol bases, whose no-op callbacks a protocol inherits:
+-- `local Echo = setmetatable({}, {__index = asyncio.Protocol})`. `Protocol`
+-- (streams), `DatagramProtocol` and `SubprocessProtocol` derive from
+-- `BaseProtocol`; the transports look each callback up through `__index`.
+-- @table BaseProtocol
+-- @python asyncio.BaseProtocol, asyncio.Protocol, asyncio.DatagramProtocol, asyncio.SubprocessProtocol
 
 local BaseProtocol = class("BaseProtocol")
 
@@ -190,6 +187,15 @@ SubprocessProtocol.pipe_connection_lost = noop -- (fd, exc)
 SubprocessProtocol.process_exited = noop -- ()
 
 -- ---- transports (Python's asyncio/transports.py) ------------------------------------
+
+--- The transport kinds, for `asyncio.isinstance`: `BaseTransport`, with
+-- `ReadTransport` and `WriteTransport`, both bases of `Transport` (every
+-- stream and TLS transport); `DatagramTransport`, `SubprocessTransport`.
+-- Also `AbstractServer` (of `Server`) and `AbstractEventLoop` (of `Loop`).
+-- Their methods raise NotImplementedError; the runtime's transports have
+-- their own (Transport, DatagramTransport).
+-- @table BaseTransport
+-- @python asyncio.BaseTransport, asyncio.Transport, asyncio.AbstractServer, ...
 
 local BaseTransport = class("BaseTransport")
 function BaseTransport:get_extra_info(name, default)

@@ -50,16 +50,13 @@ local function argerror(n, fname, msg)
   error(("bad argument #%d to '%s' (%s)"):format(n, fname, msg), 3)
 end
 
--- asyncio.ThreadPoolExecutor([{max_workers =, initializer =, initargs =,
--- thread_name_prefix =}]): max_workers defaults to min(32, ncpu + 4);
--- thread names are prefix_N, cut to 15 bytes (the kernel's limit).
-
---- A pool of OS threads (workers start on demand).
+--- A pool of OS threads (workers start on demand), named `prefix_N`, cut
+-- to 15 bytes (the kernel's limit).
 -- @function ThreadPoolExecutor
 -- @python concurrent.futures.ThreadPoolExecutor
 -- @tparam[opt] table opts `max_workers` (default `min(32, ncpu + 4)`), `initializer`, `initargs`, `thread_name_prefix`
 -- @treturn ThreadPoolExecutor
--- @raise ValueError when `max_workers` < 1
+-- @raise an argument error when `max_workers` is not an integer > 0
 function M.ThreadPoolExecutor(opts)
   local fname = "ThreadPoolExecutor"
   if opts == nil then return new_executor() end
@@ -73,13 +70,6 @@ function M.ThreadPoolExecutor(opts)
   if prefix ~= nil and type(prefix) ~= "string" then argerror(1, fname, "thread_name_prefix must be a string") end
   return new_executor(max, prefix, init, args)
 end
-
--- executor:shutdown([{wait = true, cancel_futures = false}]): no new jobs;
--- cancel_futures cancels the jobs not started. wait = true blocks until
--- the threads are gone when no loop runs; inside a task of a running loop
--- it awaits instead (the loop never blocks): until this loop's jobs of
--- the executor are done, after which the threads exit by themselves. In a
--- loop callback (no task to suspend) it does not wait.
 
 --- No new jobs; `cancel_futures` cancels the jobs not started. `wait`
 -- blocks until the threads are gone when no loop runs; in a task it awaits
@@ -116,9 +106,6 @@ local function default_executor(loop)
   return ex
 end
 
--- asyncio.to_thread(fn, ...) -> fn's values, run in the running loop's
--- default executor.
-
 --- Runs `fn(...)` in the running loop's default executor and returns its
 -- values; cancelling the task cancels a job not yet started.
 -- @function to_thread
@@ -136,12 +123,6 @@ function M.to_thread(fn, ...)
 end
 
 local job_call_soon = core.job_call_soon_threadsafe
-
--- asyncio.call_soon_threadsafe(fn, ...): in a job running in an executor,
--- schedules fn(...) on the loop that submitted the job, fn and its
--- arguments copied by to_thread's rules (a worker holds no loop object:
--- this is its loop:call_soon_threadsafe). Anywhere else it is the running
--- loop's call_soon_threadsafe.
 
 --- In a job of an executor: schedules `fn(...)` (copied) on the loop that
 -- submitted the job; elsewhere, the running loop's `call_soon_threadsafe`.
@@ -197,15 +178,10 @@ local function warn_running(executor, timeout)
   end
 end
 
--- loop:shutdown_default_executor([timeout]): no new jobs for the default
--- executor, then waits (in a task) for its jobs of this loop, at most
--- timeout seconds; past that, logs a warning naming each job still running
--- (its function's source:line and how long it has run). Their threads
--- exit when the jobs end; the loop is never blocked.
-
 --- Shuts the default executor down and waits (in a task) for its jobs of
 -- this loop, at most `timeout` seconds; then warns naming each job still
--- running. The loop is never blocked.
+-- running (its function's source:line and how long it has run). Their
+-- threads exit when the jobs end; the loop is never blocked.
 -- @function Loop:shutdown_default_executor
 -- @python loop.shutdown_default_executor
 -- @tparam[opt] number timeout seconds; nil: no limit

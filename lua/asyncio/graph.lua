@@ -39,10 +39,8 @@ local groups = setmetatable({}, { __mode = "k" })
 -- future -> {[waiter] = true}: future_add_to_awaited_by's edges
 local explicit = setmetatable({}, { __mode = "k" })
 
--- future_add_to_awaited_by(fut, waiter): record that `waiter` awaits `fut`.
--- Anything but two futures is ignored, as Python does with foreign ones.
-
 --- Records that `waiter` awaits `fut` (for awaits the runtime cannot see).
+-- Anything but two futures is ignored, as Python does with foreign ones.
 -- @function future_add_to_awaited_by
 -- @python asyncio.future_add_to_awaited_by
 -- @tparam Future fut
@@ -56,8 +54,6 @@ function M.future_add_to_awaited_by(fut, waiter)
   end
   set[waiter] = true
 end
-
--- future_discard_from_awaited_by(fut, waiter): the wait has ended.
 
 --- The wait recorded by `future_add_to_awaited_by` has ended.
 -- @function future_discard_from_awaited_by
@@ -95,8 +91,6 @@ local plumbing = getinfo(acoroutine.resume, "S").source
 -- (C frames are otherwise left out): Event.wait (src/event.c).
 local c_frames = { [core.Event().wait] = true }
 
--- FrameCallGraphEntry(name, source, line) -> {name =, source =, line =}
-
 --- A frame of a call graph: `{name =, source =, line =}`.
 -- @function FrameCallGraphEntry
 -- @python asyncio.FrameCallGraphEntry
@@ -107,8 +101,6 @@ local c_frames = { [core.Event().wait] = true }
 function M.FrameCallGraphEntry(name, source, line)
   return { name = name, source = source, line = line }
 end
-
--- FutureCallGraph(future, call_stack, awaited_by) -> the graph table
 
 --- A call graph: `{future =, call_stack =, awaited_by =}`.
 -- @function FutureCallGraph
@@ -323,13 +315,11 @@ local function context(entry, depth, limit, loop)
   }
 end
 
--- capture_call_graph([future [, {depth =, limit =}]]) -> FutureCallGraph or
--- nil (outside a task, with no future given). For the current task the stack
--- starts at the caller (depth = 1), or `depth - 1` frames further out.
-
 --- The call graph of `future` (default: the current task): its frames,
 -- innermost first, and the graphs of the tasks awaiting it, through
--- `await`, `gather`, `wait`, `shield` and TaskGroups.
+-- `await`, `gather`, `wait`, `shield` and TaskGroups. For the current
+-- task the stack starts at the caller (`depth = 1`), or `depth - 1` frames
+-- further out.
 -- @function capture_call_graph
 -- @python asyncio.capture_call_graph
 -- @tparam[opt] Future future
@@ -376,8 +366,6 @@ local function render(graph, buf, level)
   end
 end
 
--- format_call_graph([future [, opts]]) -> string ("" when there is no graph)
-
 --- The call graph in Python's layout (`* Task(name='main', id=0x...)`,
 -- `+ Call stack:`, `+ Awaited by:`); "" when there is none.
 -- @function format_call_graph
@@ -394,8 +382,6 @@ function M.format_call_graph(future, opts)
   render(graph, buf, 0)
   return concat(buf, "\n")
 end
-
--- print_call_graph([future [, {depth =, limit =, file =}]]): file defaults to io.stdout
 
 --- Writes `format_call_graph` to `opts.file` (default `io.stdout`).
 -- @function print_call_graph
@@ -477,12 +463,8 @@ function M.stat_columns(task)
   return cols
 end
 
--- ps([loop]) -> a table of every task: id, name, state, its counters,
--- where it is suspended (innermost frame first) and the ids of the tasks
--- awaiting it.
-
 --- A table of every task: id, name, state, counters, where it is suspended
--- and who awaits it.
+-- (innermost frame first) and the ids of the tasks awaiting it.
 -- @function ps
 -- @python python -m asyncio ps
 -- @tparam[opt] Loop loop default: the running loop
@@ -541,10 +523,6 @@ local function frame_label(f)
   return ("%s %s:%d"):format(f.name, f.source, f.line)
 end
 M._frame_label = frame_label
-
--- pstree([loop]) -> the tasks as a tree: each task under the frames of the
--- task awaiting it. Raises a RuntimeError naming the cycle (field `cycles`:
--- lists of tasks) when the await graph has one.
 
 --- The tasks as a tree, each under the frames of the task awaiting it.
 -- @function pstree

@@ -180,9 +180,6 @@ for _, name in ipairs { "BaseProtocol", "Protocol", "DatagramProtocol", "Subproc
   M[name] = classes[name]
 end
 
--- asyncio.iscoroutine(x): a Lua coroutine; iscoroutinefunction(x): a
--- function (any Lua function can be a task's body).
-
 --- True for a Lua coroutine.
 -- @function iscoroutine
 -- @python asyncio.iscoroutine
@@ -269,10 +266,6 @@ function M.get_event_loop()
   return loop
 end
 
--- asyncio.ensure_future(aw [, loop]): a Future or Task as it is (it must be
--- of `loop` when one is given); a function becomes a task of `loop` (or
--- of get_event_loop()).
-
 --- A Future or Task as it is; a function becomes a new task.
 -- @function ensure_future
 -- @python asyncio.ensure_future
@@ -294,8 +287,6 @@ function M.ensure_future(aw, loop)
   return (loop or M.get_event_loop()):create_task(aw)
 end
 
--- asyncio.Future([loop]) builds a future; the table also holds the methods.
-
 --- A new pending future; the table also holds the methods (see Future).
 -- @function Future
 -- @python asyncio.Future
@@ -316,7 +307,8 @@ local eager_next = false
 local eager_reset = setmetatable({}, { __close = function() eager_next = false end })
 
 --- A task of `loop` running `fn(...)`, made without the loop's task factory
--- (what a factory calls); the table also holds the methods (see Task).
+-- (what a factory calls; inside a factory of `create_eager_task_factory` it
+-- starts eagerly); the table also holds the methods (see Task).
 -- @function Task
 -- @python asyncio.Task
 -- @tparam Loop loop the loop
@@ -336,11 +328,6 @@ M.Task = setmetatable(core.Task, {
     return core.Task_new(loop, fn, ...)
   end,
 })
-
--- asyncio.create_eager_task_factory(constructor) -> a task factory whose
--- tasks start at once, as eager_task_factory's: the constructor is called
--- as asyncio.Task is, (loop, fn, ...), and the asyncio.Task it makes is
--- the eager one (Python passes it eager_start=True).
 
 --- A task factory whose tasks start at once; `ctor` is called as
 -- `asyncio.Task` is, `(loop, fn, ...)`, and the Task it makes is eager.

@@ -7,8 +7,8 @@
 -- `slow_callback_duration` (seconds, default 0.1): debug mode logs callbacks
 -- slower than that. The transport, socket, subprocess and executor methods
 -- are on their pages.
+-- Python: `asyncio.AbstractEventLoop`.
 -- @classmod Loop
--- @python asyncio.AbstractEventLoop
 
 local core = require "asyncio.core"
 local errors = require "asyncio.errors"

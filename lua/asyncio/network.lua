@@ -5,7 +5,8 @@
 --- Transports, protocols and servers: the loop's connection methods (all
 -- yield) and Server. A protocol is a table of callbacks (see BaseProtocol);
 -- a factory is a function returning one. `opts.sock = fd` (an open socket
--- the transport then owns) may replace host and port.
+-- the transport then owns) may replace host and port. TLS transports have
+-- the methods of Transport.
 -- @module transports
 
 local core = require "asyncio.core"
@@ -289,10 +290,6 @@ function Loop:create_unix_connection(factory, path, opts)
   return M.unix_connection(self, factory, path, opts, "create_unix_connection")
 end
 
--- Python's connect_accepted_socket: a transport over a connection accepted
--- elsewhere; with opts.ssl the server side of a TLS handshake, done before
--- this returns.
-
 --- A transport over a connection accepted elsewhere; with `opts.ssl`, the
 -- server side of a TLS handshake, done before it returns (yields).
 -- @function Loop:connect_accepted_socket
@@ -340,9 +337,6 @@ function Loop:sock_connect(fd, addr)
   end
   return self:_sock_connect(fd, addr)
 end
-
--- Python's loop.start_tls: the protocol's transport becomes TLS; returns
--- the new transport once the handshake is done.
 
 --- Upgrades `transport` to TLS once the handshake is done (yields); bytes
 -- that arrived before go to TLS, never to the protocol.
@@ -438,6 +432,11 @@ function Loop:sendfile(transport, file, offset, count, fallback)
 end
 
 -- ---- Server --------------------------------------------------------------
+
+--- What `start_server` and `create_server` return; closable with `<close>`.
+-- @table Server
+-- @python asyncio.Server
+-- @field sockets list of the listening sockets; `s:getsockname()` -> `{host, port}`
 
 local Server = {}
 Server.__index = Server

@@ -29,8 +29,6 @@ AbstractEventLoopPolicy.get_event_loop = abstract("AbstractEventLoopPolicy.get_e
 AbstractEventLoopPolicy.set_event_loop = abstract("AbstractEventLoopPolicy.set_event_loop")
 AbstractEventLoopPolicy.new_event_loop = abstract("AbstractEventLoopPolicy.new_event_loop")
 
--- DefaultEventLoopPolicy() makes one (a subclass inherits its methods)
-
 --- The policy classes (deprecated): `DefaultEventLoopPolicy()` makes one
 -- (a subclass of `AbstractEventLoopPolicy`)
 -- with `get_event_loop()`, `set_event_loop(loop)`, `new_event_loop()`.
@@ -65,8 +63,6 @@ local function custom()
   return nil
 end
 
--- asyncio.get_event_loop_policy()
-
 --- The policy in force (deprecated: logs a warning).
 -- @function get_event_loop_policy
 -- @python asyncio.get_event_loop_policy
@@ -76,8 +72,6 @@ function M.get_event_loop_policy()
   if policy == nil then policy = setmetatable({}, DefaultEventLoopPolicy) end
   return policy
 end
-
--- asyncio.set_event_loop_policy(policy | nil): nil restores the default.
 
 --- Sets the policy (deprecated: logs a warning); nil restores the default.
 -- @function set_event_loop_policy

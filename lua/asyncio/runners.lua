@@ -69,11 +69,6 @@ local Runner = { __name = "asyncio.Runner" }
 Runner.__index = Runner
 M.Runner = Runner
 
--- asyncio.Runner([{debug =, loop_factory =, clock =}]): the loop is made at
--- the first run() or get_loop(): by loop_factory() when given, else a new
--- loop (clock as new_event_loop's) that becomes the current one until
--- close(). A to-be-closed variable closes it: local r <close> = Runner().
-
 --- A runner: its loop is made at the first `run()` or `get_loop()` (by
 -- `loop_factory()`, else a new loop that is current until `close()`).
 -- `local r <close> = asyncio.Runner()` closes it.
@@ -110,8 +105,6 @@ local function lazy_init(self)
   self._state = "initialized"
 end
 
--- runner:get_loop() -> the runner's loop (made now if need be).
-
 --- The runner's loop, made now if need be.
 -- @function Runner:get_loop
 -- @python asyncio.Runner.get_loop
@@ -121,11 +114,6 @@ function Runner:get_loop()
   lazy_init(self)
   return self._loop
 end
-
--- runner:run(fn, ...) -> what fn(...) returned, run as a task of the
--- runner's loop (or run(future): waits for it). A SIGINT while it runs
--- cancels that task, a second one stops the loop; either way run raises
--- KeyboardInterrupt.
 
 --- Runs `main(...)` as a task of the runner's loop (or waits for a future).
 -- A SIGINT cancels that task, a second one stops the loop.
@@ -167,13 +155,10 @@ function Runner:run(main, ...)
   return table.unpack(res, 2, res.n)
 end
 
--- runner:close(): cancels the loop's leftover tasks, waits for the default
--- executor (a warning names each job still running after 5 s), closes the
--- loop. Closing again does nothing; run() after it raises RuntimeError.
--- The clean-up's own error, if any, is raised after the loop is closed.
-
---- Cancels the leftover tasks, shuts the default executor down and closes
--- the loop; closing again does nothing.
+--- Cancels the leftover tasks, waits for the default executor (a warning
+-- names each job still running after 5 s) and closes the loop; closing
+-- again does nothing. The clean-up's own error is raised after the loop is
+-- closed.
 -- @function Runner:close
 -- @python asyncio.Runner.close
 function Runner:close()
@@ -198,9 +183,6 @@ Runner.__close = Runner.close
 function Runner:__tostring()
   return ("<Runner %s>"):format(self._state)
 end
-
--- asyncio.run(main [, opts]) -> main's values: a Runner for one function
--- (opts: debug, loop_factory, clock, control).
 
 --- Runs `main` as the task of a new loop, then cancels leftover tasks,
 -- shuts the executor down and closes the loop. A SIGINT cancels the main

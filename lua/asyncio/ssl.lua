@@ -38,17 +38,12 @@ local M = {
   SSLZeroReturnError = errors.SSLZeroReturnError,
 }
 
--- True when v is an SSLContext.
-
 --- True when `v` is an SSLContext.
 -- @function is_context
 -- @python isinstance(v, ssl.SSLContext)
 -- @param v
 -- @treturn boolean
 M.is_context = core.is_sslcontext
-
--- SSLContext("client"|"server"), as Python's SSLContext(PROTOCOL_TLS_CLIENT
--- or PROTOCOL_TLS_SERVER): TLS 1.2 or later, no certificates loaded.
 
 --- A context of TLS 1.2 or later with no certificates loaded.
 -- @function SSLContext
@@ -62,9 +57,6 @@ function M.SSLContext(protocol)
   end
   return core.SSLContext_new(protocol)
 end
-
--- A client context verifies the peer and its hostname against the system's
--- trust store; a server context asks for no client certificate.
 
 --- A client context verifies peers and hostnames against the system CA
 -- store; a server context asks for no client certificate.

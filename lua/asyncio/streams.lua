@@ -43,12 +43,13 @@ end
 -- `start_server`; a writer is closable with `<close>`.
 -- @table StreamWriter
 -- @python asyncio.StreamWriter
+-- @field transport the writer's Transport
 
 function StreamWriter:__tostring()
   return "<StreamWriter " .. tostring(self.transport) .. ">"
 end
 
---- Buffers `s` for sending (does not wait; see `drain`). The field `transport` is the transport.
+--- Buffers `s` for sending (does not wait; see `drain`).
 -- @function StreamWriter:write
 -- @python StreamWriter.write
 -- @tparam string s

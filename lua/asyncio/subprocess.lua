@@ -88,6 +88,16 @@ end
 
 -- ---- Process ------------------------------------------------------------------------
 
+--- What `create_subprocess_exec` and `create_subprocess_shell` return. A
+-- process whose transport is closed while it runs is killed.
+-- @table Process
+-- @python asyncio.subprocess.Process
+-- @field pid integer
+-- @field returncode nil while running; `-signum` when killed by a signal
+-- @field stdin a StreamWriter with `stdin = PIPE`, else nil
+-- @field stdout a StreamReader with `stdout = PIPE`, else nil
+-- @field stderr a StreamReader with `stderr = PIPE`, else nil
+
 local Process = {}
 Process.__name = "asyncio.Process"
 M.Process = Process
@@ -104,12 +114,7 @@ function Process:__tostring()
     self.returncode and (" returncode=" .. self.returncode) or "")
 end
 
--- Waits for the exit; returns the returncode (-signum when killed by a
--- signal). Returns at the exit even while a grandchild holds the pipes.
-
 --- Waits for the exit, even while a grandchild holds the pipes (yields).
--- The fields: `pid`, `returncode` (nil while running; `-signum` when killed
--- by a signal), `stdin` (StreamWriter), `stdout`, `stderr` (StreamReader).
 -- @function Process:wait
 -- @python Process.wait
 -- @treturn integer the returncode
@@ -160,10 +165,6 @@ local function feed(loop, writer, input)
     writer:close()
   end)
 end
-
--- communicate([input]) -> stdout_data, stderr_data (nil for a stream that
--- is not a pipe): writes input and closes stdin, reads both to EOF, waits
--- for the exit. May be cancelled without losing what was read.
 
 --- Writes `input` and closes stdin, reads stdout and stderr to EOF, waits
 -- for the exit (yields). Cancelled, it loses nothing: the next call returns
@@ -298,8 +299,6 @@ function SubprocessTransport:terminate() self._handle:send_signal(15) end
 -- @function SubprocessTransport:kill
 -- @python SubprocessTransport.kill
 function SubprocessTransport:kill() self._handle:send_signal(9) end
-
--- Closes the pipes; a child still running is killed (as Python).
 
 --- Closes the pipes; a child still running is killed.
 -- @function SubprocessTransport:close

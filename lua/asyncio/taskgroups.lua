@@ -1,9 +1,7 @@
 -- asyncio.TaskGroup: structured concurrency as a to-be-closed scope whose exit
 -- awaits every child (Python 3.13's asyncio/taskgroups.py; creating one enters it).
 
---- Structured concurrency: `local tg <close> = asyncio.TaskGroup()`.
--- On scope exit it awaits every child; the first failure cancels the rest
--- and the body, and the scope raises an ExceptionGroup of every failure.
+--- Structured concurrency.
 -- @module asyncio
 
 local core = require "asyncio.core"
@@ -61,8 +59,6 @@ local function on_task_done(self, task)
     self._parent:cancel()
   end
 end
-
--- tg:create_task(fn, ...) -> Task running fn(...) as a child of the group.
 
 --- Starts `fn(...)` as a child of the group.
 -- @function TaskGroup:create_task
@@ -149,10 +145,10 @@ function TaskGroup:__tostring()
   return #info == 0 and "<TaskGroup>" or "<TaskGroup " .. table.concat(info, " ") .. ">"
 end
 
--- asyncio.TaskGroup() -> a group whose parent is the current task; use it
--- as `local tg <close> = asyncio.TaskGroup()`.
-
---- A group whose parent is the current task.
+--- A group whose parent is the current task:
+-- `local tg <close> = asyncio.TaskGroup()`. On scope exit it awaits every
+-- child; the first failure cancels the rest and the body, and the scope
+-- raises an ExceptionGroup of every failure.
 -- @function TaskGroup
 -- @python asyncio.TaskGroup
 -- @treturn TaskGroup

@@ -122,7 +122,6 @@ local function end_cancelled(fut, msg)
   fut_cancel(fut, msg)
 end
 
--- asyncio.gather(aws [, {return_exceptions = bool}]) -> future of {r1, ..., n = N}.
 -- Python's _GatheringFuture: a plain Future whose cancel() (a hook the core
 -- calls instead of cancelling it, also when a task awaiting it is cancelled)
 -- cancels the children; it returns whether any child was cancelled, and the
@@ -205,8 +204,6 @@ local function release(waiter)
   if not fut_done(waiter) then waiter:set_result() end
 end
 
--- asyncio.wait(aws [, {timeout =, return_when =}]) -> done, pending (lists).
-
 --- Waits for the awaitables; cancels nothing.
 -- @function wait
 -- @python asyncio.wait
@@ -277,12 +274,9 @@ local function cancel_and_wait(fut, loop)
   if not ok then error(err, 0) end
 end
 
--- asyncio.wait_for(aw, timeout) -> every value of aw; TimeoutError after
--- `timeout` seconds (then aw is cancelled and waited for). Built on
--- asyncio.timeout as Python 3.12 does: a result that aw delivers while the
--- timeout cancels it (because it caught the cancellation) is returned.
-
 --- The values of `aw`; on timeout cancels `aw`, waits for it and raises.
+-- A result `aw` delivers while being cancelled for the timeout (it caught
+-- the cancellation) is returned, as in Python 3.12.
 -- @function wait_for
 -- @python asyncio.wait_for
 -- @param aw an awaitable
@@ -311,10 +305,6 @@ end
 -- ------------------------------------------------------------------------
 -- as_completed
 
--- asyncio.as_completed(aws [, {timeout =}]) -> iterator of the futures in
--- the order they finish; once the timeout passes, each further step raises
--- TimeoutError.
-
 --- An iterator of futures in completion order:
 -- `for f in asyncio.as_completed(list) do local v = f:await() end`.
 -- @function as_completed
@@ -322,7 +312,7 @@ end
 -- @tparam {Future|function,...} aws the awaitables
 -- @tparam[opt] table opts `timeout` (seconds)
 -- @treturn function the iterator
--- @raise TimeoutError from a future taken after the timeout
+-- @raise TimeoutError from each step after the timeout passed
 local function as_completed(aws, opts)
   local n = check_list(aws, "as_completed")
   local timeout = check_opts(opts, "as_completed").timeout
@@ -394,9 +384,6 @@ end
 
 -- ------------------------------------------------------------------------
 -- shield
-
--- asyncio.shield(aw) -> a future that mirrors aw, except that cancelling
--- it leaves aw running.
 
 --- A future mirroring `aw` whose cancellation does not cancel `aw`.
 -- @function shield

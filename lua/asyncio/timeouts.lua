@@ -1,9 +1,7 @@
 -- asyncio.timeout / asyncio.timeout_at: a deadline for the current task, as a
 -- to-be-closed scope (Python's asyncio/timeouts.py; creating one enters it).
 
---- Deadline scopes: `local t <close> = asyncio.timeout(5)`.
--- When the deadline passes the task is cancelled, and the scope raises
--- TimeoutError on exit.
+--- Deadline scopes.
 -- @module asyncio
 
 local core = require "asyncio.core"
@@ -24,8 +22,6 @@ local function on_timeout(self)
   self._handle = nil
 end
 
--- The deadline (loop time), or nil when there is none.
-
 --- The deadline (loop time), or nil when there is none.
 -- @function Timeout:when
 -- @python asyncio.Timeout.when
@@ -34,8 +30,6 @@ function Timeout:when()
   return self._when
 end
 
--- True once the deadline has passed and the task was cancelled for it.
-
 --- True once the deadline passed and the task was cancelled for it.
 -- @function Timeout:expired
 -- @python asyncio.Timeout.expired
@@ -43,8 +37,6 @@ end
 function Timeout:expired()
   return self._state == EXPIRING or self._state == EXPIRED
 end
-
--- Moves the deadline to loop time `when` (nil: no deadline).
 
 --- Moves the deadline to loop time `when` (nil: no deadline).
 -- @function Timeout:reschedule
@@ -107,9 +99,9 @@ local function enter(when, level)
   return self
 end
 
--- asyncio.timeout(delay): the scope expires `delay` seconds from now (nil: never).
-
---- A scope that expires `delay` seconds from now.
+--- A scope that expires `delay` seconds from now:
+-- `local t <close> = asyncio.timeout(5)`. When the deadline passes, the
+-- task is cancelled and the scope raises TimeoutError on exit.
 -- @function timeout
 -- @python asyncio.timeout
 -- @tparam ?number delay seconds; nil: never
@@ -125,9 +117,7 @@ local function timeout(delay)
   return enter(loop:time() + delay, 2)
 end
 
--- asyncio.timeout_at(when): the scope expires at loop time `when` (nil: never).
-
---- A scope that expires at loop time `when`.
+--- A scope that expires at loop time `when` (as `timeout`).
 -- @function timeout_at
 -- @python asyncio.timeout_at
 -- @tparam ?number when loop time; nil: never
@@ -139,9 +129,6 @@ local function timeout_at(when)
   end
   return enter(when, 2)
 end
-
--- asyncio.Timeout(when): what timeout_at makes (Python's class; prefer
--- timeout and timeout_at), so isinstance(t, asyncio.Timeout) holds.
 
 --- What `timeout_at` makes, for `isinstance(t, asyncio.Timeout)`.
 -- @function Timeout
