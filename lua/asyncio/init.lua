@@ -62,14 +62,14 @@
 -- @treturn ConcurrentFuture with `result([timeout])` (blocks the caller's thread), `exception`, `cancel`, `cancelled`, `done`, `running`
 -- @raise RuntimeError when the loop is closed; TimeoutError from `result(timeout)`
 
---- A Future of the running loop mirroring `fut` (a Future as it is, or the
--- future of `run_coroutine_threadsafe`).
+--- `fut` as it is: the runtime has no concurrent.futures to wrap (a job's
+-- future from `ThreadPoolExecutor:submit` is already a Future of the loop).
 -- @function wrap_future
 -- @python asyncio.wrap_future
--- @param fut a Future or ConcurrentFuture
--- @tparam[opt] Loop loop default: the running loop
+-- @tparam Future fut
+-- @tparam[opt] Loop loop checked to be a loop
 -- @treturn Future
--- @raise RuntimeError when no loop is running
+-- @raise an argument error when `fut` is not a Future
 
 --- Two connected Unix stream sockets (descriptor numbers) for `opts.sock`,
 -- `sock_*` and child processes.
