@@ -60,8 +60,8 @@ error message pushed.
 ASYNCIO_API int asyncio_open(lua_State *L);
 
 /***
-Creates a loop and pushes its Lua object. uv == NULL: the loop owns a new
-uv_loop_t; otherwise it attaches to the host's, which must outlive it.
+Creates a loop and pushes its Lua object. `uv == NULL`: the loop owns a new
+`uv_loop_t`; otherwise it attaches to the host's, which must outlive it.
 The loop is released by loop:close() or when the object is collected.
 @function asyncio_loop_new
 @python asyncio.new_event_loop
@@ -135,7 +135,7 @@ ASYNCIO_API int asyncio_loop_backend_timeout(asyncio_loop *loop);
 /***
 Schedules fn(L, data) on the loop's thread and wakes the loop. Safe from
 any thread while the loop is open; returns 0 or a negative libuv error
-(UV_ECANCELED once the loop is closed).
+(`UV_ECANCELED` once the loop is closed).
 @function asyncio_call_threadsafe
 @python loop.call_soon_threadsafe
 @tparam asyncio_loop* loop
@@ -176,7 +176,7 @@ Pops one error value and fails the future at idx with it. Returns 0, or -1
 ASYNCIO_API int asyncio_future_set_exception(lua_State *L, int idx);
 
 /***
-The C function behind asyncio.eager_task_factory.
+The C function behind `asyncio.eager_task_factory`.
 @function asyncio_eager_task_factory
 @python asyncio.eager_task_factory
 @tparam lua_State* L

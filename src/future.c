@@ -520,7 +520,7 @@ int asyncio_future_set_exception(lua_State *L, int idx) {
 }
 
 /***
-Suspends the calling task (the C function is aio_await in src/task.c) until the future is done
+Suspends the calling task (the C function is `aio_await` in src/task.c) until the future is done
   (Python's `await fut`).
 @function Future:await
 @python await fut

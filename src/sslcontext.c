@@ -448,8 +448,8 @@ The fields of an SSLContext.
 @table context
 @python ssl.SSLContext
 @field check_hostname boolean; setting it true turns verification on
-@field verify_mode `CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED` (CERT_NONE with check_hostname
-  raises ValueError)
+@field verify_mode `CERT_NONE`, `CERT_OPTIONAL` or `CERT_REQUIRED` (`CERT_NONE` with
+  `check_hostname` raises ValueError)
 @field minimum_version a `TLSVersion` value
 @field maximum_version a `TLSVersion` value
 @field purpose `"client"` or `"server"` (read only)

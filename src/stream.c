@@ -621,7 +621,7 @@ static void on_shutdown(uv_shutdown_t *req, int status) {
 }
 
 /***
-Closes the write side after the buffered data (TLS: sends close_notify
+Closes the write side after the buffered data (TLS: sends `close_notify`
 and keeps reading).
 @function Transport:write_eof
 @python WriteTransport.write_eof

@@ -227,7 +227,7 @@ local SSLError = class("SSLError", OSError)
 -- @field verify_message string
 class("SSLCertVerificationError", SSLError)
 
---- The peer closed without close_notify.
+--- The peer closed without `close_notify`.
 -- @table SSLEOFError
 -- @python ssl.SSLEOFError
 class("SSLEOFError", SSLError)

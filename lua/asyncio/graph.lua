@@ -9,8 +9,9 @@
 -- TaskGroup registers itself once (its parent awaits each of its tasks).
 -- Only the public future_add_to_awaited_by keeps edges one by one.
 
---- Debug mode and introspection. Debug mode (`asyncio.run(main, {debug =
--- true})`, `loop:set_debug(true)` or `LUA_ASYNCIO_DEBUG=1`) logs callbacks
+--- Debug mode and introspection. Debug mode
+-- (`asyncio.run(main, {debug = true})`, `loop:set_debug(true)` or
+-- `LUA_ASYNCIO_DEBUG=1`) logs callbacks
 -- slower than `loop.slow_callback_duration`, tasks collected while pending,
 -- futures whose error was never retrieved (with where they were created),
 -- and yielding APIs misused from callbacks. Call graphs follow Python 3.14's

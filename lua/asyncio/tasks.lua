@@ -1,7 +1,7 @@
 -- Combinators over futures and tasks: gather, wait, wait_for, as_completed,
 -- shield (the behaviour of Python's asyncio/tasks.py, 3.12).
 
---- Combinators: gather, wait, wait_for, as_completed, shield.
+--- Combinators: `gather`, `wait`, `wait_for`, `as_completed`, `shield`.
 -- @module asyncio
 
 --- `return_when` values of `wait`: the strings of their names.
