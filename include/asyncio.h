@@ -29,7 +29,9 @@ The C host API (`#include <asyncio.h>`, link with the module's `core.so`): open
 the module, attach a loop to a `uv_loop_t`, drive it one non-blocking
 iteration at a time, create and resolve futures, post callbacks from other
 threads. Each `lua_State` has its own loops; only `asyncio_call_threadsafe`
-may be called from a thread other than the loop's.
+may be called from a thread other than the loop's. Types: `asyncio_loop`
+(opaque) and `asyncio_callback`, `void (*)(lua_State *L, void *data)`,
+called on the loop's thread with the state running the loop.
 @module asyncio.h
 */
 
