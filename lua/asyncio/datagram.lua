@@ -101,7 +101,7 @@ end
 -- @function Loop:create_datagram_endpoint
 -- @python loop.create_datagram_endpoint
 -- @tparam function factory
--- @tparam table opts `local_addr`, `remote_addr` (`{host, port}`), `family`, `reuse_port`, `allow_broadcast`, `sock`
+-- @tparam[opt] table opts `local_addr`, `remote_addr` (`{host, port}`), `family`, `reuse_port`, `allow_broadcast`, `sock`
 -- @treturn DatagramTransport transport
 -- @treturn table protocol
 -- @raise OSError; ValueError for conflicting options; RuntimeError outside a task
