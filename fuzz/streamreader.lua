@@ -6,6 +6,7 @@
 -- lost or doubled, once the rest is read after EOF; each result must keep
 -- its method's contract.
 local asyncio = require "asyncio"
+local Input = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "input.lua")
 local StreamReader = require("asyncio.streams").StreamReader
 
 local IncompleteReadError, LimitOverrunError = asyncio.IncompleteReadError, asyncio.LimitOverrunError
@@ -58,12 +59,8 @@ local function do_read(r, kind, n, sep)
 end
 
 local function run(input)
-  local pos = 1
-  local function byte()
-    local b = input:byte(pos) or 0
-    pos = pos + 1
-    return b
-  end
+  local inp = Input(input)
+  local function byte() return inp:byte() end
   local limit = 1 << (byte() % 8 + 3)
   local r = StreamReader(limit, loop)
   local fed, got = {}, {}
@@ -79,15 +76,14 @@ local function run(input)
       pending = nil
     end
   end
-  while pos <= #input do
+  while inp:more() do
     local op = byte()
     local k = op % 8
     if k <= 2 then -- feed a chunk (bytes of a small alphabet: separators match)
       local n = byte() % (k == 0 and 200 or 24)
-      local chunk = input:sub(pos, pos + n - 1):gsub(".", function(c)
+      local chunk = inp:bytes(n):gsub(".", function(c)
         return ("ab\n\r"):sub(c:byte() % 4 + 1, c:byte() % 4 + 1)
       end)
-      pos = pos + n
       if not eof then
         r:feed_data(chunk)
         fed[#fed + 1] = chunk

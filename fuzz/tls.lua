@@ -8,6 +8,7 @@
 -- of the errors API.md names; after each input every transport is closed and
 -- no task is left.
 local asyncio = require "asyncio"
+local Input = dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "input.lua")
 local ssl = require "asyncio.ssl"
 
 local isinstance = asyncio.isinstance
@@ -49,12 +50,8 @@ local function pump(reader, writer) -- everything the server sends goes to the c
 end
 
 local function run(input)
-  local pos = 1
-  local function byte()
-    local b = input:byte(pos) or 0
-    pos = pos + 1
-    return b
-  end
+  local inp = Input(input)
+  local function byte() return inp:byte() end
   local ca, ra = asyncio.socketpair() -- client <-> relay
   local rb, sb = asyncio.socketpair() -- relay <-> server
   local cr, cw = asyncio.open_connection(nil, nil, { sock = ca })
@@ -104,7 +101,7 @@ local function run(input)
     return data
   end
   local closed = false
-  while pos <= #input and not closed and not server:done() do
+  while inp:more() and not closed and not server:done() do
     local op = byte() % 8
     if op <= 2 then -- the client writes; the relay passes it on (op 0) or alters it
       local n = 1 + byte() * 64 + byte()
@@ -124,8 +121,7 @@ local function run(input)
       w2:write(data)
     elseif op <= 4 then -- random bytes from the input, alone or before a real record
       local n = byte() % 64
-      w2:write(input:sub(pos, pos + n - 1))
-      pos = pos + n
+      w2:write(inp:bytes(n))
       altered = true
     elseif op == 5 then -- the client closes (close_notify), the relay passes it on
       cw:close()
