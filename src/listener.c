@@ -1,6 +1,8 @@
 /* Listener: a listening TCP or Unix socket (what Server.sockets lists). Each
  * accepted connection becomes a Transport handed to a Lua callback, which
  * gives it its protocol. */
+#include <errno.h>
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +44,7 @@ void aio_listener_close(lua_State *L, aio_listener *ls) {
   ls->closed = 1;
   unlink_path(ls);
   aio_closable_unlink(&ls->cl);
+  aio_loop_remove_timer(ls->lp, &ls->retry.timer);
   if (L && ls->ref != LUA_NOREF) luaL_unref(L, LUA_REGISTRYINDEX, ls->ref);
   ls->ref = LUA_NOREF;
   ls->lp->nhandles_open++;
@@ -105,31 +108,82 @@ static int accept_one(lua_State *L, aio_listener *ls) {
   return 0;
 }
 
+/* Seconds between looks for a free descriptor while starved: Python retries
+ * accept() after 1 s; a look here is one fcntl, so ten a second cost nothing. */
+#define ACCEPT_RETRY_DELAY 0.1
+
+/* 0, or the errno (EMFILE, ENFILE) of a process with no descriptor left. */
+static int descriptor_shortage(aio_listener *ls) {
+  uv_os_fd_t lfd;
+  int fd;
+  if (uv_fileno(&ls->u.h, &lfd) != 0) return 0;
+  fd = fcntl(lfd, F_DUPFD_CLOEXEC, 0);
+  if (fd >= 0) {
+    close(fd);
+    return 0;
+  }
+  return errno == EMFILE || errno == ENFILE ? errno : 0;
+}
+
+static void report_accept_error(lua_State *L, aio_loop *lp, int ls_idx, int status,
+                                const char *message) {
+  lua_createtable(L, 0, 3);
+  lua_pushstring(L, message);
+  lua_setfield(L, -2, "message");
+  aio_push_os_error(L, status, "accept");
+  lua_setfield(L, -2, "exception");
+  lua_pushvalue(L, ls_idx);
+  lua_setfield(L, -2, "listener");
+  aio_loop_call_exception_handler(L, lp, -1);
+}
+
+static void on_connection(uv_stream_t *s, int status);
+
+static void on_retry(lua_State *L, aio_ctimer *ct) {
+  aio_listener *ls = (aio_listener *)((char *)ct - offsetof(aio_listener, retry));
+  (void)L;
+  if (descriptor_shortage(ls)) {
+    aio_loop_add_ctimer(ls->lp, &ls->retry, ACCEPT_RETRY_DELAY);
+    return;
+  }
+  on_connection(&ls->u.s, 0);
+}
+
+/* libuv has accepted a connection (status 0) before this runs. Were it handed
+ * on when that took the last descriptor, libuv's next accept would fail and
+ * its fallback would accept and close every queued peer. So the connection
+ * stays in libuv, which stops listening until it is taken, and the backlog
+ * waits for a descriptor to come free, reported once per shortage. */
 static void on_connection(uv_stream_t *s, int status) {
   aio_listener *ls = s->data;
   aio_loop *lp = ls->lp;
   lua_State *L;
-  int top, entered;
+  int top, entered, shortage = 0;
   if (ls->closed || lp->closed) return;
+  if (status == 0) shortage = descriptor_shortage(ls);
   entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
   lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
-  if (status == 0) status = accept_one(L, ls);
-  if (status == 0) {
-    lua_getiuservalue(L, top + 1, 1);
-    lua_insert(L, -2);
-    aio_call_reporting(L, lp, top + 2, "connection callback", "listener", top + 1);
-  } else if (status != UV_EAGAIN) {
-    /* EMFILE and friends: report and keep listening, as Python does */
-    lua_createtable(L, 0, 3);
-    lua_pushliteral(L, "socket.accept() failed");
-    lua_setfield(L, -2, "message");
-    aio_push_os_error(L, status, "accept");
-    lua_setfield(L, -2, "exception");
-    lua_pushvalue(L, top + 1);
-    lua_setfield(L, -2, "listener");
-    aio_loop_call_exception_handler(L, lp, -1);
+  if (shortage) {
+    /* the connection stays in libuv: no uv_accept */
+    ls->retry.cb = on_retry;
+    aio_loop_add_ctimer(lp, &ls->retry, ACCEPT_RETRY_DELAY);
+    if (!ls->starved)
+      report_accept_error(L, lp, top + 1, uv_translate_sys_error(shortage),
+                          "socket.accept() out of system resource");
+    ls->starved = 1;
+  } else {
+    ls->starved = 0;
+    if (status == 0) status = accept_one(L, ls);
+    if (status == 0) {
+      lua_getiuservalue(L, top + 1, 1);
+      lua_insert(L, -2);
+      aio_call_reporting(L, lp, top + 2, "connection callback", "listener", top + 1);
+    } else if (status != UV_EAGAIN) {
+      /* failures libuv has no fallback for: report and keep listening, as Python does */
+      report_accept_error(L, lp, top + 1, status, "socket.accept() failed");
+    }
   }
   lua_settop(L, top);
   aio_loop_leave(lp, entered);

@@ -12,6 +12,7 @@ struct aio_listener {
   aio_stream_handle u;
   aio_closable cl;
   aio_loop *lp;
+  aio_ctimer retry;   /* while starved: when to look for a free descriptor again */
   aio_listener **box; /* the Lua object, NULL once collected */
   char *path;         /* a Unix socket's file, removed on close */
   dev_t dev;
@@ -21,6 +22,7 @@ struct aio_listener {
   uint8_t listening;
   uint8_t closed;
   uint8_t handle_closed;
+  uint8_t starved; /* a connection waits in libuv for a free descriptor */
 };
 
 /* Pushes a new Listener; the caller initialises and binds ls->u on lp->uv. */
