@@ -16,6 +16,9 @@
 #   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers;
 #                TLS=1: the same over TLS
 #   make bench-idle  memory per idle connection of the same servers; TLS=1 too
+#   make soak    bench/soak.lua: 10,000 connections (SOAK_CONNS) held for 60 s
+#                (SOAK_SECS) with resets, half-closes and slow readers, plain
+#                then TLS; descriptors, references and memory must come back
 #   make clean
 #
 # make test PASSES="busted ctest" BUSTED_ARGS=spec/smoke_spec.lua  runs a part
@@ -58,7 +61,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint api-index docs fuzz bench bench-echo bench-idle clean
+.PHONY: build deps deps-bench demo test lint api-index docs fuzz bench bench-echo bench-idle soak clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -189,6 +192,19 @@ bench: deps-bench build
 
 clean:
 	rm -rf .build build.luarocks
+
+# Each of the soak's two processes (client, server) holds a descriptor per
+# connection: the soft limit goes up to the hard one. A fixed mmap threshold
+# (glibc's default moves up with the largest buffer freed) lets freed large
+# buffers go back to the system, so that RSS can come back.
+SOAK_CONNS ?= 10000
+SOAK_SECS  ?= 60
+SOAK_ENV   := MALLOC_MMAP_THRESHOLD_=131072
+soak: deps build
+	@ulimit -n "$$(ulimit -Hn)" && for tls in "" --tls; do \
+	  echo "$(LUA) bench/soak.lua --conns $(SOAK_CONNS) --seconds $(SOAK_SECS) $$tls"; \
+	  $(TREE_ENV) $(SOAK_ENV) $(LUA) bench/soak.lua --conns $(SOAK_CONNS) --seconds $(SOAK_SECS) $$tls || exit 1; \
+	done
 
 # TLS=1 runs the shared benchmarks over TLS: their scripts make the
 # certificate and append " --tls CERT KEY" to every peer's command, which
