@@ -128,7 +128,7 @@ describe("a server out of file descriptors", function()
       assert.is_number(port)
       local function ask(c, text)
         c.writer:write(text .. "\n")
-        return asyncio.wait_for(function() return c.reader:readline() end, 0.5)
+        return asyncio.wait_for(function() return c.reader:readline() end, 1)
       end
       -- connections until one is not served: the descriptors are all taken
       local served, waiting = {}, nil
@@ -310,8 +310,7 @@ describe("a peer that stops reading", function()
         asyncio.sleep(30) -- reads nothing
       end, "127.0.0.1", 0)
       local _, writer = asyncio.open_connection("127.0.0.1", port_of(server))
-      local high = select(2, writer.transport:get_write_buffer_limits())
-      high = math.max(high, (writer.transport:get_write_buffer_limits()))
+      local _, high = writer.transport:get_write_buffer_limits()
       helper.gc()
       local heap0 = collectgarbage("count")
       local sent, blocked, max_buffered = 0, false, 0
@@ -325,7 +324,6 @@ describe("a peer that stops reading", function()
         end
       end
       assert.is_true(blocked, "drain never blocked")
-      assert.is_true(sent < 256 * 1024 * 1024)
       assert.is_true(max_buffered <= high + #CHUNK, max_buffered .. " buffered, high " .. high)
       assert.is_true(writer.transport:get_write_buffer_size() > high - #CHUNK)
       -- the blocked drain holds no copies: the heap grew by less than the buffer and a chunk
