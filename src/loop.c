@@ -622,9 +622,14 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lp->slow_callback_duration = 0.1;
   lp->turn_budget = AIO_TURN_BUDGET;
   lp->exc_handler = lp->task_factory = lp->job_waiters = LUA_NOREF;
+  lp->tasks.ref = lp->handles.ref = lp->pool = lp->spare_ref = lp->self_ref = LUA_NOREF;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
   lp->mainL = lua_tothread(L, -1);
   lua_pop(L, 1);
+  /* on the state's list before the first Lua allocation: when one fails,
+   * the state's close still closes and frees the half-made loop */
+  lp->next = S->loops;
+  S->loops = lp;
   aio_anchors_init(L, &lp->tasks);
   aio_anchors_init(L, &lp->handles);
   lua_newtable(L);
@@ -636,8 +641,6 @@ aio_loop *asyncio_loop_new(lua_State *L, uv_loop_t *uv) {
   lua_setmetatable(L, -2);
   lua_pushvalue(L, -1);
   lp->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);
-  lp->next = S->loops;
-  S->loops = lp;
   {
     const char *dbg = getenv("LUA_ASYNCIO_DEBUG");
     lp->debug = dbg && *dbg && strcmp(dbg, "0") != 0;
