@@ -282,6 +282,22 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   lua_settop(L, tidx - 1);
 }
 
+/* A first step runs attach_coroutine under lua_pcall: when the coroutine
+ * cannot be made (out of memory), the error fails the task, which would
+ * otherwise stay pending with no step left to run. */
+static int attach_protected(lua_State *L) {
+  attach_coroutine(L, lua_touserdata(L, 1), lua_touserdata(L, 2), 3);
+  return 1;
+}
+
+/* The error of attach_protected is on top; the task is at aidx + 1. */
+static void fail_unstarted(lua_State *L, aio_loop *lp, aio_task *t, int aidx) {
+  aio_future_set_exc(L, aidx + 1, -1);
+  t->co = NULL;
+  unanchor(L, lp, t, aidx);
+  lua_settop(L, aidx - 1);
+}
+
 /* Returns 1 when it ran the body: lp->stamp is then the step's end. */
 int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
   aio_task *prev = lp->current;
@@ -303,7 +319,15 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       aio_anchors_push_table(L, &lp->tasks);
       aidx = lua_gettop(L);
       lua_rawgeti(L, aidx, t->slot);
-      co = attach_coroutine(L, lp, t, aidx + 1);
+      lua_pushcfunction(L, attach_protected);
+      lua_pushlightuserdata(L, lp);
+      lua_pushlightuserdata(L, t);
+      lua_pushvalue(L, aidx + 1);
+      if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+        fail_unstarted(L, lp, t, aidx);
+        return 0;
+      }
+      co = lua_tothread(L, -1);
     }
     nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }

@@ -1,0 +1,389 @@
+/* alloc_faults: a Lua allocator that fails the Nth allocation after it is
+ * armed, swept over N across scenarios of the core (see scenarios[]).
+ * Each run is a forked child of a parent that already opened asyncio
+ * (ASYNCIO_FAULT_NOFORK=1 with ASYNCIO_FAULT_N: in the process, for a
+ * debugger; injected_failure is where to break): the failure must come back
+ * as a Lua error (or be absorbed), the loop must stay usable, and lua_close
+ * must free everything (LeakSanitizer checks the child at its exit, and the
+ * allocator's own count of live bytes must be 0); a hang is a SIGALRM.
+ *
+ * ASYNCIO_FAULT_FULL=1 sweeps every N; by default every N up to DENSE, then
+ * a stride that keeps each scenario at about MAX_RUNS runs.
+ * ASYNCIO_FAULT_SCENARIO=name runs one scenario; ASYNCIO_FAULT_N=n one N. */
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+#define DENSE 60
+#define MAX_RUNS 100
+#define RUN_ALARM_SECONDS 8
+/* Each scenario's own deadline, far below the alarm. A failure often
+ * leaves a task waiting for one that died, so faulted runs get a short one
+ * (a TimeoutError is as good as any error there); the run without faults,
+ * which must pass, gets a long one. */
+#define FAULTED_TIMEOUT 0.25
+#define CLEAN_TIMEOUT 5.0
+
+/* ---- the failing allocator ---------------------------------------------- */
+
+typedef struct {
+  long long countdown; /* growths left before the one that fails; <0 unarmed */
+  long long growths;   /* growth requests seen while armed */
+  size_t live;         /* bytes held by the state */
+  int injected;        /* a failure was returned */
+  /* Lua retries a failed allocation once after an emergency collection:
+   * the retry (same block, same new size) fails too, or nothing would ever
+   * reach the program. */
+  void *fail_ptr;
+  size_t fail_nsize;
+  int fail_retry;
+} fault_alloc;
+
+static fault_alloc fa;
+
+/* A place for a debugger's breakpoint: where a failure is injected. */
+__attribute__((noinline)) static void *injected_failure(void) {
+  __asm__ volatile("");
+  return NULL;
+}
+
+static void *fault_realloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  fault_alloc *a = ud;
+  size_t old = ptr ? osize : 0;
+  void *p;
+  if (nsize == 0) {
+    free(ptr);
+    a->live -= old;
+    return NULL;
+  }
+  if (nsize > old) {
+    if (a->fail_retry && ptr == a->fail_ptr && nsize == a->fail_nsize) {
+      a->fail_retry = 0;
+      return NULL;
+    }
+    a->fail_retry = 0;
+    if (a->countdown >= 0) {
+      a->growths++;
+      if (a->countdown-- == 0) {
+        a->injected = 1;
+        a->fail_ptr = ptr;
+        a->fail_nsize = nsize;
+        a->fail_retry = 1;
+        return injected_failure();
+      }
+    }
+  }
+  p = realloc(ptr, nsize);
+  if (p) a->live = a->live - old + nsize;
+  return p;
+}
+
+/* ---- scenarios ---------------------------------------------------------- */
+
+typedef struct {
+  const char *name;
+  const char *code; /* a chunk returning "ok" when everything went through */
+} scenario;
+
+/* Every scenario bounds itself with asyncio.timeout: a wake-up lost to a
+ * failed callback is a TimeoutError (a Lua error), not a hang. */
+static const scenario scenarios[] = {
+    {"timers",
+     "return asyncio.run(function()\n"
+     "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+     "  local loop = asyncio.get_running_loop()\n"
+     "  local fired = loop:create_future()\n"
+     "  loop:call_later(0.002, fired.set_result, fired, 'late')\n"
+     "  local h = loop:call_later(10, error, 'never')\n"
+     "  local h2 = loop:call_at(loop:time() + 0.001, function() end)\n"
+     "  asyncio.sleep(0.003)\n"
+     "  h:cancel()\n"
+     "  assert(fired:await() == 'late' and h2:when() > 0)\n"
+     "  assert(not pcall(asyncio.wait_for, asyncio.create_task(asyncio.sleep, 1), 0.002))\n"
+     "  assert(asyncio.wait_for(asyncio.create_task(asyncio.sleep, 0.001, 'y'), 1) == 'y')\n"
+     "  do\n"
+     "    local inner <close> = asyncio.timeout(1)\n"
+     "    asyncio.sleep(0.001)\n"
+     "  end\n"
+     "  return 'ok'\n"
+     "end)\n"},
+    {"sync", "return asyncio.run(function()\n"
+             "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+             "  local q = asyncio.Queue(2)\n"
+             "  local lock = asyncio.Lock()\n"
+             "  local ev = asyncio.Event()\n"
+             "  local sem = asyncio.Semaphore(1)\n"
+             "  local got = {}\n"
+             "  local consumer = asyncio.create_task(function()\n"
+             "    for i = 1, 4 do\n"
+             "      got[#got + 1] = q:get()\n"
+             "      q:task_done()\n"
+             "    end\n"
+             "    ev:set()\n"
+             "  end)\n"
+             "  local workers = {}\n"
+             "  for i = 1, 2 do\n"
+             "    workers[i] = asyncio.create_task(function()\n"
+             "      local g <close> = lock:acquire()\n"
+             "      local s <close> = sem:acquire()\n"
+             "      q:put(i)\n"
+             "      q:put(i + 10)\n"
+             "    end)\n"
+             "  end\n"
+             "  assert(ev:wait())\n"
+             "  q:join()\n"
+             "  asyncio.gather(workers):await()\n"
+             "  consumer:await()\n"
+             "  local c = asyncio.Condition()\n"
+             "  local waiter = asyncio.create_task(function()\n"
+             "    local g <close> = c:acquire()\n"
+             "    return c:wait_for(function() return #got == 4 end)\n"
+             "  end)\n"
+             "  asyncio.sleep(0)\n"
+             "  do local g <close> = c:acquire() c:notify_all() end\n"
+             "  assert(waiter:await())\n"
+             "  assert(#got == 4)\n"
+             "  return 'ok'\n"
+             "end)\n"},
+};
+
+#define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
+
+/* After a faulted run, unarmed: a new loop must run to completion. */
+static const char *after_code = "return asyncio.run(function()\n"
+                                "  local t = asyncio.create_task(asyncio.sleep, 0.001, 7)\n"
+                                "  return t:await()\n"
+                                "end)\n";
+
+/* ---- one run, in a child ------------------------------------------------ */
+
+typedef struct {
+  int status;        /* lua_pcall's */
+  int injected;      /* the failure happened */
+  int result_ok;     /* status OK and the result was "ok" */
+  int after_ok;      /* the loop ran again afterwards */
+  long long growths; /* growths while armed */
+  size_t live_after; /* bytes the allocator still held after lua_close */
+  char message[200]; /* the error, when there was one */
+} run_result;
+
+static const scenario *current;
+static long long current_n;
+
+static int on_panic(lua_State *L) {
+  const char *msg = lua_tostring(L, -1);
+  fprintf(stderr, "PANIC in %s at N=%lld: %s\n", current->name, current_n, msg ? msg : "?");
+  fflush(stderr);
+  abort();
+  return 0;
+}
+
+static const char *cert_path, *key_path, *sock_path;
+
+/* Where a child is, for the report of a hang. */
+static const char *volatile phase = "start";
+
+static void on_alarm(int sig) {
+  char msg[160];
+  int len = snprintf(msg, sizeof msg, "# %s N=%lld: hang in %s\n", current->name, current_n,
+                     (const char *)phase);
+  (void)sig;
+  if (write(2, msg, (size_t)len) < 0) _exit(4);
+  abort();
+}
+
+static lua_State *open_state(void) {
+  lua_State *L = lua_newstate(fault_realloc, &fa);
+  assert(L != NULL);
+  lua_atpanic(L, on_panic);
+  harness_open(L);
+  lua_pushstring(L, cert_path);
+  lua_setglobal(L, "CERT");
+  lua_pushstring(L, key_path);
+  lua_setglobal(L, "KEY");
+  lua_pushstring(L, sock_path);
+  lua_setglobal(L, "SOCK_PATH");
+  return L;
+}
+
+static run_result run_child(lua_State *L, long long n) {
+  run_result r;
+  const char *s;
+  memset(&r, 0, sizeof r);
+  signal(SIGALRM, on_alarm);
+  alarm(getenv("ASYNCIO_FAULT_ALARM") ? (unsigned)atoi(getenv("ASYNCIO_FAULT_ALARM"))
+                                      : RUN_ALARM_SECONDS);
+  phase = "the scenario";
+  if (luaL_loadbufferx(L, current->code, strlen(current->code), current->name, "t") != LUA_OK) {
+    fprintf(stderr, "%s does not compile: %s\n", current->name, lua_tostring(L, -1));
+    abort();
+  }
+  lua_pushnumber(L, n < 0 ? CLEAN_TIMEOUT : FAULTED_TIMEOUT);
+  lua_setglobal(L, "TIMEOUT");
+  fa.growths = 0;
+  fa.injected = 0;
+  fa.countdown = n < 0 ? 1LL << 60 : n; /* a counting run never reaches its failure */
+  r.status = lua_pcall(L, 0, 1, 0);
+  fa.countdown = -1;
+  fa.fail_retry = 0;
+  r.injected = fa.injected;
+  r.growths = fa.growths;
+  s = lua_tostring(L, -1);
+  if (r.status == LUA_OK)
+    r.result_ok = s && strcmp(s, "ok") == 0;
+  else
+    snprintf(r.message, sizeof r.message, "%s", s ? s : luaL_typename(L, -1));
+  lua_pop(L, 1);
+  phase = "a collection after the scenario";
+  lua_gc(L, LUA_GCCOLLECT);
+  phase = "a new loop after the scenario";
+  if (luaL_loadstring(L, after_code) == LUA_OK && lua_pcall(L, 0, 1, 0) == LUA_OK)
+    r.after_ok = lua_tointeger(L, -1) == 7;
+  else if (!r.message[0])
+    snprintf(r.message, sizeof r.message, "after: %s", lua_tostring(L, -1));
+  else
+    fprintf(stderr, "%s N=%lld: the loop after the error: %s\n", current->name, n,
+            lua_tostring(L, -1));
+  phase = "lua_close";
+  lua_close(L);
+  r.live_after = fa.live;
+  alarm(0);
+  return r;
+}
+
+/* Forks a child that runs the scenario with the failure at growth n (or
+ * counts growths when n < 0); the child's exit status includes LSan's. */
+static int run_is_good(const run_result *r, long long n);
+
+static int run_once(lua_State *L, long long n, run_result *out) {
+  int fds[2], status;
+  pid_t pid;
+  ssize_t got;
+  if (getenv("ASYNCIO_FAULT_NOFORK") && n >= 0) { /* one run, for a debugger */
+    current_n = n;
+    *out = run_child(L, n);
+    exit(run_is_good(out, n) ? 0 : 1);
+  }
+  if (pipe(fds) != 0) abort();
+  fflush(stdout);
+  fflush(stderr);
+  pid = fork();
+  if (pid < 0) abort();
+  if (pid == 0) {
+    run_result r;
+    close(fds[0]);
+    current_n = n;
+    r = run_child(L, n);
+    if (write(fds[1], &r, sizeof r) != (ssize_t)sizeof r) _exit(3);
+    close(fds[1]);
+    exit(0); /* exit, not _exit: LeakSanitizer checks at exit */
+  }
+  close(fds[1]);
+  got = read(fds[0], out, sizeof *out);
+  close(fds[0]);
+  while (waitpid(pid, &status, 0) < 0) {
+  }
+  if (WIFSIGNALED(status)) {
+    printf("# %s N=%lld: killed by signal %d%s\n", current->name, n, WTERMSIG(status),
+           WTERMSIG(status) == SIGALRM ? " (hang)" : "");
+    return 0;
+  }
+  if (WEXITSTATUS(status) != 0 || got != (ssize_t)sizeof *out) {
+    printf("# %s N=%lld: child exit status %d\n", current->name, n, WEXITSTATUS(status));
+    return 0;
+  }
+  return 1;
+}
+
+static int run_is_good(const run_result *r, long long n) {
+  int good = (r->status == LUA_OK && r->result_ok) ||
+             ((r->status == LUA_ERRRUN || r->status == LUA_ERRMEM) && r->injected);
+  if (!r->after_ok) good = 0;
+  if (r->live_after != 0) good = 0;
+  if (!good)
+    printf("# %s N=%lld: status %d injected %d result_ok %d after_ok %d live %zu: %s\n",
+           current->name, n, r->status, r->injected, r->result_ok, r->after_ok, r->live_after,
+           r->message);
+  return good;
+}
+
+static void sweep(lua_State *L, const scenario *sc, int full, long long only_n) {
+  run_result r;
+  long long total, n, stride, runs = 0, errors = 0, absorbed = 0, bad = 0;
+  double t0 = harness_now();
+  current = sc;
+  CHECK(run_once(L, -1, &r) && r.status == LUA_OK && r.result_ok,
+        "%s: the scenario passes without faults (%lld growths): %s", sc->name, r.growths,
+        r.message);
+  total = r.growths;
+  stride = full || total <= MAX_RUNS ? 1 : (total - DENSE) / (MAX_RUNS - DENSE) + 1;
+  for (n = only_n >= 0 ? only_n : 0;; n += n < DENSE ? 1 : stride) {
+    int ok = run_once(L, n, &r) && run_is_good(&r, n);
+    runs++;
+    if (!ok) {
+      bad++;
+    } else if (r.injected) {
+      if (r.status == LUA_OK)
+        absorbed++;
+      else
+        errors++;
+    }
+    if (only_n >= 0 || (ok && !r.injected) || n > total + 1000) break;
+  }
+  CHECK(bad == 0,
+        "%s: %lld runs (N = 0..%lld of %lld growths, every N to %d then stride %lld): "
+        "%lld Lua errors, %lld absorbed, %lld bad, %.1f s",
+        sc->name, runs, n, total, DENSE, stride, errors, absorbed, bad, harness_now() - t0);
+}
+
+/* A throwaway self-signed certificate for localhost / 127.0.0.1. */
+static char tmpdir[] = "/tmp/asyncio-faults-XXXXXX";
+static char cert_buf[128], key_buf[128], sock_buf[128];
+
+static void make_cert(void) {
+  char cmd[1024];
+  CHECK(mkdtemp(tmpdir) != NULL, "mkdtemp");
+  snprintf(cert_buf, sizeof cert_buf, "%s/cert.pem", tmpdir);
+  snprintf(key_buf, sizeof key_buf, "%s/key.pem", tmpdir);
+  snprintf(sock_buf, sizeof sock_buf, "%s/sock", tmpdir);
+  snprintf(cmd, sizeof cmd,
+           "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS openssl req -x509 -newkey ec "
+           "-pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost "
+           "-addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout %s -out %s "
+           ">/dev/null 2>&1",
+           key_buf, cert_buf);
+  CHECK(system(cmd) == 0, "openssl makes a throwaway certificate");
+  cert_path = cert_buf;
+  key_path = key_buf;
+  sock_path = sock_buf;
+}
+
+static void remove_tmp(void) {
+  unlink(cert_buf);
+  unlink(key_buf);
+  unlink(sock_buf);
+  rmdir(tmpdir);
+}
+
+int main(void) {
+  const char *only = getenv("ASYNCIO_FAULT_SCENARIO");
+  const char *only_n = getenv("ASYNCIO_FAULT_N");
+  const char *full = getenv("ASYNCIO_FAULT_FULL");
+  lua_State *L;
+  size_t i;
+  signal(SIGPIPE, SIG_IGN);
+  fa.countdown = -1;
+  make_cert();
+  L = open_state();
+  for (i = 0; i < NSCENARIOS; i++) {
+    if (only && strcmp(only, scenarios[i].name) != 0) continue;
+    sweep(L, &scenarios[i], full && strcmp(full, "1") == 0, only_n ? atoll(only_n) : -1);
+  }
+  lua_close(L);
+  CHECK(fa.live == 0, "the parent's state freed everything (%zu bytes left)", fa.live);
+  remove_tmp();
+  return 0;
+}
