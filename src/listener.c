@@ -85,8 +85,8 @@ void aio_listener_discard(aio_listener *ls) {
 }
 
 /* Pushes a new Transport for the connection waiting on ls, or returns a
- * libuv error. */
-static int accept_one(lua_State *L, aio_listener *ls) {
+ * libuv error. *accepted is set once the connection is off the backlog. */
+static int accept_one(lua_State *L, aio_listener *ls, aio_tp **accepted) {
   aio_tp *tp = aio_tp_new(L, ls->lp, ls->kind);
   int err;
   /* not where the loop happened to be: whose connection it is */
@@ -104,6 +104,7 @@ static int accept_one(lua_State *L, aio_listener *ls) {
     lua_pop(L, 1);
     return err;
   }
+  *accepted = tp;
   if (ls->kind == AIO_TP_TCP) uv_tcp_nodelay(&tp->u.tcp, 1);
   return 0;
 }
@@ -149,6 +150,71 @@ static void on_retry(lua_State *L, aio_ctimer *ct) {
   on_connection(&ls->u.s, 0);
 }
 
+/* What on_connection did so far, for its clean-up after an error. */
+typedef struct {
+  aio_listener *ls;
+  int status;
+  int shortage; /* the errno of descriptor_shortage() */
+  aio_tp *tp;   /* the accepted connection */
+} accepting;
+
+/* on_connection's work, under lua_pcall: a memory error must not unwind
+ * through libuv's frames. A connection whose callback failed is closed,
+ * or the client would wait for a server that never answers (and the
+ * Server's wait_closed for a connection that never ends). */
+static int connection_protected(lua_State *L) {
+  accepting *a = lua_touserdata(L, 1);
+  aio_listener *ls = a->ls;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref); /* 2 */
+  if (a->shortage) {
+    /* the connection stays in libuv: no uv_accept */
+    ls->retry.cb = on_retry;
+    aio_loop_add_ctimer(ls->lp, &ls->retry, ACCEPT_RETRY_DELAY);
+    if (!ls->starved)
+      report_accept_error(L, ls->lp, 2, uv_translate_sys_error(a->shortage),
+                          "socket.accept() out of system resource");
+    ls->starved = 1;
+    return 0;
+  }
+  ls->starved = 0;
+  if (a->status == 0) a->status = accept_one(L, ls, &a->tp);
+  if (a->status == 0) {
+    lua_getiuservalue(L, 2, 1);
+    lua_pushvalue(L, 3);
+    if (aio_pcall_reporting(L, ls->lp, 4, 0, "connection callback", NULL, "listener", 2)) {
+      if (a->tp->ref == LUA_NOREF)
+        aio_tp_abandon(L, a->tp);
+      else
+        aio_tp_force_close(L, a->tp, 4);
+    }
+  } else if (a->status != UV_EAGAIN) {
+    /* failures libuv has no fallback for: report and keep listening, as Python does */
+    report_accept_error(L, ls->lp, 2, a->status, "socket.accept() failed");
+  }
+  return 0;
+}
+
+static void on_dropped(uv_handle_t *h) {
+  free(h);
+}
+
+/* The connection could not be given a Transport: it is taken off the
+ * backlog and closed, or libuv would wait for that accept before it
+ * accepted anything else. */
+static void drop_pending(aio_listener *ls) {
+  uv_stream_t *s = malloc(ls->kind == AIO_TP_TCP ? sizeof(uv_tcp_t) : sizeof(uv_pipe_t));
+  int err;
+  if (!s) return;
+  err = ls->kind == AIO_TP_TCP ? uv_tcp_init(ls->lp->uv, (uv_tcp_t *)s)
+                               : uv_pipe_init(ls->lp->uv, (uv_pipe_t *)s, 0);
+  if (err) {
+    free(s);
+    return;
+  }
+  uv_accept(&ls->u.s, s);
+  uv_close((uv_handle_t *)s, on_dropped);
+}
+
 /* libuv has accepted a connection (status 0) before this runs. Were it handed
  * on when that took the last descriptor, libuv's next accept would fail and
  * its fallback would accept and close every queued peer. So the connection
@@ -157,33 +223,22 @@ static void on_retry(lua_State *L, aio_ctimer *ct) {
 static void on_connection(uv_stream_t *s, int status) {
   aio_listener *ls = s->data;
   aio_loop *lp = ls->lp;
+  accepting a = {ls, status, 0, NULL};
   lua_State *L;
-  int top, entered, shortage = 0;
+  int top, entered;
   if (ls->closed || lp->closed) return;
-  if (status == 0) shortage = descriptor_shortage(ls);
+  if (status == 0) a.shortage = descriptor_shortage(ls);
   entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, ls->ref);
-  if (shortage) {
-    /* the connection stays in libuv: no uv_accept */
-    ls->retry.cb = on_retry;
-    aio_loop_add_ctimer(lp, &ls->retry, ACCEPT_RETRY_DELAY);
-    if (!ls->starved)
-      report_accept_error(L, lp, top + 1, uv_translate_sys_error(shortage),
-                          "socket.accept() out of system resource");
-    ls->starved = 1;
-  } else {
-    ls->starved = 0;
-    if (status == 0) status = accept_one(L, ls);
-    if (status == 0) {
-      lua_getiuservalue(L, top + 1, 1);
-      lua_insert(L, -2);
-      aio_call_reporting(L, lp, top + 2, "connection callback", "listener", top + 1);
-    } else if (status != UV_EAGAIN) {
-      /* failures libuv has no fallback for: report and keep listening, as Python does */
-      report_accept_error(L, lp, top + 1, status, "socket.accept() failed");
-    }
+  lua_pushcfunction(L, connection_protected);
+  lua_pushlightuserdata(L, &a);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    lua_writestringerror("asyncio: error accepting a connection: %s\n", lua_tostring(L, -1));
+    if (a.tp)
+      aio_tp_abandon(L, a.tp);
+    else if (a.status == 0 && !a.shortage)
+      drop_pending(ls);
   }
   lua_settop(L, top);
   aio_loop_leave(lp, entered);

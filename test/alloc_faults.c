@@ -148,6 +148,19 @@ static const scenario scenarios[] = {
              "  assert(#got == 4)\n"
              "  return 'ok'\n"
              "end)\n"},
+    {"unix", "return asyncio.run(function()\n"
+             "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+             "  os.remove(SOCK_PATH)\n"
+             "  local server <close> = asyncio.start_unix_server(function(r, w)\n"
+             "    w:write(r:readexactly(5))\n"
+             "    w:close()\n"
+             "  end, SOCK_PATH)\n"
+             "  local r, w = asyncio.open_unix_connection(SOCK_PATH)\n"
+             "  w:write('abcde')\n"
+             "  assert(r:read() == 'abcde')\n"
+             "  w:close()\n"
+             "  return 'ok'\n"
+             "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
