@@ -193,6 +193,29 @@ static void settle_flush(lua_State *L, aio_tp *tp, int lost) {
 
 /* ---- closing ----------------------------------------------------------- */
 
+/* on_closed's Lua part, under lua_pcall: a memory error must not unwind
+ * through libuv's frames, past the bookkeeping that frees the record and
+ * lets the loop's close finish. */
+static int closed_protected(lua_State *L) {
+  aio_tp *tp = lua_touserdata(L, 1);
+  int box;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+  box = lua_gettop(L);
+  lua_getiuservalue(L, box, UV_PROTO);
+  get_aux(L, tp, "lost");
+  tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
+  lua_settop(L, box);
+  push_server(L, tp);
+  aio_transport_detach(L, tp->lp, box, box + 1);
+  lua_settop(L, box);
+  settle_flush(L, tp, 1);
+  for (int i = 1; i <= UV_NUSER; i++) {
+    lua_pushnil(L);
+    lua_setiuservalue(L, box, i);
+  }
+  return 0;
+}
+
 static void on_closed(uv_handle_t *h) {
   aio_tp *tp = h->data;
   aio_loop *lp = tp->lp;
@@ -200,21 +223,11 @@ static void on_closed(uv_handle_t *h) {
   if (!lp->closed && tp->ref != LUA_NOREF) {
     int entered = aio_loop_enter(lp);
     lua_State *L = aio_loop_thread(lp);
-    int top = lua_gettop(L), box;
-    lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
-    box = lua_gettop(L);
-    lua_getiuservalue(L, box, UV_PROTO);
-    get_aux(L, tp, "lost");
-    tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
-    lua_settop(L, box);
-    push_server(L, tp);
-    aio_transport_detach(L, lp, box, box + 1);
-    lua_settop(L, box);
-    settle_flush(L, tp, 1);
-    for (int i = 1; i <= UV_NUSER; i++) {
-      lua_pushnil(L);
-      lua_setiuservalue(L, box, i);
-    }
+    int top = lua_gettop(L);
+    lua_pushcfunction(L, closed_protected);
+    lua_pushlightuserdata(L, tp);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
+      lua_writestringerror("asyncio: error closing a transport: %s\n", lua_tostring(L, -1));
     luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
     lua_settop(L, top);

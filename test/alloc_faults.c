@@ -161,6 +161,25 @@ static const scenario scenarios[] = {
              "  w:close()\n"
              "  return 'ok'\n"
              "end)\n"},
+    {"tcp", "return asyncio.run(function()\n"
+            "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+            "  local server <close> = asyncio.start_server(function(r, w)\n"
+            "    local line = r:readline()\n"
+            "    w:write(line)\n"
+            "    w:drain()\n"
+            "    w:close()\n"
+            "  end, '127.0.0.1', 0)\n"
+            "  local port = server.sockets[1]:getsockname()[2]\n"
+            "  for i = 1, 2 do\n"
+            "    local r, w = asyncio.open_connection('127.0.0.1', port)\n"
+            "    w:write('hello ' .. i .. '\\n')\n"
+            "    w:drain()\n"
+            "    assert(r:readline() == 'hello ' .. i .. '\\n')\n"
+            "    w:close()\n"
+            "    w:wait_closed()\n"
+            "  end\n"
+            "  return 'ok'\n"
+            "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
