@@ -386,37 +386,72 @@ void aio_tp_close(lua_State *L, aio_tp *tp) {
   if (!inflight(tp)) close_now(L, tp, 0);
 }
 
+/* What on_read hands to the protocol, for read_protected. */
+typedef struct {
+  aio_tp *tp;
+  ssize_t nread;
+  const uv_buf_t *buf;
+  int direct, given; /* given: the loop's buffer went back */
+} read_call;
+
+/* on_read's Lua part, under lua_pcall: a memory error in the protocol's C
+ * operations must not unwind through libuv's frames, which would leave the
+ * loop marked running and its uv loop mid-iteration. */
+static int read_protected(lua_State *L) {
+  read_call *c = lua_touserdata(L, 1);
+  aio_tp *tp = c->tp;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref); /* 2 */
+  lua_getiuservalue(L, 2, UV_PROTO);          /* 3 */
+  if (c->nread > 0 && c->direct) {
+    tp->ops->buffer_updated(L, 3, 2, (size_t)c->nread);
+  } else if (c->nread > 0) {
+    tp->ops->data_received(L, 3, 2, c->buf->base, (size_t)c->nread);
+    c->given = 1;
+    aio_loop_rbuf_give(tp->lp, c->buf);
+  } else {
+    c->given = 1;
+    if (!c->direct) aio_loop_rbuf_give(tp->lp, c->buf);
+    if (c->nread == UV_EOF) {
+      tp->at_eof = 1;
+      stop_reading(tp);
+      /* a read-only pipe has nothing left to do (Python's read pipe closes) */
+      if (!tp->ops->eof_received(L, 3, 2) || !tp->writable) aio_tp_close(L, tp);
+    } else {
+      fatal(L, tp, (int)c->nread, "Fatal read error on socket transport");
+    }
+  }
+  return 0;
+}
+
+/* lost_protected(err, tp): closes tp, its protocol told of err */
+static int lost_protected(lua_State *L) {
+  aio_tp_force_close(L, lua_touserdata(L, 2), 1);
+  return 0;
+}
+
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   aio_tp *tp = s->data;
   aio_loop *lp = tp->lp;
   lua_State *L;
   int top, entered;
-  int direct = tp->direct; /* the protocol's own buffer: nothing to give back */
+  read_call c = {tp, nread, buf, tp->direct, 0}; /* direct: the protocol's own buffer */
   tp->direct = 0;
   if (nread == 0 || tp->state == AIO_TP_CLOSED || lp->closed) {
-    if (!direct) aio_loop_rbuf_give(lp, buf);
+    if (!c.direct) aio_loop_rbuf_give(lp, buf);
     return;
   }
   entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
-  lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
-  lua_getiuservalue(L, top + 1, UV_PROTO);
-  if (nread > 0 && direct) {
-    tp->ops->buffer_updated(L, top + 2, top + 1, (size_t)nread);
-  } else if (nread > 0) {
-    tp->ops->data_received(L, top + 2, top + 1, buf->base, (size_t)nread);
-    aio_loop_rbuf_give(lp, buf);
-  } else {
-    if (!direct) aio_loop_rbuf_give(lp, buf);
-    if (nread == UV_EOF) {
-      tp->at_eof = 1;
-      stop_reading(tp);
-      /* a read-only pipe has nothing left to do (Python's read pipe closes) */
-      if (!tp->ops->eof_received(L, top + 2, top + 1) || !tp->writable) aio_tp_close(L, tp);
-    } else {
-      fatal(L, tp, (int)nread, "Fatal read error on socket transport");
-    }
+  lua_pushcfunction(L, read_protected);
+  lua_pushlightuserdata(L, &c);
+  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+    /* the bytes are lost: the connection cannot go on */
+    if (!c.direct && !c.given) aio_loop_rbuf_give(lp, buf);
+    lua_pushcfunction(L, lost_protected);
+    lua_insert(L, -2);
+    lua_pushlightuserdata(L, tp);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) aio_tp_abandon(L, tp); /* no error to tell, then */
   }
   lua_settop(L, top);
   aio_loop_leave(lp, entered);

@@ -22,8 +22,8 @@
 #define RUN_ALARM_SECONDS 8
 /* Each scenario's own deadline, far below the alarm. A failure often
  * leaves a task waiting for one that died, so faulted runs get a short one
- * (a TimeoutError is as good as any error there); the run without faults,
- * which must pass, gets a long one. */
+ * (a TimeoutError is as good as any error there); a run that may see no
+ * fault, and must then pass, gets a long one. */
 #define FAULTED_TIMEOUT 0.25
 #define CLEAN_TIMEOUT 5.0
 
@@ -204,6 +204,7 @@ typedef struct {
 
 static const scenario *current;
 static long long current_n;
+static long long clean_growths; /* of the current scenario's run without faults */
 
 static int on_panic(lua_State *L) {
   const char *msg = lua_tostring(L, -1);
@@ -253,7 +254,7 @@ static run_result run_child(lua_State *L, long long n) {
     fprintf(stderr, "%s does not compile: %s\n", current->name, lua_tostring(L, -1));
     abort();
   }
-  lua_pushnumber(L, n < 0 ? CLEAN_TIMEOUT : FAULTED_TIMEOUT);
+  lua_pushnumber(L, n < 0 || n >= clean_growths ? CLEAN_TIMEOUT : FAULTED_TIMEOUT);
   lua_setglobal(L, "TIMEOUT");
   fa.growths = 0;
   fa.injected = 0;
@@ -350,7 +351,7 @@ static void sweep(lua_State *L, const scenario *sc, int full, long long only_n) 
   CHECK(run_once(L, -1, &r) && r.status == LUA_OK && r.result_ok,
         "%s: the scenario passes without faults (%lld growths): %s", sc->name, r.growths,
         r.message);
-  total = r.growths;
+  total = clean_growths = r.growths;
   stride = full || total <= MAX_RUNS ? 1 : (total - DENSE) / (MAX_RUNS - DENSE) + 1;
   for (n = only_n >= 0 ? only_n : 0;; n += n < DENSE ? 1 : stride) {
     int ok = run_once(L, n, &r) && run_is_good(&r, n);
