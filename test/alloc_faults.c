@@ -180,6 +180,25 @@ static const scenario scenarios[] = {
             "  end\n"
             "  return 'ok'\n"
             "end)\n"},
+    {"tls", "return asyncio.run(function()\n"
+            "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+            "  local sctx = asyncio.ssl.create_default_context('server')\n"
+            "  sctx:load_cert_chain(CERT, KEY)\n"
+            "  local cctx = asyncio.ssl.create_default_context()\n"
+            "  cctx:load_verify_locations(CERT)\n"
+            "  local server <close> = asyncio.start_server(function(r, w)\n"
+            "    w:write(r:readline())\n"
+            "    w:close()\n"
+            "  end, '127.0.0.1', 0, {ssl = sctx})\n"
+            "  local port = server.sockets[1]:getsockname()[2]\n"
+            "  local r, w = asyncio.open_connection('127.0.0.1', port,\n"
+            "    {ssl = cctx, server_hostname = 'localhost'})\n"
+            "  w:write('secret\\n')\n"
+            "  assert(r:readline() == 'secret\\n')\n"
+            "  w:close()\n"
+            "  w:wait_closed()\n"
+            "  return 'ok'\n"
+            "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])

@@ -121,8 +121,14 @@ function M._wrap(lower, protocol, ctx, o)
   return t
 end
 
+local function ready_if_done(f, t, on_ready)
+  if not f:cancelled() and f:exception() == nil then on_ready(t) end
+end
+
 -- A server connection: the handshake runs on its own; on_ready(t) once it
--- succeeded (a failure is reported by the C side).
+-- succeeded (a failure is reported by the C side). When on_ready fails (out
+-- of memory making the connection's task), the connection is aborted: nobody
+-- would serve it, and the Server's wait_closed would wait for it forever.
 function M._serve(lower, protocol, ctx, o, server, on_ready)
   local t = core.tls_wrap(lower, protocol, ctx, {
     server_side = true, handshake_timeout = o.ssl_handshake_timeout,
@@ -131,7 +137,11 @@ function M._serve(lower, protocol, ctx, o, server, on_ready)
   server:_attach()
   if on_ready then
     t:_waiter():add_done_callback(function(f)
-      if not f:cancelled() and f:exception() == nil then on_ready(t) end
+      local ok, err = pcall(ready_if_done, f, t, on_ready)
+      if not ok then
+        t:abort()
+        error(err, 0)
+      end
     end)
   end
   return t
