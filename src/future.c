@@ -74,6 +74,10 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
       lua_rawgeti(L, -1, i);
     else
       lua_pushvalue(L, -1);
+    if (lua_type(L, -1) == LUA_TBOOLEAN) { /* queued by an attempt that ran out of memory */
+      lua_pop(L, 1);
+      continue;
+    }
     if (lp->closed) {
       lua_pop(L, 1);
     } else if (lua_type(L, -1) == LUA_TLIGHTUSERDATA) {
@@ -87,6 +91,12 @@ static void schedule_callbacks(lua_State *L, int idx, aio_future *f) {
       int fn = luaL_ref(L, LUA_REGISTRYINDEX);
       lua_pushvalue(L, idx);
       aio_loop_push(lp, AIO_RUN_DONECB, NULL, fn, luaL_ref(L, LUA_REGISTRYINDEX));
+    }
+    /* a luaL_ref of a later one may fail: a second attempt (task.c's
+     * finish_failed) then skips what this one queued */
+    if (f->flags & AIO_F_CBLIST) {
+      lua_pushboolean(L, 0);
+      lua_rawseti(L, -2, i);
     }
   }
   lua_pop(L, 1);

@@ -269,6 +269,58 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
   lua_settop(L, tidx - 1);
 }
 
+/* finish_protected(lp, t, status, nres, anchors or nil): task_finish
+ * under lua_pcall. A
+ * memory error while the task stores its outcome or schedules its done
+ * callbacks must not leave it pending with a finished body. */
+static int finish_protected(lua_State *L) {
+  aio_loop *lp = lua_touserdata(L, 1);
+  aio_task *t = lua_touserdata(L, 2);
+  task_finish(L, lp, t, (int)lua_tointeger(L, 3), (int)lua_tointeger(L, 4),
+              lua_istable(L, 5) ? 5 : 0);
+  return 0;
+}
+
+/* finish_failed(lp, t, err): the task ends with the error task_finish ran
+ * into, or, when its outcome was stored already, schedules the callbacks
+ * that were not. */
+static int finish_failed(lua_State *L) {
+  aio_loop *lp = lua_touserdata(L, 1);
+  aio_task *t = lua_touserdata(L, 2);
+  aio_task_push(L, lp, t);
+  if (t->f.state == AIO_PENDING)
+    aio_future_set_exc(L, 4, 3);
+  else
+    aio_future_finish(L, 4, t->f.state);
+  if (t->co) lua_settop(t->co, 0);
+  t->co = NULL;
+  unanchor(L, lp, t, 0);
+  return 0;
+}
+
+static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
+  lua_pushcfunction(L, finish_protected);
+  lua_pushlightuserdata(L, lp);
+  lua_pushlightuserdata(L, t);
+  lua_pushinteger(L, status);
+  lua_pushinteger(L, nres);
+  if (aidx)
+    lua_pushvalue(L, aidx);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 5, 0, 0) == LUA_OK) return;
+  lua_pushcfunction(L, finish_failed);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, lp);
+  lua_insert(L, -2);
+  lua_pushlightuserdata(L, t);
+  lua_insert(L, -2);
+  if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+    lua_writestringerror("asyncio: a task could not finish: %s\n", lua_tostring(L, -1));
+    lua_pop(L, 1);
+  }
+}
+
 /* A task cancelled before its first step never runs its body. */
 static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   int tidx;
@@ -361,10 +413,10 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      task_finish(L, lp, t, LUA_ERRRUN, 1, aidx);
+      finish(L, lp, t, LUA_ERRRUN, 1, aidx);
     }
   } else {
-    task_finish(L, lp, t, status, nres, aidx);
+    finish(L, lp, t, status, nres, aidx);
   }
   if (aidx) lua_settop(L, aidx - 1);
   return 1;
