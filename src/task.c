@@ -167,7 +167,8 @@ static void pool_give(lua_State *L, aio_loop *lp, aio_task *t, lua_State *co) {
   lua_xmove(co, L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->pool);
   lua_insert(L, -2);
-  lua_rawseti(L, -2, ++lp->npool);
+  lua_rawseti(L, -2, lp->npool + 1); /* counted once stored: growing the table may fail */
+  lp->npool++;
   lua_pop(L, 1);
 }
 
