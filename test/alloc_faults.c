@@ -91,6 +91,33 @@ typedef struct {
 /* Every scenario bounds itself with asyncio.timeout: a wake-up lost to a
  * failed callback is a TimeoutError (a Lua error), not a hang. */
 static const scenario scenarios[] = {
+    {"tasks", "return asyncio.run(function()\n"
+              "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+              "  local loop = asyncio.get_running_loop()\n"
+              "  local fut = loop:create_future()\n"
+              "  loop:call_soon(fut.set_result, fut, 'f')\n"
+              "  local ts = {}\n"
+              "  for i = 1, 4 do\n"
+              "    ts[i] = asyncio.create_task(function(x) asyncio.sleep(0) return x * 2 end, i)\n"
+              "  end\n"
+              "  local r = asyncio.gather(ts):await()\n"
+              "  assert(r[4] == 8 and r.n == 4)\n"
+              "  assert(fut:await() == 'f')\n"
+              "  local slow = asyncio.create_task(asyncio.sleep, 60)\n"
+              "  asyncio.sleep(0)\n"
+              "  slow:cancel('enough')\n"
+              "  assert(not pcall(slow.await, slow))\n"
+              "  local f2 = asyncio.Future()\n"
+              "  f2:add_done_callback(function() end)\n"
+              "  f2:set_exception(asyncio.ValueError('v'))\n"
+              "  assert(not pcall(f2.await, f2))\n"
+              "  do\n"
+              "    local tg <close> = asyncio.TaskGroup()\n"
+              "    tg:create_task(asyncio.sleep, 0)\n"
+              "    tg:create_task(function() return 1 end)\n"
+              "  end\n"
+              "  return 'ok'\n"
+              "end)\n"},
     {"timers",
      "return asyncio.run(function()\n"
      "  local t <close> = asyncio.timeout(TIMEOUT)\n"

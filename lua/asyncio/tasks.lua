@@ -153,7 +153,7 @@ local function gather(aws, opts)
   local cancel_requested, cancel_msg = false, nil
   local settled = false -- the outcome is decided; later children are only looked at
 
-  local function on_child_done(child)
+  local function child_done(child)
     nfinished = nfinished + 1
     -- also marks the exception as retrieved: gather reports it, or drops it
     local ok, exc = pcall(fut_exception, child)
@@ -171,6 +171,21 @@ local function gather(aws, opts)
     else
       outer:set_result(collect(children, n, return_exceptions))
     end
+  end
+
+  -- A child's outcome that cannot be handled (out of memory) fails the
+  -- gather: nothing else would end it, and its awaiter would wait forever.
+  -- A to-be-closed guard rather than a pcall: calling pcall may be what
+  -- runs out of memory.
+  local guard = setmetatable({}, { __close = function(_, err)
+    if err ~= nil then
+      settled = true
+      if not fut_done(outer) then outer:set_exception(err) end
+    end
+  end })
+  local function on_child_done(child)
+    local _ <close> = guard
+    child_done(child)
   end
 
   for i = 1, n do
