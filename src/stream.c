@@ -734,11 +734,36 @@ void aio_connect_hold(lua_State *L, aio_connect *c, int fut_idx) {
 
 /* Resolves the connect future with the Transport, or fails it; a Transport
  * nobody waits for any more (the future was cancelled) is closed. */
+/* connect_protected(future, transport, status): aio_tp_on_connect's Lua
+ * part, under lua_pcall: the error of a failed connect is made from a libuv
+ * callback, and a memory error must not unwind through libuv's frames. */
+static int connect_protected(lua_State *L) {
+  aio_future *f = lua_touserdata(L, 1);
+  int status = (int)lua_tointeger(L, 3);
+  if (status == 0 && f->state == AIO_PENDING) {
+    aio_future_set_results(L, 1, 2, 1);
+  } else {
+    aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, 2))->tp);
+    if (status != 0 && f->state == AIO_PENDING) {
+      aio_push_os_error(L, status, "Connect call failed");
+      aio_future_set_exc(L, 1, -1);
+    }
+  }
+  return 0;
+}
+
+/* connect_failed(err, future, transport): connect_protected ran out of
+ * memory; the connecting task hears that error. */
+static int connect_failed(lua_State *L) {
+  aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, 3))->tp);
+  if (((aio_future *)lua_touserdata(L, 2))->state == AIO_PENDING) aio_future_set_exc(L, 2, 1);
+  return 0;
+}
+
 void aio_tp_on_connect(uv_connect_t *req, int status) {
   aio_connect *c = (aio_connect *)req;
   aio_loop *lp = c->lp;
   lua_State *L;
-  aio_future *f;
   int top;
   if (lp->orphan) { /* the Lua state is gone */
     free(c);
@@ -751,16 +776,18 @@ void aio_tp_on_connect(uv_connect_t *req, int status) {
   luaL_unref(L, LUA_REGISTRYINDEX, c->fut_ref);
   luaL_unref(L, LUA_REGISTRYINDEX, c->tp_ref);
   free(c);
-  f = lua_touserdata(L, top + 1);
   if (!lp->closed) {
-    if (status == 0 && f->state == AIO_PENDING) {
-      aio_future_set_results(L, top + 1, top + 2, 1);
-    } else {
-      aio_tp_abandon(L, ((aio_tp_box *)lua_touserdata(L, top + 2))->tp);
-      if (status != 0 && f->state == AIO_PENDING) {
-        aio_push_os_error(L, status, "Connect call failed");
-        aio_future_set_exc(L, top + 1, -1);
-      }
+    lua_pushcfunction(L, connect_protected);
+    lua_pushvalue(L, top + 1);
+    lua_pushvalue(L, top + 2);
+    lua_pushinteger(L, status);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+      lua_pushcfunction(L, connect_failed);
+      lua_insert(L, -2);
+      lua_pushvalue(L, top + 1);
+      lua_pushvalue(L, top + 2);
+      if (lua_pcall(L, 3, 0, 0) != LUA_OK)
+        lua_writestringerror("asyncio: error completing a connect: %s\n", lua_tostring(L, -1));
     }
   }
   lua_settop(L, top);

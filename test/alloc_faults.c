@@ -226,6 +226,18 @@ static const scenario scenarios[] = {
             "  w:wait_closed()\n"
             "  return 'ok'\n"
             "end)\n"},
+    {"refused", "return asyncio.run(function()\n"
+                "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+                "  local server = asyncio.start_server(function() end, '127.0.0.1', 0)\n"
+                "  local port = server.sockets[1]:getsockname()[2]\n"
+                "  server:close()\n"
+                "  server:wait_closed()\n"
+                "  local ok, err = pcall(asyncio.open_connection, '127.0.0.1', port)\n"
+                "  assert(not ok and asyncio.isinstance(err, asyncio.ConnectionRefusedError))\n"
+                "  ok, err = pcall(asyncio.open_unix_connection, SOCK_PATH .. '.missing')\n"
+                "  assert(not ok)\n"
+                "  return 'ok'\n"
+                "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
