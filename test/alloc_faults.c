@@ -238,6 +238,23 @@ static const scenario scenarios[] = {
                 "  assert(not ok)\n"
                 "  return 'ok'\n"
                 "end)\n"},
+    {"udp", "return asyncio.run(function()\n"
+            "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+            "  local loop = asyncio.get_running_loop()\n"
+            "  local got = loop:create_future()\n"
+            "  local server = loop:create_datagram_endpoint(function() return {\n"
+            "    datagram_received = function(_, data) if not got:done() then got:set_result(data) "
+            "end end,\n"
+            "  } end, {local_addr = {'127.0.0.1', 0}})\n"
+            "  local addr = server:get_extra_info('sockname')\n"
+            "  local client = loop:create_datagram_endpoint(function() return {} end,\n"
+            "    {remote_addr = addr})\n"
+            "  client:sendto('ping')\n"
+            "  assert(got:await() == 'ping')\n"
+            "  client:close()\n"
+            "  server:close()\n"
+            "  return 'ok'\n"
+            "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
