@@ -402,9 +402,7 @@ static int read_protected(lua_State *L) {
   aio_tp *tp = c->tp;
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref); /* 2 */
   lua_getiuservalue(L, 2, UV_PROTO);          /* 3 */
-  if (c->nread > 0 && c->direct) {
-    tp->ops->buffer_updated(L, 3, 2, (size_t)c->nread);
-  } else if (c->nread > 0) {
+  if (c->nread > 0) {
     tp->ops->data_received(L, 3, 2, c->buf->base, (size_t)c->nread);
     c->given = 1;
     aio_loop_rbuf_give(tp->lp, c->buf);
@@ -443,15 +441,23 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf) {
   entered = aio_loop_enter(lp);
   L = aio_loop_thread(lp);
   top = lua_gettop(L);
-  lua_pushcfunction(L, read_protected);
-  lua_pushlightuserdata(L, &c);
-  if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
-    /* the bytes are lost: the connection cannot go on */
-    if (!c.direct && !c.given) aio_loop_rbuf_give(lp, buf);
-    lua_pushcfunction(L, lost_protected);
-    lua_insert(L, -2);
-    lua_pushlightuserdata(L, tp);
-    if (lua_pcall(L, 2, 0, 0) != LUA_OK) aio_tp_abandon(L, tp); /* no error to tell, then */
+  if (c.direct && nread > 0) {
+    /* only a StreamReader lends its buffer (get_buffer), and its
+     * buffer_updated allocates nothing: no lua_pcall on the hot path */
+    lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
+    lua_getiuservalue(L, top + 1, UV_PROTO);
+    tp->ops->buffer_updated(L, top + 2, top + 1, (size_t)nread);
+  } else {
+    lua_pushcfunction(L, read_protected);
+    lua_pushlightuserdata(L, &c);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+      /* the bytes are lost: the connection cannot go on */
+      if (!c.direct && !c.given) aio_loop_rbuf_give(lp, buf);
+      lua_pushcfunction(L, lost_protected);
+      lua_insert(L, -2);
+      lua_pushlightuserdata(L, tp);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) aio_tp_abandon(L, tp); /* no error to tell, then */
+    }
   }
   lua_settop(L, top);
   aio_loop_leave(lp, entered);
