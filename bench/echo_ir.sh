@@ -21,7 +21,7 @@ port=${PORT:-$((19000 + RANDOM % 1000))}
 out=${OUT:-${TMPDIR:-/tmp}/echo_ir.$port.out}
 [[ -x $loadgen ]] || { echo "$0: no loadgen at $loadgen (make -C ../shared/bench)" >&2; exit 1; }
 rm -f "$out" "$out".*
-valgrind --tool=callgrind $VGARGS --callgrind-out-file="$out" ${cmd//\{port\}/$port} 2> "$out.log" &
+valgrind --tool=callgrind ${VGARGS:-} --callgrind-out-file="$out" ${cmd//\{port\}/$port} 2> "$out.log" &
 vg=$!
 trap 'kill $vg 2>/dev/null; wait $vg 2>/dev/null || true' EXIT
 for _ in $(seq 100); do
