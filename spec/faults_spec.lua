@@ -31,18 +31,7 @@ local function client_ctx()
   return ctx
 end
 
--- echoes every chunk until EOF or a connection error, then closes
-local function echo(reader, writer)
-  pcall(function()
-    while true do
-      local data = reader:read(65536)
-      if data == "" then break end
-      writer:write(data)
-      writer:drain()
-    end
-  end)
-  writer:close()
-end
+local echo = helper.stream_echo_quiet
 
 -- one line through a fresh connection to port; the server must echo it
 local function echo_once(port, opts)

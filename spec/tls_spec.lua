@@ -37,18 +37,7 @@ local function insecure_ctx()
   return ctx
 end
 
--- echoes every chunk until EOF (or a connection error), then closes
-local function echo(reader, writer)
-  pcall(function()
-    while true do
-      local data = reader:read(65536)
-      if data == "" then break end
-      writer:write(data)
-      writer:drain()
-    end
-  end)
-  writer:close()
-end
+local echo = helper.stream_echo_quiet
 
 -- a TLS stream echo server on 127.0.0.1; returns server, port
 local function tls_echo_server(ctx, opts)

@@ -37,7 +37,7 @@
 -- with another timeout), helper.loop(), helper.current(), helper.sleep0(n),
 -- helper.sleeper(delay, ...), helper.within(secs, fn),
 -- helper.wait_until(pred, secs), helper.is(cls, e),
--- helper.err_of(fn, ...), helper.assert_class(cls, e), helper.stream_echo and
+-- helper.err_of(fn, ...), helper.assert_class(cls, e), helper.stream_echo(_quiet) and
 -- helper.await_cancelled(t); each is described where it is defined.
 local asyncio = require "asyncio"
 local luassert = require "luassert"
@@ -307,14 +307,25 @@ function helper.tmpdir()
   return p
 end
 
--- A start_server callback that echoes every chunk until EOF, then closes.
-function helper.stream_echo(reader, writer)
+local function echo_chunks(reader, writer)
   while true do
     local data = reader:read(65536)
     if data == "" then break end
     writer:write(data)
     writer:drain()
   end
+end
+
+-- A start_server callback that echoes every chunk until EOF, then closes.
+function helper.stream_echo(reader, writer)
+  echo_chunks(reader, writer)
+  writer:close()
+end
+
+-- helper.stream_echo for peers that reset or break TLS: a connection error
+-- ends it quietly.
+function helper.stream_echo_quiet(reader, writer)
+  pcall(echo_chunks, reader, writer)
   writer:close()
 end
 
