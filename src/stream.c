@@ -512,27 +512,29 @@ static void on_written(uv_write_t *req, int status) {
   aio_loop_leave(tp->lp, entered);
 }
 
-static aio_wreq *take_req(lua_State *L, aio_tp_wq *q) {
+/* The request queue_write is to use. It stays on the free list until the
+ * string is stored at its slot: a memory error storing it must not lose it. */
+static aio_wreq *next_req(lua_State *L, aio_tp_wq *q) {
   aio_wreq *w = q->free_reqs;
-  if (w) {
-    q->free_reqs = w->next;
-    return w;
-  }
+  if (w) return w;
   w = malloc(sizeof *w);
   if (!w) luaL_error(L, "not enough memory");
   w->slot = ++q->nreqs;
+  w->next = NULL;
+  q->free_reqs = w;
   return w;
 }
 
 /* Queues p[0..n) of the string at s_idx behind what is in flight. */
 static void queue_write(lua_State *L, aio_tp *tp, int s_idx, const char *p, size_t n) {
   aio_tp_wq *q = aio_tp_wq_of(L, tp);
-  aio_wreq *w = take_req(L, q);
+  aio_wreq *w = next_req(L, q);
   int err;
   push_aux(L, tp);
   lua_pushvalue(L, s_idx);
   lua_rawseti(L, -2, w->slot);
   lua_pop(L, 1);
+  q->free_reqs = w->next;
   w->buf = uv_buf_init((char *)p, (unsigned)n);
   err = uv_write(&w->req, &tp->u.s, &w->buf, 1, on_written);
   if (err) {

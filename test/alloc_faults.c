@@ -207,6 +207,22 @@ static const scenario scenarios[] = {
             "  end\n"
             "  return 'ok'\n"
             "end)\n"},
+    /* writes the socket cannot take at once: queued, completed in on_written */
+    {"deferred", "return asyncio.run(function()\n"
+                 "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+                 "  local chunk = string.rep('x', 1 << 20)\n"
+                 "  local server <close> = asyncio.start_server(function(r, w)\n"
+                 "    for _ = 1, 4 do w:write(chunk) end\n"
+                 "    w:drain()\n"
+                 "    w:close()\n"
+                 "  end, '127.0.0.1', 0)\n"
+                 "  local port = server.sockets[1]:getsockname()[2]\n"
+                 "  local r, w = asyncio.open_connection('127.0.0.1', port)\n"
+                 "  assert(#r:readexactly(4 << 20) == 4 << 20)\n"
+                 "  w:close()\n"
+                 "  w:wait_closed()\n"
+                 "  return 'ok'\n"
+                 "end)\n"},
     {"tls", "return asyncio.run(function()\n"
             "  local t <close> = asyncio.timeout(TIMEOUT)\n"
             "  local sctx = asyncio.ssl.create_default_context('server')\n"
