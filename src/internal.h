@@ -261,7 +261,8 @@ struct asyncio_loop {
   double vnow;    /* virtual clock: loop:time() */
   uint64_t vsync; /* virtual clock, while vflow: the uv_hrtime vnow was last brought to */
   aio_task *current;
-  aio_future *until; /* run_until_complete's future */
+  aio_task *settling; /* started or finished unprotected right now (task.c) */
+  aio_future *until;  /* run_until_complete's future */
   /* the step clock (aio_clock_ns): its last reading, whether that reading is
    * still "now" (a step just ended and only the queue ran since: the next
    * step starts from it without reading the clock again), the tick's start */
@@ -475,8 +476,10 @@ void aio_future_note_source(lua_State *L, aio_state *S, int idx);
 void aio_task_open(lua_State *L, aio_state *S);
 int aio_await(lua_State *L);
 /* woke: when it was queued (0: outside a tick, count from the tick's start;
- * UINT64_MAX: no delay, an eager step) */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke);
+ * UINT64_MAX: no delay, an eager step); direct: called by the tick itself,
+ * straight under its lua_pcall (see aio_task_settle) */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int direct);
+int aio_task_settle(lua_State *L, aio_loop *lp);
 int aio_task_cancel(lua_State *L, int idx, int msg_idx);
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);
 void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t);

@@ -261,7 +261,7 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
 static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
   switch (e->kind) {
   case AIO_RUN_STEP:
-    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp);
+    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp, 1);
     return;
   case AIO_RUN_HANDLE:
     aio_handle_run(L, lp, e->p, e->ref);
@@ -342,7 +342,9 @@ static void on_check(uv_check_t *h) {
   lua_pushcfunction(L, tick);
   lua_pushlightuserdata(L, lp);
   lua_pushlightuserdata(L, lp->until);
-  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+  /* a task the error left unsettled is ended with it, and the loop goes on
+   * (the rest of the ready queue runs next turn) */
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK && !aio_task_settle(L, lp)) {
     lua_writestringerror("asyncio: error in the event loop: %s\n", luaL_tolstring(L, -1, NULL));
     lp->stopping = 1;
   }

@@ -270,10 +270,8 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
   lua_settop(L, tidx - 1);
 }
 
-/* finish_protected(lp, t, status, nres, anchors or nil): task_finish
- * under lua_pcall. A
- * memory error while the task stores its outcome or schedules its done
- * callbacks must not leave it pending with a finished body. */
+/* finish_protected(lp, t, status, nres, anchors or nil): task_finish under
+ * lua_pcall, for a step the tick does not run itself (see aio_task_settle). */
 static int finish_protected(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
@@ -282,9 +280,9 @@ static int finish_protected(lua_State *L) {
   return 0;
 }
 
-/* finish_failed(lp, t, err): the task ends with the error task_finish ran
- * into, or, when its outcome was stored already, schedules the callbacks
- * that were not. */
+/* finish_failed(lp, t, err): the task ends with the error its attach or
+ * task_finish ran into, or, when its outcome was stored already, schedules
+ * the callbacks that were not. */
 static int finish_failed(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
@@ -299,17 +297,8 @@ static int finish_failed(lua_State *L) {
   return 0;
 }
 
-static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
-  lua_pushcfunction(L, finish_protected);
-  lua_pushlightuserdata(L, lp);
-  lua_pushlightuserdata(L, t);
-  lua_pushinteger(L, status);
-  lua_pushinteger(L, nres);
-  if (aidx)
-    lua_pushvalue(L, aidx);
-  else
-    lua_pushnil(L);
-  if (lua_pcall(L, 5, 0, 0) == LUA_OK) return;
+/* Settles t with the error on top, which is popped. */
+static void settle_failed(lua_State *L, aio_loop *lp, aio_task *t) {
   lua_pushcfunction(L, finish_failed);
   lua_insert(L, -2);
   lua_pushlightuserdata(L, lp);
@@ -320,6 +309,40 @@ static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres
     lua_writestringerror("asyncio: a task could not finish: %s\n", lua_tostring(L, -1));
     lua_pop(L, 1);
   }
+}
+
+/* A memory error while a task gets its coroutine or stores its outcome must
+ * not leave it pending with no step left to run. A step the tick runs itself
+ * needs no lua_pcall of its own for that (two a task, a sixth of a spawn's
+ * cost): it marks the task as settling, and the tick's error path calls
+ * this, with the error on top. Returns 0, the error left, when no task was
+ * settling. */
+int aio_task_settle(lua_State *L, aio_loop *lp) {
+  aio_task *t = lp->settling;
+  if (!t) return 0;
+  lp->settling = NULL;
+  settle_failed(L, lp, t);
+  return 1;
+}
+
+static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx,
+                   int direct) {
+  if (direct) {
+    lp->settling = t;
+    task_finish(L, lp, t, status, nres, aidx);
+    lp->settling = NULL;
+    return;
+  }
+  lua_pushcfunction(L, finish_protected);
+  lua_pushlightuserdata(L, lp);
+  lua_pushlightuserdata(L, t);
+  lua_pushinteger(L, status);
+  lua_pushinteger(L, nres);
+  if (aidx)
+    lua_pushvalue(L, aidx);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 5, 0, 0) != LUA_OK) settle_failed(L, lp, t);
 }
 
 /* A task cancelled before its first step never runs its body. */
@@ -335,24 +358,15 @@ static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   lua_settop(L, tidx - 1);
 }
 
-/* A first step runs attach_coroutine under lua_pcall: when the coroutine
- * cannot be made (out of memory), the error fails the task, which would
- * otherwise stay pending with no step left to run. */
+/* An eager first step runs attach_coroutine under lua_pcall (see
+ * aio_task_settle). */
 static int attach_protected(lua_State *L) {
   attach_coroutine(L, lua_touserdata(L, 1), lua_touserdata(L, 2), 3);
   return 1;
 }
 
-/* The error of attach_protected is on top; the task is at aidx + 1. */
-static void fail_unstarted(lua_State *L, aio_loop *lp, aio_task *t, int aidx) {
-  aio_future_set_exc(L, aidx + 1, -1);
-  t->co = NULL;
-  unanchor(L, lp, t, aidx);
-  lua_settop(L, aidx - 1);
-}
-
 /* Returns 1 when it ran the body: lp->stamp is then the step's end. */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int direct) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
   int nargs = 0, nres, status, aidx = 0, debug = lp->debug;
@@ -372,15 +386,22 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       aio_anchors_push_table(L, &lp->tasks);
       aidx = lua_gettop(L);
       lua_rawgeti(L, aidx, t->slot);
-      lua_pushcfunction(L, attach_protected);
-      lua_pushlightuserdata(L, lp);
-      lua_pushlightuserdata(L, t);
-      lua_pushvalue(L, aidx + 1);
-      if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
-        fail_unstarted(L, lp, t, aidx);
-        return 0;
+      if (direct) {
+        lp->settling = t;
+        co = attach_coroutine(L, lp, t, aidx + 1);
+        lp->settling = NULL;
+      } else {
+        lua_pushcfunction(L, attach_protected);
+        lua_pushlightuserdata(L, lp);
+        lua_pushlightuserdata(L, t);
+        lua_pushvalue(L, aidx + 1);
+        if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
+          settle_failed(L, lp, t);
+          lua_settop(L, aidx - 1);
+          return 0;
+        }
+        co = lua_tothread(L, -1);
       }
-      co = lua_tothread(L, -1);
     }
     nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
   }
@@ -414,10 +435,10 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke) {
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      finish(L, lp, t, LUA_ERRRUN, 1, aidx);
+      finish(L, lp, t, LUA_ERRRUN, 1, aidx, direct);
     }
   } else {
-    finish(L, lp, t, status, nres, aidx);
+    finish(L, lp, t, status, nres, aidx, direct);
   }
   if (aidx) lua_settop(L, aidx - 1);
   return 1;
@@ -646,7 +667,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   lua_setiuservalue(L, tidx, 1);
   anchor(L, lp, t, tidx);
   if (eager && lp->running) {
-    aio_task_step(L, lp, t, UINT64_MAX);
+    aio_task_step(L, lp, t, UINT64_MAX, 0);
   } else {
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
