@@ -195,20 +195,34 @@ static void settle_flush(lua_State *L, aio_tp *tp, int lost) {
 
 /* on_closed's Lua part, under lua_pcall: a memory error must not unwind
  * through libuv's frames, past the bookkeeping that frees the record and
- * lets the loop's close finish. */
+ * lets the loop's close finish. It goes in steps, *step the next: one that
+ * fails is skipped and the call made again for the rest, so a
+ * connection_lost that ran out of memory still leaves the Server, whose
+ * wait_closed counts its connections, and still fails the drain waiter. */
+#define CLOSED_STEPS 4
 static int closed_protected(lua_State *L) {
   aio_tp *tp = lua_touserdata(L, 1);
-  int box;
+  int *step = lua_touserdata(L, 2), box;
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref);
   box = lua_gettop(L);
-  lua_getiuservalue(L, box, UV_PROTO);
-  get_aux(L, tp, "lost");
-  tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
-  lua_settop(L, box);
-  push_server(L, tp);
-  aio_transport_detach(L, tp->lp, box, box + 1);
-  lua_settop(L, box);
-  settle_flush(L, tp, 1);
+  if (*step == 0) {
+    (*step)++;
+    lua_getiuservalue(L, box, UV_PROTO);
+    get_aux(L, tp, "lost");
+    tp->ops->connection_lost(L, box + 1, box, lua_isnil(L, -1) ? 0 : box + 2);
+    lua_settop(L, box);
+  }
+  if (*step == 1) {
+    (*step)++;
+    push_server(L, tp);
+    aio_transport_detach(L, tp->lp, box, box + 1);
+    lua_settop(L, box);
+  }
+  if (*step == 2) {
+    (*step)++;
+    settle_flush(L, tp, 1);
+  }
+  (*step)++;
   for (int i = 1; i <= UV_NUSER; i++) {
     lua_pushnil(L);
     lua_setiuservalue(L, box, i);
@@ -221,13 +235,18 @@ static void on_closed(uv_handle_t *h) {
   aio_loop *lp = tp->lp;
   tp->handle_closed = 1;
   if (!lp->closed && tp->ref != LUA_NOREF) {
-    int entered = aio_loop_enter(lp);
+    int entered = aio_loop_enter(lp), step = 0;
     lua_State *L = aio_loop_thread(lp);
     int top = lua_gettop(L);
-    lua_pushcfunction(L, closed_protected);
-    lua_pushlightuserdata(L, tp);
-    if (lua_pcall(L, 1, 0, 0) != LUA_OK)
-      lua_writestringerror("asyncio: error closing a transport: %s\n", lua_tostring(L, -1));
+    while (step < CLOSED_STEPS) {
+      lua_pushcfunction(L, closed_protected);
+      lua_pushlightuserdata(L, tp);
+      lua_pushlightuserdata(L, &step);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        lua_writestringerror("asyncio: error closing a transport: %s\n", lua_tostring(L, -1));
+        lua_pop(L, 1);
+      }
+    }
     luaL_unref(L, LUA_REGISTRYINDEX, tp->ref);
     tp->ref = LUA_NOREF;
     lua_settop(L, top);
