@@ -278,6 +278,12 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
     set_exception(L, r, proto_idx, err_idx);
   }
   forget_transport(L, r, proto_idx);
+  /* wait_closed's future before the drains, as Python's protocol does: a
+   * drain's error is made below and can run out of memory */
+  if (aio_get_aux(L, proto_idx, UV_AUX, "closed") == LUA_TUSERDATA &&
+      ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
+    aio_future_set_results(L, -1, -1, 0);
+  lua_pop(L, 1);
   /* the error of a clean close is made only for a drain to fail with: its
    * traceback cost 90% of a stream connection's instructions */
   if (has_drains(L, proto_idx)) {
@@ -291,10 +297,6 @@ static void op_connection_lost(lua_State *L, int proto_idx, int tp_idx, int err_
     settle_drains(L, proto_idx, lua_gettop(L));
     lua_pop(L, 1);
   }
-  if (aio_get_aux(L, proto_idx, UV_AUX, "closed") == LUA_TUSERDATA &&
-      ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
-    aio_future_set_results(L, -1, -1, 0);
-  lua_pop(L, 1);
 }
 
 static void op_pause_writing(lua_State *L, int proto_idx, int tp_idx) {
