@@ -23,7 +23,12 @@
 /* Each scenario's own deadline, far below the alarm. A failure often
  * leaves a task waiting for one that died, so faulted runs get a short one
  * (a TimeoutError is as good as any error there); a run that may see no
- * fault, and must then pass, gets a long one. */
+ * fault, and must then pass, gets a long one. The deadline bounds the
+ * scenario's waits, not the clean-up after it fired: so a client's streams
+ * are <close> variables, closed before the Server's <close> waits for its
+ * connections (a server handler draining to a client that was cancelled
+ * mid-read would otherwise wait for good; under ThreadSanitizer a
+ * scenario can outlast 0.25 s with no fault at all). */
 #define FAULTED_TIMEOUT 0.25
 #define CLEAN_TIMEOUT 5.0
 
@@ -182,7 +187,7 @@ static const scenario scenarios[] = {
              "    w:write(r:readexactly(5))\n"
              "    w:close()\n"
              "  end, SOCK_PATH)\n"
-             "  local r, w = asyncio.open_unix_connection(SOCK_PATH)\n"
+             "  local r, w <close> = asyncio.open_unix_connection(SOCK_PATH)\n"
              "  w:write('abcde')\n"
              "  assert(r:read() == 'abcde')\n"
              "  w:close()\n"
@@ -198,7 +203,7 @@ static const scenario scenarios[] = {
             "  end, '127.0.0.1', 0)\n"
             "  local port = server.sockets[1]:getsockname()[2]\n"
             "  for i = 1, 2 do\n"
-            "    local r, w = asyncio.open_connection('127.0.0.1', port)\n"
+            "    local r, w <close> = asyncio.open_connection('127.0.0.1', port)\n"
             "    w:write('hello ' .. i .. '\\n')\n"
             "    w:drain()\n"
             "    assert(r:readline() == 'hello ' .. i .. '\\n')\n"
@@ -217,7 +222,7 @@ static const scenario scenarios[] = {
                  "    w:close()\n"
                  "  end, '127.0.0.1', 0)\n"
                  "  local port = server.sockets[1]:getsockname()[2]\n"
-                 "  local r, w = asyncio.open_connection('127.0.0.1', port)\n"
+                 "  local r, w <close> = asyncio.open_connection('127.0.0.1', port)\n"
                  "  assert(#r:readexactly(4 << 20) == 4 << 20)\n"
                  "  w:close()\n"
                  "  w:wait_closed()\n"
