@@ -429,6 +429,14 @@ void aio_loop_check_open(lua_State *L, aio_loop *lp);
 void aio_loop_push_self(lua_State *L, aio_loop *lp);
 int aio_loop_enter(aio_loop *lp);
 void aio_loop_leave(aio_loop *lp, int entered);
+/* Runs f(ud) (ud a light userdata) under lua_pcall in the loop's thread,
+ * entered for the call when nothing runs it: for the Lua part of a libuv
+ * callback, where an error (out of memory) must not unwind through libuv's
+ * frames. An error is reported to the loop's exception handler as
+ * "Exception in <what>" (on stderr when even that fails), or dropped when
+ * what is NULL. Returns 1 when f raised, for the caller to settle what f
+ * left undone, or 0. */
+int aio_loop_pcall(aio_loop *lp, lua_CFunction f, void *ud, const char *what);
 void aio_loop_rbuf_take(aio_loop *lp, uv_buf_t *buf);
 void aio_loop_rbuf_give(aio_loop *lp, const uv_buf_t *buf);
 /* Links p (fn, data set) into the loop's posted list and wakes the loop;

@@ -690,6 +690,39 @@ void aio_loop_call_exception_handler(lua_State *L, aio_loop *lp, int ctx_idx) {
   }
 }
 
+/* report_protected(lp, what, error) */
+static int report_protected(lua_State *L) {
+  aio_loop *lp = lua_touserdata(L, 1);
+  const char *what = lua_touserdata(L, 2);
+  aio_report_callback_error(L, lp, 3, lua_pushfstring(L, "Exception in %s", what), NULL, 0);
+  return 0;
+}
+
+int aio_loop_pcall(aio_loop *lp, lua_CFunction f, void *ud, const char *what) {
+  int entered = aio_loop_enter(lp), failed;
+  lua_State *L = aio_loop_thread(lp);
+  int top = lua_gettop(L);
+  if (what) lua_pushcfunction(L, aio_callback_msgh);
+  lua_pushcfunction(L, f);
+  lua_pushlightuserdata(L, ud);
+  failed = lua_pcall(L, 1, 0, what ? top + 1 : 0) != LUA_OK;
+  if (failed && what) {
+    /* nothing here allocates before the second lua_pcall */
+    lua_pushcfunction(L, report_protected);
+    lua_pushlightuserdata(L, lp);
+    lua_pushlightuserdata(L, (void *)what);
+    lua_pushvalue(L, -4);
+    if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
+      int is_string = lua_type(L, top + 2) == LUA_TSTRING; /* no conversion: it allocates */
+      lua_writestringerror("asyncio: error in %s", what);
+      lua_writestringerror(": %s\n", is_string ? lua_tostring(L, top + 2) : "(an error object)");
+    }
+  }
+  lua_settop(L, top);
+  aio_loop_leave(lp, entered);
+  return failed;
+}
+
 /* ---- running --------------------------------------------------------- */
 
 static void run_enter(lua_State *L, aio_loop *lp) {

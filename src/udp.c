@@ -72,19 +72,6 @@ static int push_box(lua_State *L, udp_ep *u) {
   return 0;
 }
 
-/* Runs f(ev) under pcall from a libuv callback, where an error must not
- * unwind through libuv; protocol errors are reported inside f already. */
-static void protected_call(aio_loop *lp, lua_CFunction f, void *ev) {
-  int entered = aio_loop_enter(lp);
-  lua_State *L = aio_loop_thread(lp);
-  int top = lua_gettop(L);
-  lua_pushcfunction(L, f);
-  lua_pushlightuserdata(L, ev);
-  lua_pcall(L, 1, 0, 0);
-  lua_settop(L, top);
-  aio_loop_leave(lp, entered);
-}
-
 /* proto:name(...) where proto is at 1, name at 2 */
 static int call_method(lua_State *L) {
   lua_getfield(L, 1, lua_tostring(L, 2));
@@ -211,7 +198,8 @@ static void on_recv(uv_udp_t *h, ssize_t n, const uv_buf_t *buf, const struct so
     ev.n = n;
     ev.data = buf->base;
     ev.addr = addr;
-    protected_call(lp, deliver_recv, &ev);
+    /* protocol errors are reported inside deliver_* already */
+    aio_loop_pcall(lp, deliver_recv, &ev, NULL);
   }
   aio_loop_rbuf_give(lp, buf);
 }
@@ -263,7 +251,7 @@ static void on_send(uv_udp_send_t *req, int status) {
     send_ev ev;
     ev.s = s;
     ev.status = status;
-    protected_call(u->lp, deliver_send, &ev);
+    aio_loop_pcall(u->lp, deliver_send, &ev, NULL);
   }
   free(s);
 }
@@ -592,7 +580,7 @@ static void on_resolved(uv_getaddrinfo_t *req, int status, struct addrinfo *res)
     ev.r = r;
     ev.status = status;
     ev.res = res;
-    protected_call(lp, deliver_resolved, &ev);
+    aio_loop_pcall(lp, deliver_resolved, &ev, NULL);
     luaL_unref(aio_loop_thread(lp), LUA_REGISTRYINDEX, r->fut_ref);
   }
   uv_freeaddrinfo(res);
