@@ -152,14 +152,23 @@ static fdwatch *watch_new(lua_State *L, aio_loop *lp, int fd, const char *what) 
   return w;
 }
 
-static void on_poll(uv_poll_t *h, int status, int events) {
-  fdwatch *w = h->data;
+typedef struct {
+  fdwatch *w;
+  int status, events;
+} polled;
+
+/* on_poll's work, under lua_pcall: scheduling a callback's Handle stores
+ * it in the loop's anchors, which may run out of memory. The poll is level
+ * triggered: a callback that could not be scheduled is tried again on the
+ * next poll. */
+static int poll_protected(lua_State *L) {
+  polled *e = lua_touserdata(L, 1);
+  fdwatch *w = e->w;
   aio_loop *lp = w->lp;
-  lua_State *L = aio_loop_thread(lp);
-  int i, cancelled = 0;
+  int i, cancelled = 0, events = e->events;
   /* an error (POLLERR: libuv has stopped polling) goes to both callbacks,
    * whose next read or write sees it, as a selector reports both events */
-  if (status < 0) events = UV_READABLE | UV_WRITABLE;
+  if (e->status < 0) events = UV_READABLE | UV_WRITABLE;
   for (i = READER; i <= WRITER; i++) {
     if (!(events & uv_events[i])) continue;
     /* the task stays registered until its call is done: a wake-up that finds
@@ -177,6 +186,15 @@ static void on_poll(uv_poll_t *h, int status, int events) {
     lua_pop(L, 1);
   }
   if (cancelled) (void)update(L, w);
+  return 0;
+}
+
+static void on_poll(uv_poll_t *h, int status, int events) {
+  polled e;
+  e.w = h->data;
+  e.status = status;
+  e.events = events;
+  aio_loop_pcall(e.w->lp, poll_protected, &e, "a file descriptor's callback");
 }
 
 /* A task parked on w for direction i; one that was woken by a cancel and

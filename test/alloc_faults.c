@@ -276,6 +276,37 @@ static const scenario scenarios[] = {
             "  server:close()\n"
             "  return 'ok'\n"
             "end)\n"},
+    /* add_writer / add_reader callbacks on a FIFO (two handles, both
+     * opened read-write so neither open blocks), and a task parked on a
+     * socketpair by sock_recv */
+    {"poll", "return asyncio.run(function()\n"
+             "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+             "  local loop = asyncio.get_running_loop()\n"
+             "  local rf = assert(io.open(FIFO_PATH, 'r+'))\n"
+             "  local wf = assert(io.open(FIFO_PATH, 'r+'))\n"
+             "  local got = loop:create_future()\n"
+             "  loop:add_reader(rf, function(n)\n"
+             "    local s = rf:read(n)\n"
+             "    loop:remove_reader(rf)\n"
+             "    got:set_result(s)\n"
+             "  end, 4)\n"
+             "  loop:add_writer(wf, function()\n"
+             "    wf:write('ping')\n"
+             "    wf:flush()\n"
+             "    loop:remove_writer(wf)\n"
+             "  end)\n"
+             "  assert(got:await() == 'ping')\n"
+             "  rf:close()\n"
+             "  wf:close()\n"
+             "  local a, b = asyncio.socketpair()\n"
+             "  local recv = asyncio.create_task(function() return loop:sock_recv(b, 10) end)\n"
+             "  asyncio.sleep(0)\n"
+             "  loop:sock_sendall(a, 'pong')\n"
+             "  assert(recv:await() == 'pong')\n"
+             "  asyncio.socket.close(a)\n"
+             "  asyncio.socket.close(b)\n"
+             "  return 'ok'\n"
+             "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
@@ -310,7 +341,7 @@ static int on_panic(lua_State *L) {
   return 0;
 }
 
-static const char *cert_path, *key_path, *sock_path;
+static const char *cert_path, *key_path, *sock_path, *fifo_path;
 
 /* Where a child is, for the report of a hang. */
 static const char *volatile phase = "start";
@@ -335,6 +366,8 @@ static lua_State *open_state(void) {
   lua_setglobal(L, "KEY");
   lua_pushstring(L, sock_path);
   lua_setglobal(L, "SOCK_PATH");
+  lua_pushstring(L, fifo_path);
+  lua_setglobal(L, "FIFO_PATH");
   return L;
 }
 
@@ -470,7 +503,7 @@ static void sweep(lua_State *L, const scenario *sc, int full, long long only_n) 
 
 /* A throwaway self-signed certificate for localhost / 127.0.0.1. */
 static char tmpdir[] = "/tmp/asyncio-faults-XXXXXX";
-static char cert_buf[128], key_buf[128], sock_buf[128];
+static char cert_buf[128], key_buf[128], sock_buf[128], fifo_buf[128];
 
 static void make_cert(void) {
   char cmd[1024];
@@ -478,6 +511,8 @@ static void make_cert(void) {
   snprintf(cert_buf, sizeof cert_buf, "%s/cert.pem", tmpdir);
   snprintf(key_buf, sizeof key_buf, "%s/key.pem", tmpdir);
   snprintf(sock_buf, sizeof sock_buf, "%s/sock", tmpdir);
+  snprintf(fifo_buf, sizeof fifo_buf, "%s/fifo", tmpdir);
+  CHECK(mkfifo(fifo_buf, 0600) == 0, "mkfifo");
   snprintf(cmd, sizeof cmd,
            "env -u LD_PRELOAD -u ASAN_OPTIONS -u LSAN_OPTIONS openssl req -x509 -newkey ec "
            "-pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj /CN=localhost "
@@ -488,12 +523,14 @@ static void make_cert(void) {
   cert_path = cert_buf;
   key_path = key_buf;
   sock_path = sock_buf;
+  fifo_path = fifo_buf;
 }
 
 static void remove_tmp(void) {
   unlink(cert_buf);
   unlink(key_buf);
   unlink(sock_buf);
+  unlink(fifo_buf);
   rmdir(tmpdir);
 }
 
