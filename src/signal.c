@@ -69,14 +69,21 @@ static int check_signal(lua_State *L, int idx) {
   return num;
 }
 
-static void on_signal(uv_signal_t *h, int signum) {
-  aio_sigwatch *w = h->data;
-  lua_State *L = w->lp->L ? w->lp->L : w->lp->mainL;
-  (void)signum;
-  if (w->lp->closed) return;
+/* on_signal's work, under lua_pcall: scheduling the Handle stores it in the
+ * loop's anchors, which may run out of memory. That delivery is lost then
+ * (reported to the exception handler); the handler stays for the next. */
+static int signal_protected(lua_State *L) {
+  aio_sigwatch *w = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, w->ref);
   aio_handle_schedule(L, w->lp, w->handle, -1);
-  lua_pop(L, 1);
+  return 0;
+}
+
+static void on_signal(uv_signal_t *h, int signum) {
+  aio_sigwatch *w = h->data;
+  (void)signum;
+  if (w->lp->closed) return;
+  aio_loop_pcall(w->lp, signal_protected, w, "a signal handler's delivery");
 }
 
 static void on_close(uv_handle_t *h) {

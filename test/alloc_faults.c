@@ -307,6 +307,22 @@ static const scenario scenarios[] = {
              "  asyncio.socket.close(b)\n"
              "  return 'ok'\n"
              "end)\n"},
+    /* SIGUSR1 handlers (one replaced by another) fed by kill(getpid()) */
+    {"signal", "return asyncio.run(function()\n"
+               "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+               "  local loop = asyncio.get_running_loop()\n"
+               "  local n, ev = 0, asyncio.Event()\n"
+               "  loop:add_signal_handler('SIGUSR1', error, 'replaced')\n"
+               "  loop:add_signal_handler('SIGUSR1', function(x) n = n + x; ev:set() end, 1)\n"
+               "  for i = 1, 3 do\n"
+               "    ev:clear()\n"
+               "    KILL_SELF()\n"
+               "    ev:wait()\n"
+               "  end\n"
+               "  assert(n == 3)\n"
+               "  assert(loop:remove_signal_handler('SIGUSR1'))\n"
+               "  return 'ok'\n"
+               "end)\n"},
 };
 
 #define NSCENARIOS (sizeof scenarios / sizeof scenarios[0])
@@ -355,6 +371,14 @@ static void on_alarm(int sig) {
   abort();
 }
 
+/* KILL_SELF(): SIGUSR1 to this process (the forked child running the
+ * scenario), caught by libuv's handler before kill returns */
+static int kill_self(lua_State *L) {
+  (void)L;
+  kill(getpid(), SIGUSR1);
+  return 0;
+}
+
 static lua_State *open_state(void) {
   lua_State *L = lua_newstate(fault_realloc, &fa);
   assert(L != NULL);
@@ -368,6 +392,8 @@ static lua_State *open_state(void) {
   lua_setglobal(L, "SOCK_PATH");
   lua_pushstring(L, fifo_path);
   lua_setglobal(L, "FIFO_PATH");
+  lua_pushcfunction(L, kill_self);
+  lua_setglobal(L, "KILL_SELF");
   return L;
 }
 
