@@ -106,6 +106,57 @@ static void settle(lua_State *L, const proc *p, int idx) {
     aio_future_set_exc(L, idx, lua_gettop(L));
 }
 
+/* settle_protected(p, future) */
+static int settle_protected(lua_State *L) {
+  settle(L, lua_touserdata(L, 1), 2);
+  return 0;
+}
+
+/* The future at idx fails with the error at err_idx, or, settled already,
+ * queues the done callbacks not queued yet. */
+static void settle_failed(lua_State *L, int idx, int err_idx) {
+  aio_future *f = lua_touserdata(L, idx);
+  if (f->state == AIO_PENDING)
+    aio_future_set_exc(L, idx, err_idx);
+  else
+    aio_future_finish(L, idx, f->state);
+}
+
+/* finish's Lua part, under lua_pcall (aio_loop_pcall): it runs in the
+ * pidfd's or SIGCHLD's callback, where a memory error must not unwind
+ * through libuv's frames. The exit future's outcome (an OSError to make
+ * for a child someone else reaped, its done callbacks to queue) has a
+ * lua_pcall of its own: when that runs out of memory, the future fails
+ * with the error, or, settled already, queues the callbacks it had not,
+ * so no process_exited is lost. */
+static int exit_protected(lua_State *L) {
+  proc *p = lua_touserdata(L, 1);
+  aio_loop *lp = p->lp;
+  if (p->waiter && !lp->closed) aio_task_wake(p->waiter, p);
+  p->waiter = NULL;
+  if (p->waiters_ref != LUA_NOREF) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, p->waiters_ref);
+    p->waiters_ref = LUA_NOREF;
+    if (!lp->closed) aio_waitlist_wake_all(L, &p->waiters, -1);
+    lua_pop(L, 1);
+  }
+  if (p->fut_ref != LUA_NOREF) {
+    aio_future *f;
+    lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref); /* 2 */
+    f = lua_touserdata(L, 2);
+    if (!lp->closed && f->state == AIO_PENDING) {
+      lua_pushcfunction(L, settle_protected);
+      lua_pushlightuserdata(L, p);
+      lua_pushvalue(L, 2);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) settle_failed(L, 2, 3);
+    }
+    luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
+    p->fut_ref = LUA_NOREF;
+  }
+  return 0;
+}
+
 /* The child is gone (status, or err: nobody left to reap); its waiters and
  * exit future hear it. A closed loop runs no task or callback any more:
  * they are only dropped. */
@@ -116,26 +167,15 @@ static void finish(proc *p, int status, int err) {
   p->returncode = err ? 255 : decode(status);
   unlink_proc(p);
   if (p->waiter || p->waiters_ref != LUA_NOREF || p->fut_ref != LUA_NOREF) {
-    int entered = aio_loop_enter(lp);
-    lua_State *L = aio_loop_thread(lp);
-    int top = lua_gettop(L);
-    if (p->waiter && !lp->closed) aio_task_wake(p->waiter, p);
-    p->waiter = NULL;
-    if (p->waiters_ref != LUA_NOREF) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, p->waiters_ref);
+    if (aio_loop_pcall(lp, exit_protected, p, "a child's exit")) {
+      /* even the fallback ran out of memory: the refs go (an unref
+       * allocates nothing) */
+      lua_State *L = aio_loop_thread(lp);
+      p->waiter = NULL;
       luaL_unref(L, LUA_REGISTRYINDEX, p->waiters_ref);
-      p->waiters_ref = LUA_NOREF;
-      if (!lp->closed) aio_waitlist_wake_all(L, &p->waiters, -1);
-    }
-    if (p->fut_ref != LUA_NOREF) {
-      lua_rawgeti(L, LUA_REGISTRYINDEX, p->fut_ref);
       luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
-      p->fut_ref = LUA_NOREF;
-      if (!lp->closed && ((aio_future *)lua_touserdata(L, -1))->state == AIO_PENDING)
-        settle(L, p, lua_gettop(L));
+      p->waiters_ref = p->fut_ref = LUA_NOREF;
     }
-    lua_settop(L, top);
-    aio_loop_leave(lp, entered);
   }
   free_if_done(p);
 }

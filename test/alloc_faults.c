@@ -10,6 +10,7 @@
  * ASYNCIO_FAULT_FULL=1 sweeps every N; by default every N up to DENSE, then
  * a stride that keeps each scenario at about MAX_RUNS runs.
  * ASYNCIO_FAULT_SCENARIO=name runs one scenario; ASYNCIO_FAULT_N=n one N. */
+#include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
@@ -276,6 +277,41 @@ static const scenario scenarios[] = {
             "  server:close()\n"
             "  return 'ok'\n"
             "end)\n"},
+    /* children: pipes both ways, a shell pipeline, a few exits waited for
+     * (the exit comes through the loop's pidfd set), two through a
+     * subprocess protocol (process_exited, from the exit future), the
+     * second reaped by someone else (REAP) before the loop hears its exit:
+     * the exit future then fails with an OSError made in the pidfd's
+     * callback */
+    {"process",
+     "return asyncio.run(function()\n"
+     "  local t <close> = asyncio.timeout(TIMEOUT)\n"
+     "  local loop = asyncio.get_running_loop()\n"
+     "  local PIPE = asyncio.subprocess.PIPE\n"
+     "  local p = asyncio.create_subprocess_exec({'cat'}, {stdin = PIPE, stdout = PIPE})\n"
+     "  assert(p:communicate('hello') == 'hello' and p.returncode == 0)\n"
+     "  local q = asyncio.create_subprocess_shell('echo a | tr a b; exit 3',\n"
+     "    {stdout = PIPE})\n"
+     "  assert(q.stdout:read() == 'b\\n' and q:wait() == 3)\n"
+     "  local ps = {}\n"
+     "  for i = 1, 3 do ps[i] = asyncio.create_subprocess_exec({'sh', '-c', 'exit ' .. i}) "
+     "end\n"
+     "  for i = 3, 1, -1 do assert(ps[i]:wait() == i) end\n"
+     "  local exited = loop:create_future()\n"
+     "  local tr = loop:subprocess_exec(function() return {\n"
+     "    process_exited = function() exited:set_result(true) end,\n"
+     "  } end, {'true'})\n"
+     "  assert(exited:await())\n"
+     "  tr:close()\n"
+     "  local lost = loop:create_future()\n"
+     "  tr = loop:subprocess_exec(function() return {\n"
+     "    process_exited = function() lost:set_result(true) end,\n"
+     "  } end, {'sleep', '10'})\n"
+     "  REAP(tr:get_pid())\n"
+     "  assert(lost:await() and tr:get_returncode() == 255)\n"
+     "  tr:close()\n"
+     "  return 'ok'\n"
+     "end)\n"},
     /* add_writer / add_reader callbacks on a FIFO (two handles, both
      * opened read-write so neither open blocks), and a task parked on a
      * socketpair by sock_recv */
@@ -379,6 +415,17 @@ static int kill_self(lua_State *L) {
   return 0;
 }
 
+/* REAP(pid): kills the child and reaps it as a host's own waitpid would;
+ * the loop then finds its pidfd readable and nothing left to reap */
+static int reap(lua_State *L) {
+  pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+  int status;
+  kill(pid, SIGKILL);
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return 0;
+}
+
 static lua_State *open_state(void) {
   lua_State *L = lua_newstate(fault_realloc, &fa);
   assert(L != NULL);
@@ -394,6 +441,8 @@ static lua_State *open_state(void) {
   lua_setglobal(L, "FIFO_PATH");
   lua_pushcfunction(L, kill_self);
   lua_setglobal(L, "KILL_SELF");
+  lua_pushcfunction(L, reap);
+  lua_setglobal(L, "REAP");
   return L;
 }
 
