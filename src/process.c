@@ -374,23 +374,32 @@ static int make_pipe(spawn_spec *s, int i) {
   return posix_spawn_file_actions_adddup2(&s->fa, s->child[i], i);
 }
 
-/* the stdio option `key` */
-static int add_stdio(lua_State *L, spawn_spec *s, int i, const char *key) {
-  lua_Integer v;
+/* The stdio option `key` (for fd i) into *v, checked; 0 when not given.
+ * Read with every other option before the spawn's file actions and pipes
+ * exist: a Lua error there (out of memory interning the key) would leak
+ * them. */
+static int stdio_opt(lua_State *L, int i, const char *key, lua_Integer *v) {
   int t = lua_getfield(L, OPTS, key);
-  v = t == LUA_TNIL ? IO_INHERIT : luaL_checkinteger(L, -1);
+  if (t != LUA_TNIL) *v = luaL_checkinteger(L, -1);
   lua_pop(L, 1);
   if (t == LUA_TNIL) return 0;
+  if (*v == IO_PIPE || *v == IO_DEVNULL) return 1;
+  if (*v == IO_STDOUT) {
+    if (i != 2) luaL_error(L, "STDOUT is for stderr only");
+    return 1;
+  }
+  if (*v < 0 || *v > 0x7fffffff || fcntl((int)*v, F_GETFD) < 0)
+    luaL_error(L, "%s: not an open file descriptor: %d", key, (int)*v);
+  return 1;
+}
+
+/* the file action of the stdio spec v for fd i */
+static int add_stdio(spawn_spec *s, int i, lua_Integer v) {
   if (v == IO_PIPE) return make_pipe(s, i);
   if (v == IO_DEVNULL)
     return posix_spawn_file_actions_addopen(&s->fa, i, "/dev/null", i == 0 ? O_RDONLY : O_WRONLY,
                                             0);
-  if (v == IO_STDOUT) {
-    if (i != 2) luaL_error(L, "STDOUT is for stderr only");
-    return posix_spawn_file_actions_adddup2(&s->fa, 1, 2);
-  }
-  if (v < 0 || v > 0x7fffffff || fcntl((int)v, F_GETFD) < 0)
-    luaL_error(L, "%s: not an open file descriptor: %d", key, (int)v);
+  if (v == IO_STDOUT) return posix_spawn_file_actions_adddup2(&s->fa, 1, 2);
   return v == i ? 0 : posix_spawn_file_actions_adddup2(&s->fa, (int)v, i);
 }
 
@@ -431,12 +440,10 @@ static char **string_list(lua_State *L, int idx, const char *what, char **small)
 /* close_fds: every descriptor but 0-2 and pass_fds closed in the child,
  * whether or not it is close-on-exec (Lua's io.open files are not). The
  * pass_fds are made inheritable around the spawn. */
-static int add_close_fds(lua_State *L, spawn_spec *s, int close_fds, int *pass, int npass) {
+static int add_close_fds(spawn_spec *s, int close_fds, const int *pass, int npass) {
   int i, fd, top = 2;
-  for (i = 0; i < npass; i++) {
-    if (fcntl(pass[i], F_GETFD) < 0) luaL_error(L, "pass_fds: %d is not open", pass[i]);
+  for (i = 0; i < npass; i++)
     if (pass[i] > top) top = pass[i];
-  }
   if (!close_fds) return 0;
   for (fd = 3; fd <= top; fd++) {
     int keep = 0;
@@ -483,7 +490,9 @@ static int l_spawn(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   spawn_spec s;
   char **argv, **envp = environ, *cwd = NULL;
-  int pass[64], npass = 0, err = 0, i, pgroup = 0, mask = 0, has_mask, flags;
+  int pass[64], npass = 0, err = 0, i, pgroup = 0, mask = 0, has_mask, flags, close_fds;
+  int given[3];
+  lua_Integer io[3] = {0, 0, 0};
   mode_t old_mask = 0;
   sigset_t dfl, none;
   proc **box, *p;
@@ -500,7 +509,9 @@ static int l_spawn(lua_State *L) {
     if (n > (lua_Integer)(sizeof pass / sizeof pass[0])) return luaL_error(L, "too many pass_fds");
     for (k = 1; k <= n; k++) {
       lua_geti(L, -1, k);
-      pass[npass++] = aio_check_fd(L, -1);
+      pass[npass] = aio_check_fd(L, -1);
+      if (fcntl(pass[npass], F_GETFD) < 0) luaL_error(L, "pass_fds: %d is not open", pass[npass]);
+      npass++;
       lua_pop(L, 1);
     }
   }
@@ -508,9 +519,14 @@ static int l_spawn(lua_State *L) {
   flags = POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK;
   if (opt_bool(L, "start_new_session", 0)) flags |= POSIX_SPAWN_SETSID;
   if (opt_int(L, "process_group", &pgroup)) flags |= POSIX_SPAWN_SETPGROUP;
+  close_fds = opt_bool(L, "close_fds", 1);
+  given[0] = stdio_opt(L, 0, "stdin", &io[0]);
+  given[1] = stdio_opt(L, 1, "stdout", &io[1]);
+  given[2] = stdio_opt(L, 2, "stderr", &io[2]);
   box = lua_newuserdatauv(L, sizeof *box, 1);
   *box = NULL;
   aio_setmetatable(L, lp->S, AIO_T_PROCESS);
+  /* no Lua error from here until spec_free */
   for (i = 0; i < 3; i++) s.parent[i] = s.child[i] = -1;
   posix_spawn_file_actions_init(&s.fa);
   posix_spawnattr_init(&s.attr);
@@ -526,10 +542,9 @@ static int l_spawn(lua_State *L) {
   posix_spawnattr_setsigmask(&s.attr, &none);
   posix_spawnattr_setflags(&s.attr, (short)flags);
   if (flags & POSIX_SPAWN_SETPGROUP) posix_spawnattr_setpgroup(&s.attr, pgroup);
-  if (!err) err = add_stdio(L, &s, 0, "stdin");
-  if (!err) err = add_stdio(L, &s, 1, "stdout");
-  if (!err) err = add_stdio(L, &s, 2, "stderr");
-  if (!err) err = add_close_fds(L, &s, opt_bool(L, "close_fds", 1), pass, npass);
+  for (i = 0; i < 3 && !err; i++)
+    if (given[i]) err = add_stdio(&s, i, io[i]);
+  if (!err) err = add_close_fds(&s, close_fds, pass, npass);
   if (!err && cwd) err = posix_spawn_file_actions_addchdir_np(&s.fa, cwd);
   if (!err && (p = calloc(1, sizeof *p)) == NULL) err = ENOMEM;
   if (err) {
