@@ -277,8 +277,9 @@ static const scenario scenarios[] = {
             "  server:close()\n"
             "  return 'ok'\n"
             "end)\n"},
-    /* children: pipes both ways, a shell pipeline, a few exits waited for
-     * (the exit comes through the loop's pidfd set), two through a
+    /* children: pipes both ways, a shell pipeline (stderr into stdout), a
+     * few exits waited for (the exit comes through the loop's pidfd set),
+     * one by two tasks, a child terminated, two through a
      * subprocess protocol (process_exited, from the exit future), the
      * second reaped by someone else (REAP) before the loop hears its exit:
      * the exit future then fails with an OSError made in the pidfd's
@@ -290,13 +291,18 @@ static const scenario scenarios[] = {
      "  local PIPE = asyncio.subprocess.PIPE\n"
      "  local p = asyncio.create_subprocess_exec({'cat'}, {stdin = PIPE, stdout = PIPE})\n"
      "  assert(p:communicate('hello') == 'hello' and p.returncode == 0)\n"
-     "  local q = asyncio.create_subprocess_shell('echo a | tr a b; exit 3',\n"
-     "    {stdout = PIPE})\n"
-     "  assert(q.stdout:read() == 'b\\n' and q:wait() == 3)\n"
+     "  local q = asyncio.create_subprocess_shell('echo a | tr a b; echo e >&2; exit 3',\n"
+     "    {stdout = PIPE, stderr = asyncio.subprocess.STDOUT})\n"
+     "  assert(q.stdout:read() == 'b\\ne\\n' and q:wait() == 3)\n"
      "  local ps = {}\n"
      "  for i = 1, 3 do ps[i] = asyncio.create_subprocess_exec({'sh', '-c', 'exit ' .. i}) "
      "end\n"
+     "  local second = asyncio.create_task(ps[1].wait, ps[1])\n"
      "  for i = 3, 1, -1 do assert(ps[i]:wait() == i) end\n"
+     "  assert(second:await() == 1)\n"
+     "  local s = asyncio.create_subprocess_exec({'sleep', '10'})\n"
+     "  s:terminate()\n"
+     "  assert(s:wait() == -15)\n"
      "  local exited = loop:create_future()\n"
      "  local tr = loop:subprocess_exec(function() return {\n"
      "    process_exited = function() exited:set_result(true) end,\n"
