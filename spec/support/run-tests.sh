@@ -230,7 +230,9 @@ ctest_sources() {
 
 have_ctests() { compgen -G "test/*.c" >/dev/null; }
 
+timings=()
 for pass in $PASSES; do
+  pass_start=$SECONDS
   case $pass in
     busted)
       header "busted (LuaRocks build, $TREE)"
@@ -301,12 +303,15 @@ for pass in $PASSES; do
       fi
       ;;
     *)
-      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest tsan-ctest fuzz)"
+      problem "unknown pass '$pass' (PASSES: busted ctest asan-busted asan-ctest tsan-ctest valgrind fuzz)"
       ;;
   esac
+  # builds included: what each pass costs of the 15 minutes make test has
+  timings+=("$pass $((SECONDS - pass_start)) s")
 done
 
 echo
+echo "pass times: $(IFS=,; echo "${timings[*]}" | sed 's/,/, /g')"
 for p in "${problems[@]}"; do
   echo "FAILED: $p"
 done
