@@ -718,12 +718,13 @@ static int push_client(lua_State *L, aio_closable *c, int server_idx) {
 static const aio_closable_type tls_type = {on_loop_close, "transport", "<TLS transport>",
                                            push_client};
 
-static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
-  tls *t = lua_touserdata(L, proto_idx);
-  int idx = lua_absindex(L, proto_idx), top = lua_gettop(L), i;
-  (void)tp_idx;
-  if (err_idx) err_idx = lua_absindex(L, err_idx);
-  if (t->ref == LUA_NOREF) return;
+/* lost_calls(tls, err or nil): tl_lost's calls out, the handshake's waiter
+ * and the application's connection_lost, under lua_pcall of their own: a
+ * memory error in them must still let the transport leave its Server
+ * (whose wait_closed counts it) and free its SSL objects. */
+static int lost_calls(lua_State *L) {
+  tls *t = lua_touserdata(L, 1);
+  int err_idx = lua_isnil(L, 2) ? 0 : 2;
   if (t->state == ST_HANDSHAKE) {
     if (err_idx)
       lua_pushvalue(L, err_idx);
@@ -732,15 +733,34 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
       aio_push_error(L, "ConnectionResetError", -1);
       lua_remove(L, -2);
     }
-    settle_waiter(L, idx, lua_gettop(L));
+    settle_waiter(L, 1, lua_gettop(L));
     lua_pop(L, 1);
   }
   t->state = ST_CLOSED;
   if (t->app_made || t->was_made) {
-    lua_getiuservalue(L, idx, UV_PROTO);
-    t->ops->connection_lost(L, lua_gettop(L), idx, err_idx);
-    lua_pop(L, 1);
+    lua_getiuservalue(L, 1, UV_PROTO);
+    t->ops->connection_lost(L, lua_gettop(L), 1, err_idx);
   }
+  return 0;
+}
+
+static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
+  tls *t = lua_touserdata(L, proto_idx);
+  int idx = lua_absindex(L, proto_idx), top = lua_gettop(L), i;
+  (void)tp_idx;
+  if (t->ref == LUA_NOREF) return;
+  if (err_idx) err_idx = lua_absindex(L, err_idx);
+  lua_pushcfunction(L, lost_calls);
+  lua_pushvalue(L, idx);
+  if (err_idx)
+    lua_pushvalue(L, err_idx);
+  else
+    lua_pushnil(L);
+  if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+    t->state = ST_CLOSED;
+    lua_writestringerror("asyncio: error closing a TLS transport: %s\n", lua_tostring(L, -1));
+  }
+  lua_settop(L, top);
   lua_getiuservalue(L, idx, UV_SERVER);
   aio_transport_detach(L, t->head.lp, idx, lua_gettop(L));
   lua_settop(L, top);
