@@ -167,6 +167,14 @@ void aio_future_set_exc(lua_State *L, int idx, int err_idx) {
   aio_future_finish(L, idx, AIO_FINISHED);
 }
 
+void aio_future_settle_failed(lua_State *L, int idx, int err_idx) {
+  aio_future *f = lua_touserdata(L, idx);
+  if (f->state == AIO_PENDING)
+    aio_future_set_exc(L, idx, err_idx);
+  else
+    aio_future_finish(L, idx, f->state);
+}
+
 /* Pushes the exception of a finished future (marking it retrieved). */
 static void push_exception(lua_State *L, int idx, aio_future *f) {
   lua_getiuservalue(L, idx, 1);

@@ -473,6 +473,10 @@ aio_future *aio_test_future(lua_State *L, int idx);
 void aio_future_finish(lua_State *L, int idx, uint8_t state);
 int aio_future_set_results(lua_State *L, int idx, int first, int n);
 void aio_future_set_exc(lua_State *L, int idx, int err_idx);
+/* After settling the future at idx raised (out of memory): fails it with the
+ * error at err_idx, or, when its outcome was stored already, queues the
+ * done callbacks not queued yet (none twice). */
+void aio_future_settle_failed(lua_State *L, int idx, int err_idx);
 int aio_future_cancel(lua_State *L, int idx, int msg_idx);
 int aio_future_push_results(lua_State *L, int idx);
 void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);

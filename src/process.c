@@ -112,16 +112,6 @@ static int settle_protected(lua_State *L) {
   return 0;
 }
 
-/* The future at idx fails with the error at err_idx, or, settled already,
- * queues the done callbacks not queued yet. */
-static void settle_failed(lua_State *L, int idx, int err_idx) {
-  aio_future *f = lua_touserdata(L, idx);
-  if (f->state == AIO_PENDING)
-    aio_future_set_exc(L, idx, err_idx);
-  else
-    aio_future_finish(L, idx, f->state);
-}
-
 /* finish's Lua part, under lua_pcall (aio_loop_pcall): it runs in the
  * pidfd's or SIGCHLD's callback, where a memory error must not unwind
  * through libuv's frames. The exit future's outcome (an OSError to make
@@ -149,7 +139,7 @@ static int exit_protected(lua_State *L) {
       lua_pushcfunction(L, settle_protected);
       lua_pushlightuserdata(L, p);
       lua_pushvalue(L, 2);
-      if (lua_pcall(L, 2, 0, 0) != LUA_OK) settle_failed(L, 2, 3);
+      if (lua_pcall(L, 2, 0, 0) != LUA_OK) aio_future_settle_failed(L, 2, 3);
     }
     luaL_unref(L, LUA_REGISTRYINDEX, p->fut_ref);
     p->fut_ref = LUA_NOREF;

@@ -287,10 +287,7 @@ static int finish_failed(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
   aio_task_push(L, lp, t);
-  if (t->f.state == AIO_PENDING)
-    aio_future_set_exc(L, 4, 3);
-  else
-    aio_future_finish(L, 4, t->f.state);
+  aio_future_settle_failed(L, 4, 3);
   if (t->co) lua_settop(t->co, 0);
   t->co = NULL;
   unanchor(L, lp, t, 0);
