@@ -33,17 +33,12 @@
 #define FAULTED_TIMEOUT 0.25
 #define CLEAN_TIMEOUT 5.0
 /* The tls server's ssl_shutdown_timeout in faulted runs (nil, the default
- * 30 s, in the clean one). The deadline bounds the scenario's own waits, but
- * not the cleanup that runs after it cancelled them: `server <close>` waits
- * for the server's connections, and a TLS connection the server closed
- * waits for the client's close_notify. The client answers only when it
- * closes (a StreamReader keeps a TLS stream open at EOF, for half-close),
- * which a scenario cancelled before its w:close() never does: the wait then
- * lasts the whole shutdown timeout, past the alarm. That happens when the
- * deadline falls while the client waits for the echo and the server then
- * closes (its reader failed, say) - rare where the scenario takes 70 ms, but
- * under ThreadSanitizer it takes 400 ms to 500 ms (the contexts alone about
- * 400 ms), so the 0.25 s deadline falls inside it. */
+ * 30 s, in the clean one): a TLS connection the server closed waits for the
+ * client's close_notify, which a client cancelled by the deadline before its
+ * w:close() never sends (a StreamReader keeps a TLS stream open at EOF, for
+ * half-close), and `server <close>` waits for that connection. Under
+ * ThreadSanitizer the scenario takes 400 ms to 500 ms, so the 0.25 s
+ * deadline often falls inside it. */
 #define FAULTED_SSL_SHUTDOWN_TIMEOUT 1.0
 
 /* ---- the failing allocator ---------------------------------------------- */
@@ -473,6 +468,7 @@ static lua_State *open_state(void) {
 static run_result run_child(lua_State *L, long long n) {
   run_result r;
   const char *s;
+  int faulted;
   memset(&r, 0, sizeof r);
   signal(SIGALRM, on_alarm);
   alarm(getenv("ASYNCIO_FAULT_ALARM") ? (unsigned)atoi(getenv("ASYNCIO_FAULT_ALARM"))
@@ -482,12 +478,13 @@ static run_result run_child(lua_State *L, long long n) {
     fprintf(stderr, "%s does not compile: %s\n", current->name, lua_tostring(L, -1));
     abort();
   }
-  lua_pushnumber(L, n < 0 || n >= clean_growths ? CLEAN_TIMEOUT : FAULTED_TIMEOUT);
+  faulted = n >= 0 && n < clean_growths;
+  lua_pushnumber(L, faulted ? FAULTED_TIMEOUT : CLEAN_TIMEOUT);
   lua_setglobal(L, "TIMEOUT");
-  if (n < 0 || n >= clean_growths)
-    lua_pushnil(L);
-  else
+  if (faulted)
     lua_pushnumber(L, FAULTED_SSL_SHUTDOWN_TIMEOUT);
+  else
+    lua_pushnil(L);
   lua_setglobal(L, "SSL_SHUTDOWN_TIMEOUT");
   fa.growths = 0;
   fa.injected = 0;
