@@ -1,4 +1,4 @@
--- Helpers shared by the benches in this folder (micro.lua, gather.lua,
+-- Helpers shared by the benches in this folder (micro.lua, gather.lua, errors.lua,
 -- locks.lua): timing, the median of rounds and the "RESULT ..." line; and
 -- the command line of the echo servers (echo_protocol.lua, echo_streams.lua).
 -- Each bench loads it relative to its own path:

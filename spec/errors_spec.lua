@@ -71,6 +71,25 @@ describe("error classes", function()
     assert.matches("errors_spec.lua:" .. line, e.traceback, 1, true)
   end)
 
+  it("traceback names frames from their call sites and shortens a deep stack", function()
+    local e, frames
+    local function build()
+      frames = 0
+      while debug.getinfo(frames + 2, "l") do frames = frames + 1 end -- below build
+      e = asyncio.ValueError("deep")
+    end
+    local function rec(n) if n == 0 then build() else rec(n - 1) end return n end
+    rec(40)
+    local lines = {}
+    for l in e.traceback:gmatch("\n\t([^\n]*)") do lines[#lines + 1] = l end
+    assert.equal("stack traceback:", e.traceback:match("^[^\n]*"))
+    assert.matches("in upvalue 'build'$", lines[1])
+    assert.matches("in upvalue 'rec'$", lines[2])
+    -- 10 frames, the gap, the last 11: the gap counts every frame it hides
+    assert.equal(22, #lines)
+    assert.equal(("...\t(skipping %d levels)"):format(frames + 1 - 21), lines[11])
+  end)
+
   it("error() raises the object itself", function()
     local obj = asyncio.ValueError("bad")
     local ok, e = pcall(error, obj)

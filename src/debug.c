@@ -93,7 +93,7 @@ static void stall_hook(lua_State *L, lua_Debug *ar) {
     snprintf(secs, sizeof secs, "%.3f", elapsed);
     lua_pushfstring(L, "%s is still running after %s seconds%s", label, secs, where);
   }
-  luaL_traceback(L, L, lua_tostring(L, -1), 0);
+  aio_traceback(L, L, lua_tostring(L, -1), 0);
   lua_remove(L, -2);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) lua_pop(L, 1);
 }

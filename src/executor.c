@@ -203,7 +203,7 @@ static const char tb_key = 0;
 static const char job_key = 0;
 
 static int worker_msgh(lua_State *L) {
-  luaL_traceback(L, L, NULL, 1);
+  aio_traceback(L, L, NULL, 1);
   lua_rawsetp(L, LUA_REGISTRYINDEX, &tb_key);
   return 1;
 }

@@ -37,7 +37,7 @@ aio_future *aio_future_new(lua_State *L, aio_loop *lp) {
  * about it (an exception never retrieved, a task destroyed while pending). */
 void aio_future_note_source(lua_State *L, aio_state *S, int idx) {
   aio_push_extras(L, S, idx, 1);
-  luaL_traceback(L, L, "created at:", 1);
+  aio_traceback(L, L, "created at:", 1);
   lua_setfield(L, -2, "source_traceback");
   lua_pop(L, 1);
 }

@@ -452,6 +452,10 @@ void aio_push_os_error(lua_State *L, int uverr, const char *what);
 int aio_raise_os(lua_State *L, int uverr, const char *what);
 int aio_check_fd(lua_State *L, int idx);
 
+/* traceback.c: luaL_traceback's layout, each frame named from its call site */
+void aio_traceback(lua_State *L, lua_State *L1, const char *msg, int level);
+void aio_traceback_open(lua_State *L, aio_state *S);
+
 /* handle.c */
 void aio_handle_open(lua_State *L, aio_state *S);
 aio_handle *aio_handle_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int is_timer);

@@ -256,6 +256,7 @@ int luaopen_asyncio_core(lua_State *L) {
   aio_signal_ignore_sigpipe();
   lua_newtable(L);
   aio_setfuncs(L, S, funcs);
+  aio_traceback_open(L, S);
   aio_loop_open(L, S);
   aio_handle_open(L, S);
   aio_future_open(L, S);

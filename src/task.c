@@ -110,7 +110,7 @@ static int task_msgh(lua_State *co) {
   if (t && t->co == co && !lua_istable(co, 1)) {
     aio_task_push(co, t->f.loop, t);
     aio_push_extras(co, S, -1, 1);
-    luaL_traceback(co, co, NULL, 1);
+    aio_traceback(co, co, NULL, 1);
     lua_setfield(co, -2, "traceback");
     lua_pop(co, 2);
   }
@@ -834,7 +834,7 @@ static int l_get_coro(lua_State *L) {
 
 static void push_stack(lua_State *L, aio_task *t) {
   if (t->co && t->started)
-    luaL_traceback(L, t->co, NULL, 0);
+    aio_traceback(L, t->co, NULL, 0);
   else
     lua_pushliteral(L, "");
 }

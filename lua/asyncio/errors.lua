@@ -17,6 +17,8 @@
 -- @tparam[opt] table fields copied into the object
 -- @treturn table the error object
 
+local traceback = require("asyncio.core").traceback
+
 local M = {}
 
 local classes = {}
@@ -36,7 +38,7 @@ local function new(cls, message, fields)
     for k, v in pairs(fields) do e[k] = v end
   end
   if message ~= nil then e.message = tostring(message) else e.message = e.message or "" end
-  e.traceback = e.traceback or debug.traceback(nil, 2)
+  e.traceback = e.traceback or traceback(nil, 2)
   return setmetatable(e, cls)
 end
 
