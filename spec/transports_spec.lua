@@ -330,17 +330,23 @@ describe("TCP transports", function()
       local loop = asyncio.get_running_loop()
       local contexts = {}
       loop:set_exception_handler(function(_, ctx) contexts[#contexts + 1] = ctx end)
+      local sp
       local server = loop:create_server(function()
-        return recorder { data = function() error("boom in data_received") end }
+        sp = recorder { data = function() error("boom in data_received") end }
+        return sp
       end, "127.0.0.1", 0)
       local port = server.sockets[1]:getsockname()[2]
       local tp, p = loop:create_connection(recorder, "127.0.0.1", port)
       tp:write("x")
       p.lost_fut:await()
       wait_for(function() return #contexts >= 1 end)
-      assert.matches("data_received", contexts[1].message)
+      assert.equal("Fatal error: protocol.data_received() call failed.", contexts[1].message)
       assert.matches("boom in data_received", tostring(contexts[1].exception))
-      assert.is_table(contexts[1].protocol)
+      assert.matches("transports_spec.lua:%d+: in field 'data'", contexts[1].traceback)
+      assert.equal(sp, contexts[1].protocol)
+      -- Python's _fatal_error: the protocol loses the connection with that error
+      assert.equal(contexts[1].exception, sp.lost_fut:await())
+      assert.same({ "x" }, sp.data)
       server:close()
     end)
   end)
