@@ -96,8 +96,9 @@ enum { AIO_PENDING, AIO_FINISHED, AIO_CANCELLED };
 enum { AIO_TIMER_HANDLE, AIO_TIMER_TASK, AIO_TIMER_CFUNC };
 
 /* A timer of C code (a TLS connection's handshake and shutdown deadlines):
- * cb runs from the loop's timer phase with the loop's thread, once. The
- * owner embeds it and removes it (aio_loop_remove_timer) before it goes. */
+ * cb runs from the loop's timer phase with the loop's thread, once, under a
+ * lua_pcall of its own (its error is reported). The owner embeds it and
+ * removes it (aio_loop_remove_timer) before it goes. */
 typedef struct aio_ctimer aio_ctimer;
 struct aio_ctimer {
   aio_timer timer; /* first */

@@ -233,8 +233,19 @@ static void loop_arm_cb(uv_timer_t *h) {
   loop_arm(h->data);
 }
 
+/* ctimer_protected(ct) */
+static int ctimer_protected(lua_State *L) {
+  aio_ctimer *ct = lua_touserdata(L, 1);
+  ct->cb(L, ct);
+  return 0;
+}
+
 /* A C timer's callback runs here, at once: its owner removes it from the
- * heap before it goes, so no ready-queue entry may outlive the owner. */
+ * heap before it goes, so no ready-queue entry may outlive the owner. It
+ * runs under a lua_pcall of its own: an error (out of memory) is reported
+ * and costs that one connection its timeout, where the tick's lua_pcall
+ * would stop the loop. It is not retried: the failed callback may have
+ * released the timer's owner. */
 static void run_due_timers(lua_State *L, aio_loop *lp) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double now;
@@ -247,8 +258,7 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
       aio_loop_push(lp, AIO_RUN_HANDLE, h, h->slot, LUA_NOREF); /* the anchor moves on */
       h->slot = 0;
     } else if (top->kind == AIO_TIMER_CFUNC) {
-      aio_ctimer *ct = (aio_ctimer *)top;
-      ct->cb(L, ct);
+      aio_loop_pcall(lp, ctimer_protected, top, "a transport's timer");
       lua_settop(L, 0);
     } else {
       aio_task *t = (aio_task *)((char *)top - offsetof(aio_task, timer));
