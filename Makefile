@@ -227,19 +227,28 @@ lasync-streams=$(LUA) $(CURDIR)/bench/echo_streams.lua {port}
 endef
 export LASYNC_PEERS
 # and in the echo benchmark uv-copy: raw libuv plus the copy into a Lua
-# string, their ceiling. Plain TCP only (no TLS in it): left out with TLS=1,
-# where uv-tls, the scripts' own raw libuv + OpenSSL server, is the reference.
-UV_COPY_PEER := uv-copy=$(BUILD)/echo_uv_copy {port}
-export UV_COPY_PEER
+# string, their ceiling; uv-lua: that plus the Lua callback of
+# echo_protocol.lua, unchecked and unprotected, the floor of a Lua protocol
+# server. Plain TCP only (no TLS in them): left out with TLS=1, where uv-tls,
+# the scripts' own raw libuv + OpenSSL server, is the reference.
+define UV_FLOOR_PEERS
+uv-copy=$(BUILD)/echo_uv_copy {port}
+uv-lua=$(BUILD)/echo_uv_lua {port}
+endef
+export UV_FLOOR_PEERS
 
 $(BUILD)/echo_uv_copy: bench/echo_uv_copy.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -o $@ $< -luv
 
-bench-echo: deps-bench build $(if $(TLS_ON),,$(BUILD)/echo_uv_copy)
+$(BUILD)/echo_uv_lua: bench/echo_uv_lua.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -I/usr/include/lua5.4 -o $@ $< -luv -llua5.4
+
+bench-echo: deps-bench build $(if $(TLS_ON),,$(BUILD)/echo_uv_copy $(BUILD)/echo_uv_lua)
 	@echo "$(SHARED)/bench/run_echo.sh $(if $(TLS_ON),over TLS )(EXTRA peers lasync-proto, lasync-streams:"
-	@echo "  bench/echo_*.lua$(if $(TLS_ON),,; uv-copy: bench/echo_uv_copy.c))"
-	@extra=$$LASYNC_PEERS; $(if $(TLS_ON),,extra+=$$'\n'$$UV_COPY_PEER;) \
+	@echo "  bench/echo_*.lua$(if $(TLS_ON),,; uv-copy, uv-lua: bench/echo_uv_copy.c, bench/echo_uv_lua.c))"
+	@extra=$$LASYNC_PEERS; $(if $(TLS_ON),,extra+=$$'\n'$$UV_FLOOR_PEERS;) \
 	  $(TREE_ENV) TLS='$(TLS_ON)' EXTRA="$$extra" bash $(SHARED)/bench/run_echo.sh
 
 # memory per idle connection (run_idle.sh: N connections that each echoed
