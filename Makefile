@@ -15,6 +15,8 @@
 #   make bench   micro benchmarks against the peers in ../shared/bench
 #   make bench-echo  TCP echo servers (bench/echo_*.lua) against the same peers;
 #                TLS=1: the same over TLS
+#   make bench-floor bench/spawn_floor.lua: create_task against the least a
+#                Lua task runtime does per task (bench/spawn_floor.c)
 #   make bench-idle  memory per idle connection of the same servers; TLS=1 too
 #   make soak    bench/soak.lua: 10,000 connections (SOAK_CONNS) held for 60 s
 #                (SOAK_SECS) with resets, half-closes and slow readers, plain
@@ -61,7 +63,7 @@ TREE_ENV   := LUA_PATH='$(TREE_LPATH)' LUA_PATH_5_4='$(TREE_LPATH)' \
 
 export CMAKE_BUILD_PARALLEL_LEVEL ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: build deps deps-bench demo test lint api-index docs fuzz bench bench-echo bench-idle soak clean
+.PHONY: build deps deps-bench demo test lint api-index docs fuzz bench bench-echo bench-floor bench-idle soak clean
 
 # Install only what is missing; apt-get update only when something is.
 define apt_install_missing
@@ -244,6 +246,15 @@ $(BUILD)/echo_uv_copy: bench/echo_uv_copy.c
 $(BUILD)/echo_uv_lua: bench/echo_uv_lua.c
 	@mkdir -p $(BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -I/usr/include/lua5.4 -o $@ $< -luv -llua5.4
+
+# bench/spawn_floor.lua: asyncio.create_task against bench/spawn_floor.c,
+# the least a Lua task runtime does per spawned task
+$(BUILD)/spawn_floor.so: bench/spawn_floor.c
+	@mkdir -p $(BUILD)
+	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -shared -fPIC -I/usr/include/lua5.4 -o $@ $<
+
+bench-floor: build $(BUILD)/spawn_floor.so
+	@$(TREE_ENV) LUA_CPATH_5_4='$(BUILD)/?.so;$(TREE_CPATH)' $(LUA) bench/spawn_floor.lua
 
 bench-echo: deps-bench build $(if $(TLS_ON),,$(BUILD)/echo_uv_copy $(BUILD)/echo_uv_lua)
 	@echo "$(SHARED)/bench/run_echo.sh $(if $(TLS_ON),over TLS )(EXTRA peers lasync-proto, lasync-streams:"
