@@ -158,7 +158,7 @@ endef
 export ECHO_DEMO
 
 C_FILES := $(wildcard src/*.c src/*.h src/core/*.c src/core/*.h include/*.h test/*.c test/*.h fuzz/*.c fuzz/*.h \
-             bench/*.c)
+             bench/*.c bench/*.h)
 
 # formatting drift and cppcheck findings fail the build like a test does
 lint: deps
@@ -239,11 +239,11 @@ uv-lua=$(BUILD)/echo_uv_lua {port}
 endef
 export UV_FLOOR_PEERS
 
-$(BUILD)/echo_uv_copy: bench/echo_uv_copy.c
+$(BUILD)/echo_uv_copy: bench/echo_uv_copy.c bench/echo_uv.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -o $@ $< -luv
 
-$(BUILD)/echo_uv_lua: bench/echo_uv_lua.c
+$(BUILD)/echo_uv_lua: bench/echo_uv_lua.c bench/echo_uv.h
 	@mkdir -p $(BUILD)
 	$(CC) -std=gnu11 -O2 -Wall -Wextra -Werror -I/usr/include/lua5.4 -o $@ $< -luv -llua5.4
 

@@ -11,6 +11,8 @@
 #include <string.h>
 #include <uv.h>
 
+#include "echo_uv.h"
+
 #define RBUF_SIZE (256 * 1024) /* the runtime's receive buffer */
 #define HEADER 24              /* where a long string's bytes start in its block */
 #define BLOCK_SIZE (HEADER + RBUF_SIZE + 1)
@@ -107,21 +109,5 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 int main(int argc, char **argv) {
-  uv_loop_t *loop = uv_default_loop();
-  uv_tcp_t server;
-  struct sockaddr_in addr;
-  int err;
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s PORT\n", argv[0]);
-    return 1;
-  }
-  uv_ip4_addr("127.0.0.1", atoi(argv[1]), &addr);
-  uv_tcp_init(loop, &server);
-  err = uv_tcp_bind(&server, (const struct sockaddr *)&addr, 0);
-  if (!err) err = uv_listen((uv_stream_t *)&server, 1024, on_connection);
-  if (err) {
-    fprintf(stderr, "echo_uv_copy: %s\n", uv_strerror(err));
-    return 1;
-  }
-  return uv_run(loop, UV_RUN_DEFAULT);
+  return echo_serve("echo_uv_copy", argc, argv, on_connection);
 }

@@ -13,6 +13,8 @@
 #include <stdlib.h>
 #include <uv.h>
 
+#include "echo_uv.h"
+
 #define RBUF_SIZE (256 * 1024) /* the runtime's receive buffer */
 
 static const char protocol[] = "local Echo = {}\n"
@@ -90,14 +92,6 @@ static void on_connection(uv_stream_t *server, int status) {
 }
 
 int main(int argc, char **argv) {
-  uv_loop_t *loop = uv_default_loop();
-  uv_tcp_t server;
-  struct sockaddr_in addr;
-  int err;
-  if (argc != 2) {
-    fprintf(stderr, "usage: %s PORT\n", argv[0]);
-    return 1;
-  }
   L = luaL_newstate();
   luaL_openlibs(L);
   lua_gc(L, LUA_GCGEN, 0, 0); /* as lua5.4 runs the project's servers */
@@ -111,13 +105,5 @@ int main(int argc, char **argv) {
     fprintf(stderr, "echo_uv_lua: %s\n", lua_tostring(L, -1));
     return 1;
   }
-  uv_ip4_addr("127.0.0.1", atoi(argv[1]), &addr);
-  uv_tcp_init(loop, &server);
-  err = uv_tcp_bind(&server, (const struct sockaddr *)&addr, 0);
-  if (!err) err = uv_listen((uv_stream_t *)&server, 1024, on_connection);
-  if (err) {
-    fprintf(stderr, "echo_uv_lua: %s\n", uv_strerror(err));
-    return 1;
-  }
-  return uv_run(loop, UV_RUN_DEFAULT);
+  return echo_serve("echo_uv_lua", argc, argv, on_connection);
 }
