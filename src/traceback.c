@@ -36,6 +36,7 @@ static int deepest_level(lua_State *L1) {
 
 /* The pieces go straight into the buffer: lua_pushfstring would intern
  * each short one and format numbers through snprintf, half of the cost. */
+#define add_literal(b, s) luaL_addlstring((b), "" s, sizeof(s) - 1)
 static void add_uint(luaL_Buffer *b, unsigned n) {
   char d[12], *p = d + sizeof d;
   do *--p = (char)('0' + n % 10);
@@ -45,7 +46,7 @@ static void add_uint(luaL_Buffer *b, unsigned n) {
 
 static void add_quoted(luaL_Buffer *b, const char *what, const char *name) {
   luaL_addstring(b, what);
-  luaL_addstring(b, " '");
+  add_literal(b, " '");
   luaL_addstring(b, name);
   luaL_addchar(b, '\'');
 }
@@ -56,9 +57,9 @@ static void add_frame_name(luaL_Buffer *b, const lua_Debug *ar) {
   } else if (*ar->namewhat != '\0') {
     add_quoted(b, ar->namewhat, ar->name);
   } else if (*ar->what == 'm') {
-    luaL_addstring(b, "main chunk");
+    add_literal(b, "main chunk");
   } else if (*ar->what != 'C') {
-    luaL_addstring(b, "function <");
+    add_literal(b, "function <");
     luaL_addstring(b, ar->short_src);
     luaL_addchar(b, ':');
     add_uint(b, (unsigned)ar->linedefined);
@@ -78,26 +79,26 @@ void aio_traceback(lua_State *L, lua_State *L1, const char *msg, int level) {
     luaL_addstring(&b, msg);
     luaL_addchar(&b, '\n');
   }
-  luaL_addstring(&b, "stack traceback:");
+  add_literal(&b, "stack traceback:");
   while (lua_getstack(L1, level++, &ar)) {
     if (skip-- == 0) { /* level is one past the frame skipped first */
       int gap = last - TB_BOTTOM - level + 2;
-      luaL_addstring(&b, "\n\t...\t(skipping ");
+      add_literal(&b, "\n\t...\t(skipping ");
       add_uint(&b, (unsigned)gap);
-      luaL_addstring(&b, " levels)");
+      add_literal(&b, " levels)");
       level += gap - 1;
       continue;
     }
     lua_getinfo(L1, "Slnt", &ar);
-    luaL_addstring(&b, "\n\t");
+    add_literal(&b, "\n\t");
     luaL_addstring(&b, ar.short_src);
     if (ar.currentline > 0) {
       luaL_addchar(&b, ':');
       add_uint(&b, (unsigned)ar.currentline);
     }
-    luaL_addstring(&b, ": in ");
+    add_literal(&b, ": in ");
     add_frame_name(&b, &ar);
-    if (ar.istailcall) luaL_addstring(&b, "\n\t(...tail calls...)");
+    if (ar.istailcall) add_literal(&b, "\n\t(...tail calls...)");
   }
   luaL_pushresult(&b);
 }

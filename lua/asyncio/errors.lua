@@ -29,15 +29,19 @@ local function instance_tostring(e)
   return cls.__name .. ": " .. tostring(e.message)
 end
 
+-- Without fields (the runtime's own errors), one constructor sizes the
+-- table for its two fields at once.
 local function new(cls, message, fields)
-  local e = {}
-  if fields ~= nil then
-    if type(fields) ~= "table" then
-      error(("bad argument #2 to '%s' (table expected, got %s)"):format(cls.__name, type(fields)), 2)
-    end
-    for k, v in pairs(fields) do e[k] = v end
+  if message ~= nil and type(message) ~= "string" then message = tostring(message) end
+  if fields == nil then
+    return setmetatable({ message = message or "", traceback = traceback(nil, 2) }, cls)
   end
-  if message ~= nil then e.message = tostring(message) else e.message = e.message or "" end
+  if type(fields) ~= "table" then
+    error(("bad argument #2 to '%s' (table expected, got %s)"):format(cls.__name, type(fields)), 2)
+  end
+  local e = {}
+  for k, v in pairs(fields) do e[k] = v end
+  e.message = message or e.message or ""
   e.traceback = e.traceback or traceback(nil, 2)
   return setmetatable(e, cls)
 end
