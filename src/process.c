@@ -42,6 +42,7 @@ struct proc {
   int returncode;
   int reap_err; /* nobody was left to reap: a libuv error code */
   uint8_t exited;
+  uint8_t finishing; /* finish is telling the waiters: p stays */
 };
 
 /* The loop's running children hang off lp->procs, allocated on the first
@@ -65,7 +66,7 @@ typedef aio_procs procs;
 extern char **environ;
 
 static void free_if_done(proc *p) {
-  if (!p->box && p->exited) free(p);
+  if (!p->box && p->exited && !p->finishing) free(p);
 }
 
 static void unlink_proc(proc *p) {
@@ -87,7 +88,6 @@ static int decode(int status) {
   return WIFSIGNALED(status) ? -WTERMSIG(status) : WEXITSTATUS(status);
 }
 
-/* Settles the pending future at idx with the exit. */
 /* Pushes the exit: the returncode (returns 1), or the OSError of a child
  * someone else reaped (returns 0). */
 static int push_exit(lua_State *L, const proc *p) {
@@ -99,6 +99,7 @@ static int push_exit(lua_State *L, const proc *p) {
   return 0;
 }
 
+/* Settles the pending future at idx with the exit. */
 static void settle(lua_State *L, const proc *p, int idx) {
   if (push_exit(L, p))
     aio_future_set_results(L, idx, lua_gettop(L), 1);
@@ -156,6 +157,10 @@ static void finish(proc *p, int status, int err) {
   p->reap_err = err;
   p->returncode = err ? 255 : decode(status);
   unlink_proc(p);
+  /* what exit_protected makes (the OSError of a child someone else
+   * reaped) can run a GC step, and the finalizer of a dropped handle then:
+   * p is freed below, not there */
+  p->finishing = 1;
   if (p->waiter || p->waiters_ref != LUA_NOREF || p->fut_ref != LUA_NOREF) {
     if (aio_loop_pcall(lp, exit_protected, p, "a child's exit")) {
       /* even the fallback ran out of memory: the refs go (an unref
@@ -167,6 +172,7 @@ static void finish(proc *p, int status, int err) {
       p->waiters_ref = p->fut_ref = LUA_NOREF;
     }
   }
+  p->finishing = 0;
   free_if_done(p);
 }
 
