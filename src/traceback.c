@@ -37,6 +37,7 @@ static int deepest_level(lua_State *L1) {
 /* The pieces go straight into the buffer: lua_pushfstring would intern
  * each short one and format numbers through snprintf, half of the cost. */
 #define add_literal(b, s) luaL_addlstring((b), "" s, sizeof(s) - 1)
+
 static void add_uint(luaL_Buffer *b, unsigned n) {
   char d[12], *p = d + sizeof d;
   do *--p = (char)('0' + n % 10);
