@@ -325,6 +325,28 @@ describe("TCP transports", function()
     end)
   end)
 
+  -- each read takes one of the loop's few receive buffers: one not given
+  -- back leaks a buffer a read from then on (LeakSanitizer, asan pass)
+  it("a protocol without data_received drops the bytes and still sees the EOF", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local eof = loop:create_future()
+      local server = loop:create_server(function()
+        return { eof_received = function() eof:set_result(true) end }
+      end, "127.0.0.1", 0)
+      local port = server.sockets[1]:getsockname()[2]
+      local tp = loop:create_connection(recorder, "127.0.0.1", port)
+      for i = 1, 12 do
+        tp:write("chunk " .. i)
+        asyncio.sleep(0.002) -- a read of its own each
+      end
+      tp:write_eof()
+      assert.is_true(asyncio.wait_for(eof, 5))
+      tp:close()
+      server:close()
+    end)
+  end)
+
   it("protocol callback errors reach the exception handler and close the transport", function()
     run(function()
       local loop = asyncio.get_running_loop()

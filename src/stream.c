@@ -448,13 +448,18 @@ static int read_protected(lua_State *L) {
 static int data_protected(lua_State *L) {
   read_call *c = lua_touserdata(L, 1);
   aio_tp *tp = c->tp;
+  int has_cb;
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref); /* 2 */
-  if (lua_getiuservalue(L, 2, UV_DATACB) == LUA_TNIL) return 0;
-  lua_getiuservalue(L, 2, UV_PROTO);
-  lua_pushlstring(L, c->buf->base, (size_t)c->nread);
+  has_cb = lua_getiuservalue(L, 2, UV_DATACB) != LUA_TNIL;
+  if (has_cb) {
+    lua_getiuservalue(L, 2, UV_PROTO);
+    lua_pushlstring(L, c->buf->base, (size_t)c->nread);
+  }
+  /* the buffer goes back either way: a protocol without data_received
+   * drops the bytes */
   c->given = 1;
   aio_loop_rbuf_give(tp->lp, c->buf);
-  lua_call(L, 2, 0);
+  if (has_cb) lua_call(L, 2, 0);
   return 0;
 }
 
