@@ -386,6 +386,14 @@ void aio_anchors_push(lua_State *L, aio_anchors *a, int slot);
 void aio_anchors_push_aux(lua_State *L, aio_anchors *a, int slot);
 void aio_anchors_set_aux(lua_State *L, aio_anchors *a, int slot);
 
+/* Pushes the value at idx, or nil when idx is 0 (an optional index). */
+static inline void aio_push_opt(lua_State *L, int idx) {
+  if (idx)
+    lua_pushvalue(L, idx);
+  else
+    lua_pushnil(L);
+}
+
 /* module.c */
 aio_state *aio_get_state(lua_State *L);
 void aio_push_hook(lua_State *L, aio_state *S, const char *name);

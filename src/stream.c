@@ -463,16 +463,16 @@ static int data_protected(lua_State *L) {
   return 0;
 }
 
-/* data_failed(tp, error): Python's _fatal_error for a data_received that
- * raised, from its report (aio_callback_msgh's) */
+static void data_received_failed(lua_State *L, aio_loop *lp, int proto_idx, int tp_idx);
+
+/* data_failed(tp, error): data_protected's callback raised; the error is
+ * what aio_callback_msgh made of it */
 static int data_failed(lua_State *L) {
   aio_tp *tp = lua_touserdata(L, 1);
   lua_rawgeti(L, LUA_REGISTRYINDEX, tp->ref); /* 3 */
   lua_getiuservalue(L, 3, UV_PROTO);          /* 4 */
   lua_pushvalue(L, 2);
-  aio_report_callback_error(L, tp->lp, -1, "Fatal error: protocol.data_received() call failed.",
-                            "protocol", 4);
-  aio_tp_force_close(L, tp, lua_isnil(L, -1) ? 0 : lua_gettop(L)); /* error(nil) */
+  data_received_failed(L, tp->lp, 4, 3);
   return 0;
 }
 
@@ -1227,7 +1227,16 @@ static void lua_made(lua_State *L, int proto_idx, int tp_idx) {
   lua_pop(L, 1);
 }
 
-/* The hot path: the cached data_received, no lookup, no stack shuffling. */
+/* Python's _fatal_error for a data_received that raised: the error on top,
+ * as aio_callback_msgh left it, is reported and closes the transport. */
+static void data_received_failed(lua_State *L, aio_loop *lp, int proto_idx, int tp_idx) {
+  aio_report_callback_error(L, lp, -1, "Fatal error: protocol.data_received() call failed.",
+                            "protocol", proto_idx);
+  fail_transport(L, tp_idx);
+}
+
+/* The cached data_received, no lookup, no stack shuffling: the path of
+ * debug mode and of a TLS transport's application protocol. */
 static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, size_t n) {
   int base = lua_gettop(L) + 1;
   aio_loop *lp = transport_loop(L, tp_idx);
@@ -1243,11 +1252,7 @@ static void lua_data(lua_State *L, int proto_idx, int tp_idx, const char *p, siz
   lua_pushlstring(L, p, n);
   status = lua_pcall(L, 2, 0, base);
   if (debug) aio_debug_leave(L, lp, &fr, 0, "protocol.data_received()", NULL, 0);
-  if (status != LUA_OK) {
-    aio_report_callback_error(L, lp, -1, "Fatal error: protocol.data_received() call failed.",
-                              "protocol", proto_idx);
-    fail_transport(L, tp_idx);
-  }
+  if (status != LUA_OK) data_received_failed(L, lp, proto_idx, tp_idx);
   lua_settop(L, base - 1);
 }
 
@@ -1263,10 +1268,7 @@ static int lua_eof(lua_State *L, int proto_idx, int tp_idx) {
 }
 
 static void lua_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
-  if (err_idx)
-    lua_pushvalue(L, err_idx);
-  else
-    lua_pushnil(L);
+  aio_push_opt(L, err_idx);
   proto_call(L, tp_idx, proto_idx, "connection_lost", 1,
              "Exception in protocol.connection_lost() call");
   lua_pop(L, 1);

@@ -335,10 +335,7 @@ static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres
   lua_pushlightuserdata(L, t);
   lua_pushinteger(L, status);
   lua_pushinteger(L, nres);
-  if (aidx)
-    lua_pushvalue(L, aidx);
-  else
-    lua_pushnil(L);
+  aio_push_opt(L, aidx);
   if (lua_pcall(L, 5, 0, 0) != LUA_OK) settle_failed(L, lp, t);
 }
 

@@ -148,14 +148,8 @@ static void conclude(lua_State *L, aio_rfut *rf, int task, int err) {
   int top = lua_gettop(L);
   lua_pushcfunction(L, encode);
   lua_pushlightuserdata(L, rf);
-  if (task)
-    lua_pushvalue(L, task);
-  else
-    lua_pushnil(L);
-  if (err)
-    lua_pushvalue(L, err);
-  else
-    lua_pushnil(L);
+  aio_push_opt(L, task);
+  aio_push_opt(L, err);
   if (lua_pcall(L, 3, 1, 0) == LUA_OK)
     result = (uint8_t)lua_tointeger(L, -1);
   else

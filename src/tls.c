@@ -752,10 +752,7 @@ static void tl_lost(lua_State *L, int proto_idx, int tp_idx, int err_idx) {
   if (err_idx) err_idx = lua_absindex(L, err_idx);
   lua_pushcfunction(L, lost_calls);
   lua_pushvalue(L, idx);
-  if (err_idx)
-    lua_pushvalue(L, err_idx);
-  else
-    lua_pushnil(L);
+  aio_push_opt(L, err_idx);
   if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
     t->state = ST_CLOSED;
     lua_writestringerror("asyncio: error closing a TLS transport: %s\n", lua_tostring(L, -1));
