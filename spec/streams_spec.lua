@@ -584,6 +584,102 @@ describe("streams over TCP", function()
     end)
   end)
 
+  it("a client_connected_cb task cancelled as its body returns closes its connection", function()
+    run(function()
+      local contexts = record_exceptions()
+      local handler
+      local server = asyncio.start_server(function()
+        handler = asyncio.current_task()
+        handler:cancel() -- nothing awaits after: the task ends cancelled all the same
+      end, "127.0.0.1", 0)
+      local reader, writer = asyncio.open_connection("127.0.0.1", port_of(server))
+      assert.equal("", reader:read())
+      assert.is_true(handler:cancelled())
+      assert.same({}, contexts)
+      close_both(writer, server)
+    end)
+  end)
+
+  it("with a task factory, a failing client_connected_cb is still reported and closes", function()
+    run(function()
+      local loop = asyncio.get_running_loop()
+      local contexts = record_exceptions()
+      local made = 0
+      loop:set_task_factory(function(l, fn, ...)
+        made = made + 1
+        return asyncio.Task(l, fn, ...)
+      end)
+      local server = asyncio.start_server(function(reader)
+        reader:readline()
+        error(asyncio.ValueError("handler failed"))
+      end, "127.0.0.1", 0)
+      local reader, writer = asyncio.open_connection("127.0.0.1", port_of(server))
+      writer:write("go\n")
+      assert.equal("", reader:read())
+      wait_for(function() return #contexts >= 1 end)
+      loop:set_task_factory(nil)
+      assert.equal("Unhandled exception in client_connected_cb", contexts[1].message)
+      assert.equal("handler failed", contexts[1].exception.message)
+      assert.is_true(made >= 1)
+      close_both(writer, server)
+    end)
+  end)
+
+  -- The connection tasks' hook (core.create_task_hooked), driven directly
+  -- with a stand-in writer: what the server's cases above cannot reach.
+  describe("hooked tasks", function()
+    local core = require "asyncio.core"
+
+    local function fake_writer()
+      local w = { closed = 0 }
+      w.transport = { close = function() w.closed = w.closed + 1 end }
+      return w
+    end
+
+    it("a task cancelled before its first step calls the hook", function()
+      run(function()
+        local w, ran = fake_writer(), false
+        local t = core.create_task_hooked(asyncio.get_running_loop(), w, function() ran = true end)
+        t:cancel()
+        wait_for(function() return w.closed > 0 end)
+        assert.is_true(t:cancelled())
+        assert.is_false(ran)
+        assert.equal(1, w.closed)
+      end)
+    end)
+
+    it("a task that returns, or raises and is cancelled, calls it only when it should", function()
+      run(function()
+        local contexts = record_exceptions()
+        local loop = asyncio.get_running_loop()
+        local ok_w, err_w, cancel_w = fake_writer(), fake_writer(), fake_writer()
+        local t1 = core.create_task_hooked(loop, ok_w, function(a, b) return a + b end, 1, 2)
+        local t2 = core.create_task_hooked(loop, err_w, function() error("plain") end)
+        local t3 = core.create_task_hooked(loop, cancel_w, function() asyncio.sleep(10) end)
+        asyncio.sleep(0)
+        t3:cancel()
+        wait_for(function() return err_w.closed > 0 and cancel_w.closed > 0 end)
+        assert.equal(3, t1:result())
+        assert.equal(0, ok_w.closed)
+        assert.equal(1, #contexts)
+        assert.equal("Unhandled exception in client_connected_cb", contexts[1].message)
+        assert.equal(t2, contexts[1].task)
+        assert.is_true(t3:cancelled())
+      end)
+    end)
+
+    it("checks its arguments and defers to a task factory", function()
+      run(function()
+        local loop = asyncio.get_running_loop()
+        assert.has_error(function() core.create_task_hooked(loop, {}) end)
+        assert.has_error(function() core.create_task_hooked({}, {}, print) end)
+        loop:set_task_factory(function(l, fn, ...) return asyncio.Task(l, fn, ...) end)
+        assert.is_nil(core.create_task_hooked(loop, {}, print))
+        loop:set_task_factory(nil)
+      end)
+    end)
+  end)
+
   it("connection refused raises ConnectionRefusedError", function()
     run(function()
       local server, port = echo_server()

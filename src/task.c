@@ -129,6 +129,49 @@ static int task_main(lua_State *co) {
   return task_main_k(co, lua_pcallk(co, lua_gettop(co) - 2, LUA_MULTRET, 1, 0, task_main_k), 0);
 }
 
+/* A hooked task (create_task_hooked) calls the task_failed hook (init.lua)
+ * with itself and its arg in its last step when its body failed or it ends
+ * cancelled, before its outcome is stored. That hook can then do what a done
+ * callback would, for a per-task value, which nothing holds beside the task
+ * while it runs (a done callback needs a closure or a map entry for it, and
+ * a pending task's callback an anchor's second slot). A streams server
+ * keeps the writer of each connection that way. The arg costs the
+ * coroutine's stack one slot, and a task's stack holds nothing else of its
+ * own below task_main, so a fresh 40-slot stack fits a hooked task's
+ * handler as tightly as a plain one's. */
+static int hooked_end(lua_State *co) {
+  lua_remove(co, 2);
+  return lua_gettop(co);
+}
+
+static int hooked_end_k(lua_State *co, int status, lua_KContext ctx) {
+  (void)status;
+  (void)ctx;
+  return hooked_end(co);
+}
+
+static int task_hooked_main_k(lua_State *co, int status, lua_KContext ctx) {
+  int ok = status == LUA_OK || status == LUA_YIELD;
+  aio_state *S = aio_get_state(co);
+  aio_task *t = S->running->current;
+  (void)ctx;
+  lua_pushboolean(co, ok);
+  lua_replace(co, 1);
+  if (!ok || t->must_cancel) { /* must_cancel: cancelled as the body returned */
+    aio_push_hook(co, S, "task_failed");
+    aio_task_push(co, t->f.loop, t);
+    lua_pushvalue(co, 2);
+    lua_callk(co, 2, 0, 0, hooked_end_k);
+  }
+  return hooked_end(co);
+}
+
+/* stack: msgh, arg, fn, args... -> as task_main's */
+static int task_hooked_main(lua_State *co) {
+  int status = lua_pcallk(co, lua_gettop(co) - 3, LUA_MULTRET, 1, 0, task_hooked_main_k);
+  return task_hooked_main_k(co, status, 0);
+}
+
 /* ---- stepping -------------------------------------------------------- */
 
 static void push_cancel_message(lua_State *L, aio_state *S, int task_idx) {
@@ -187,18 +230,17 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
   return lua_tothread(L, -1);
 }
 
-/* Gives the task at tidx its coroutine, loaded with the task itself (below
- * the main function, where it stays for the coroutine's life: the step that
- * ends the body finds it there, without the anchor table), task_main, its
- * handler, the function and its arguments (kept in uservalue 1 until now).
+/* Gives the task at tidx its coroutine, loaded with task_main, its handler,
+ * the function and its arguments (kept in uservalue 1 until now). Nothing
+ * goes below the main function: a handler that parks a few calls deep then
+ * fits the fresh coroutine's 40 slots, which one more slot can double.
  * The coroutine is left on top of L, for the caller to keep: a first step
  * holds it on the stack and stores it into uservalue 1 only if the body
  * suspends (a body that returns stores its result there instead). */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
-  lua_pushvalue(L, tidx);
-  lua_pushcfunction(L, task_main);
+  lua_pushcfunction(L, t->packed == AIO_PACKED_HOOKED ? task_hooked_main : task_main);
   lua_pushcfunction(L, task_msgh);
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
@@ -213,9 +255,9 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
     for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i); /* -i: the table under the copies */
     lua_remove(L, -n - 1);
   }
-  lua_xmove(L, co, n + 3);
+  lua_xmove(L, co, n + 2);
   t->co = co;
-  t->packed = 0;
+  t->packed = AIO_PACKED_NONE;
   return co;
 }
 
@@ -228,20 +270,19 @@ static void finish_as(lua_State *L, aio_task *t, int tidx, uint8_t state) {
     t->f.state = state;
 }
 
-/* The body ended: the coroutine's stack holds `nres` values, the task
- * itself then (true, results...) or (false, error) when the coroutine
- * returned (status LUA_OK: lua_resume counts the values below the main
- * function too), else one error. aidx: see unanchor. */
+/* The body ended: the coroutine's stack holds `nres` values, (true,
+ * results...) or (false, error) when the coroutine returned (status
+ * LUA_OK), else one error. aidx: see unanchor; when nonzero, the task is at
+ * aidx + 1 (the first step's). */
 static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
   lua_State *co = t->co;
   int tidx = lua_gettop(L) + 1, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
-  if (status == LUA_OK) {
-    lua_xmove(co, L, nres--);
-  } else {
+  if (aidx)
+    lua_pushvalue(L, aidx + 1);
+  else
     aio_task_push(L, lp, t);
-    lua_xmove(co, L, 1);
-  }
+  lua_xmove(co, L, status == LUA_OK ? nres : 1);
   ok = status == LUA_OK && lua_toboolean(L, tidx + 1);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
     t->must_cancel = 0;
@@ -270,8 +311,9 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
   lua_settop(L, tidx - 1);
 }
 
-/* finish_protected(lp, t, status, nres, anchors or nil): task_finish under
- * lua_pcall, for a step the tick does not run itself (see aio_task_settle). */
+/* finish_protected(lp, t, status, nres, anchors or nil, task or nil):
+ * task_finish under lua_pcall, for a step the tick does not run itself (see
+ * aio_task_settle). */
 static int finish_protected(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
@@ -336,14 +378,24 @@ static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres
   lua_pushinteger(L, status);
   lua_pushinteger(L, nres);
   aio_push_opt(L, aidx);
-  if (lua_pcall(L, 5, 0, 0) != LUA_OK) settle_failed(L, lp, t);
+  aio_push_opt(L, aidx ? aidx + 1 : 0);
+  if (lua_pcall(L, 6, 0, 0) != LUA_OK) settle_failed(L, lp, t);
 }
 
-/* A task cancelled before its first step never runs its body. */
+/* A task cancelled before its first step never runs its body; a hooked
+ * one's hook runs (a failing hook is reported). */
 static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   int tidx;
   aio_task_push(L, lp, t);
   tidx = lua_gettop(L);
+  if (t->packed == AIO_PACKED_HOOKED) {
+    lua_getiuservalue(L, tidx, 1);
+    aio_push_hook(L, lp->S, "task_failed");
+    lua_pushvalue(L, tidx);
+    lua_rawgeti(L, tidx + 1, 1);
+    aio_call_reporting(L, lp, tidx + 2, "task_failed hook", "task", tidx);
+    lua_settop(L, tidx);
+  }
   push_cancel_message(L, lp->S, tidx);
   lua_setiuservalue(L, tidx, 1);
   finish_as(L, t, tidx, AIO_CANCELLED);
@@ -397,7 +449,7 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int di
         co = lua_tothread(L, -1);
       }
     }
-    nargs = lua_gettop(co) - 2; /* the task and task_main are not arguments */
+    nargs = lua_gettop(co) - 1; /* task_main is not an argument */
   }
   /* One clock reading per step when steps follow each other: this step
    * starts when the one before it ended (see lp->stamp_ok). */
@@ -626,7 +678,9 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
 
 /* ---- creation -------------------------------------------------------- */
 
-static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eager) {
+/* fn_idx: the function, or a hooked task's arg (with fn, args... after it:
+ * nargs counts them) */
+static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eager, int hooked) {
   aio_task *t;
   int tidx;
   fn_idx = lua_absindex(L, fn_idx);
@@ -654,7 +708,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
     }
     lua_pushinteger(L, nargs + 1);
     lua_setfield(L, -2, "n");
-    t->packed = 1;
+    t->packed = hooked ? AIO_PACKED_HOOKED : AIO_PACKED_ARGS;
   } else {
     lua_pushvalue(L, fn_idx);
   }
@@ -674,7 +728,7 @@ int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
   aio_loop_check_thread(L, lp);
   fn_idx = lua_absindex(L, fn_idx);
   if (lp->task_factory == LUA_NOREF || lp->eager) {
-    task_new(L, lp, fn_idx, nargs, lp->eager);
+    task_new(L, lp, fn_idx, nargs, lp->eager, 0);
     return 1;
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, lp->task_factory);
@@ -688,7 +742,7 @@ int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
 int asyncio_eager_task_factory(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  task_new(L, lp, 2, lua_gettop(L) - 2, 1);
+  task_new(L, lp, 2, lua_gettop(L) - 2, 1, 0);
   return 1;
 }
 
@@ -697,7 +751,22 @@ int asyncio_eager_task_factory(lua_State *L) {
 static int l_task_new(lua_State *L) {
   aio_loop *lp = aio_check_loop(L, 1);
   luaL_checktype(L, 2, LUA_TFUNCTION);
-  task_new(L, lp, 2, lua_gettop(L) - 2, 0);
+  task_new(L, lp, 2, lua_gettop(L) - 2, 0, 0);
+  return 1;
+}
+
+/* create_task_hooked(loop, arg, fn, args...) -> a task running fn(args...)
+ * that calls the task_failed hook with (task, arg) in its last step when fn
+ * fails or the task ends cancelled (see task_hooked_main), or nil when the
+ * loop has a task factory other than the eager one (the caller then makes
+ * its task with create_task). */
+static int l_create_task_hooked(lua_State *L) {
+  aio_loop *lp = aio_check_loop(L, 1);
+  luaL_checkany(L, 2);
+  luaL_checktype(L, 3, LUA_TFUNCTION);
+  aio_loop_check_thread(L, lp);
+  if (lp->task_factory != LUA_NOREF && !lp->eager) return 0;
+  task_new(L, lp, 2, lua_gettop(L) - 2, lp->eager, 1);
   return 1;
 }
 
@@ -940,6 +1009,7 @@ void aio_task_open(lua_State *L, aio_state *S) {
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {NULL, NULL}};
   static const luaL_Reg funcs[] = {{"sleep", l_sleep},
                                    {"create_task", l_create_task},
+                                   {"create_task_hooked", l_create_task_hooked},
                                    {"current_task", l_current_task},
                                    {"all_tasks", l_all_tasks},
                                    {"Task_new", l_task_new},

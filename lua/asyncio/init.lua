@@ -138,6 +138,10 @@ core.set_hooks {
   call_exception_handler = function(loop, context)
     loop:call_exception_handler(context)
   end,
+  -- a streams server's connection task (streams.lua) is the only hooked one
+  task_failed = function(task, writer)
+    return require("asyncio.streams")._task_failed(task, writer)
+  end,
   unretrieved = function(sentinel)
     local exc, loop, kind = sentinel[1], sentinel[2], sentinel[3]
     local context = { message = kind .. " exception was never retrieved", exception = exc,
@@ -228,7 +232,7 @@ M.wrap_future = core.wrap_future
 
 require "asyncio.datagram"
 for k, v in pairs(require "asyncio.streams") do
-  if k ~= "new_writer" then M[k] = v end
+  if k ~= "new_writer" and k ~= "_task_failed" then M[k] = v end
 end
 
 -- Argument errors name the public function, not the core one.

@@ -200,34 +200,46 @@ end
 -- writer) in a task of its own; the connection is closed when that task is
 -- cancelled or fails, and the error reported (Python's client_connected_cb
 -- handling).
-local function stream_handler(loop, cb, limit, ctx, opts)
-  -- each connection's writer by its task: one done callback for them all
-  -- costs a table slot per connection where a closure would cost two objects
-  local writers = {}
-  -- writer.transport, not tp: cb may have upgraded it with start_tls
-  local function done(t)
-    local writer = writers[t]
-    writers[t] = nil
-    if t:cancelled() then
-      writer.transport:close()
-      return
-    end
-    local exc = t:exception()
-    if exc ~= nil then
-      loop:call_exception_handler {
-        message = "Unhandled exception in client_connected_cb",
-        exception = exc,
-        transport = writer.transport,
-        task = t,
-      }
-      writer.transport:close()
-    end
+-- The writer of each connection whose task failed or was cancelled, by that
+-- task, until `done` runs: one done callback for them all. A task that goes
+-- well never has one: it is hooked (create_task_hooked), and only calls
+-- task_failed (the hook, init.lua) when it fails, so an idle connection
+-- pays for no map entry and no done callback.
+local writers = {}
+
+-- writer.transport, not the first transport: cb may have upgraded it with
+-- start_tls
+local function done(t)
+  local writer = writers[t]
+  writers[t] = nil
+  if t:cancelled() then
+    writer.transport:close()
+    return
   end
+  local exc = t:exception()
+  if exc ~= nil then
+    t:get_loop():call_exception_handler {
+      message = "Unhandled exception in client_connected_cb",
+      exception = exc,
+      transport = writer.transport,
+      task = t,
+    }
+    writer.transport:close()
+  end
+end
+
+function M._task_failed(task, writer)
+  writers[task] = writer
+  task:add_done_callback(done)
+end
+local task_failed = M._task_failed
+
+local function stream_handler(loop, cb, limit, ctx, opts)
   local function run(tp, reader)
     local writer = M.new_writer(tp, reader, true)
-    local task = loop:create_task(cb, reader, writer)
-    writers[task] = writer
-    task:add_done_callback(done)
+    if not core.create_task_hooked(loop, writer, cb, reader, writer) then
+      task_failed(loop:create_task(cb, reader, writer), writer) -- the loop's task factory
+    end
   end
   return function(server, tp)
     local reader = StreamReader(limit, loop)
