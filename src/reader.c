@@ -43,6 +43,7 @@ typedef struct reader {
   uint8_t write_paused; /* pause_writing came, resume_writing not yet */
   uint8_t lost;         /* connection_lost came */
   uint8_t gone;         /* finalized: a late transport event must not touch the buffer */
+  uint8_t server_side;  /* a Server's connection: start_tls' default (Python asks its protocol) */
 } reader;
 
 /* What a parked read resumes with (its continuation context). */
@@ -783,6 +784,15 @@ static int l_drain_helper(lua_State *L) {
   return 1;
 }
 
+/* _server_side([yes]): whether the reader is a Server connection's, set
+ * with true (for StreamWriter.start_tls) */
+static int l_server_side(lua_State *L) {
+  reader *r = check_reader(L, 1);
+  if (lua_toboolean(L, 2)) r->server_side = 1;
+  lua_pushboolean(L, r->server_side);
+  return 1;
+}
+
 /* For StreamWriter.wait_closed: a Future resolved once the connection is
  * lost. */
 static int l_closed_waiter(lua_State *L) {
@@ -903,6 +913,7 @@ void aio_reader_open(lua_State *L, aio_state *S) {
                                      {"exception", l_exception},
                                      {"set_exception", l_set_exception},
                                      {"_drain_helper", l_drain_helper},
+                                     {"_server_side", l_server_side},
                                      {"_closed_waiter", l_closed_waiter},
                                      {NULL, NULL}};
   static const luaL_Reg meta[] = {{"__tostring", l_tostring}, {"__gc", l_gc}, {NULL, NULL}};

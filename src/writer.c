@@ -1,13 +1,13 @@
 /* The per-call methods of StreamWriter (a Lua table, streams.lua) in C:
  * write, and drain's fast path, which is all an echo loop's drain does. The
- * writer keeps its transport at [1] and its reader at [2] for them. */
+ * writer keeps its reader at [1] and its transport in its one field. */
 #include "internal.h"
 
 /* write(self, data) */
 static int l_write(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 2);
-  lua_rawgeti(L, 1, 1);
+  lua_getfield(L, 1, "transport");
   aio_transport_write(L, 3, 2);
   return 0;
 }
@@ -23,8 +23,8 @@ static int drain_k(lua_State *L, int status, lua_KContext ctx) {
 static int l_drain(lua_State *L) {
   luaL_checktype(L, 1, LUA_TTABLE);
   lua_settop(L, 1);
-  lua_rawgeti(L, 1, 2);
   lua_rawgeti(L, 1, 1);
+  lua_getfield(L, 1, "transport");
   if (!aio_reader_drain_pending(L, 2) && !aio_transport_is_closing(L, 3)) return 0;
   lua_settop(L, 1);
   lua_pushvalue(L, lua_upvalueindex(2));

@@ -33,10 +33,11 @@ StreamWriter.__index = StreamWriter
 StreamWriter.__name = "asyncio.StreamWriter"
 M.StreamWriter = StreamWriter
 
--- [1] and [2] are for the C methods (writer.c), [3] is server_side; only
--- the public transport is a field, so a writer is one array and one node
-function M.new_writer(transport, reader, server_side)
-  return setmetatable({ transport, reader, server_side, transport = transport }, StreamWriter)
+-- [1], the reader, is for the C methods (writer.c); the transport is the
+-- one field, so a writer is a table, a one-slot array and one node (the
+-- reader keeps whether it is a server's, as Python's protocol does)
+function M.new_writer(transport, reader)
+  return setmetatable({ reader, transport = transport }, StreamWriter)
 end
 
 --- The writer class (`asyncio.StreamWriter`) of `open_connection` and
@@ -101,7 +102,7 @@ end
 -- @python StreamWriter.wait_closed
 -- @raise RuntimeError outside a task
 function StreamWriter:wait_closed()
-  tasks.shield(self[2]:_closed_waiter()):await()
+  tasks.shield(self[1]:_closed_waiter()):await()
 end
 
 -- Waits while the transport's buffer is above its high-water mark; raises
@@ -112,14 +113,14 @@ end
 -- then raises the error the connection was lost with, if any. The C method
 -- returns at once when there is nothing to wait for, else runs this.
 local function drain(self)
-  local exc = self[2]:exception()
+  local exc = self[1]:exception()
   if exc ~= nil then error(exc, 0) end
   if self.transport:is_closing() then
     self:wait_closed()
-    exc = self[2]:exception()
+    exc = self[1]:exception()
     if exc ~= nil then error(exc, 0) end
   end
-  local waiter = self[2]:_drain_helper()
+  local waiter = self[1]:_drain_helper()
   if waiter then waiter:await() end
 end
 
@@ -142,13 +143,13 @@ StreamWriter.drain = core.stream_drain(drain)
 function StreamWriter:start_tls(ctx, opts)
   opts = check_opts(opts, 3, "start_tls")
   local server_side = opts.server_side
-  if server_side == nil then server_side = self[3] or false end
-  local t = running_loop():start_tls(self.transport, self[2], ctx, {
+  if server_side == nil then server_side = self[1]:_server_side() end
+  local t = running_loop():start_tls(self.transport, self[1], ctx, {
     server_side = server_side, server_hostname = opts.server_hostname,
     ssl_handshake_timeout = opts.ssl_handshake_timeout,
     ssl_shutdown_timeout = opts.ssl_shutdown_timeout,
   })
-  self.transport, self[1] = t, t
+  self.transport = t
 end
 
 function StreamWriter:__close()
@@ -236,7 +237,8 @@ local task_failed = M._task_failed
 
 local function stream_handler(loop, cb, limit, ctx, opts)
   local function run(tp, reader)
-    local writer = M.new_writer(tp, reader, true)
+    reader:_server_side(true)
+    local writer = M.new_writer(tp, reader)
     if not core.create_task_hooked(loop, writer, cb, reader, writer) then
       task_failed(loop:create_task(cb, reader, writer), writer) -- the loop's task factory
     end
