@@ -124,7 +124,12 @@ struct aio_future {
   uint8_t state;
   uint8_t flags;
   uint8_t nres; /* result count when not AIO_F_MULTI */
+  uint8_t hook; /* a Task's AIO_HOOK_* (task.c), in padding a Future has anyway */
 };
+
+/* aio_future.hook of a Task made by create_task_hooked: its hook is still to
+ * run if it fails, or ran */
+enum { AIO_HOOK_NONE, AIO_HOOK_SET, AIO_HOOK_RAN };
 
 /* How a suspended task waits: what cancel() has to undo. */
 enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
@@ -136,17 +141,13 @@ enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_P
  * task sit beside its anchor (aio_anchors_push_aux), where few tasks need
  * room: only pending tasks have callbacks, and every pending task has an
  * anchor. */
-/* aio_task.packed: uv1 is the function, {fn, args..., n=}, or a hooked
- * task's {hook, arg, fn, args..., n=} (see task.c) */
-enum { AIO_PACKED_NONE, AIO_PACKED_ARGS, AIO_PACKED_HOOKED };
-
 struct aio_task {
   aio_future f;
   uint8_t wait;        /* AIO_WAIT_* */
   uint8_t must_cancel; /* deliver CancelledError at the next step */
   uint8_t started;
   uint8_t co_exposed; /* get_coro() handed it out */
-  uint8_t packed;     /* AIO_PACKED_*: what uv1 holds until the first step */
+  uint8_t packed;     /* uv1 is {fn, args..., n=} until the first step */
   uint8_t named;      /* set_name() was called: the watchdog copies the name */
   uint16_t cancels;   /* cancel() requests not yet uncancel()ed */
   int slot;           /* index in the loop's anchor table while pending */

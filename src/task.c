@@ -158,6 +158,7 @@ static int task_hooked_main_k(lua_State *co, int status, lua_KContext ctx) {
   lua_pushboolean(co, ok);
   lua_replace(co, 1);
   if (!ok || t->must_cancel) { /* must_cancel: cancelled as the body returned */
+    t->f.hook = AIO_HOOK_RAN;
     aio_push_hook(co, S, "task_failed");
     aio_task_push(co, t->f.loop, t);
     lua_pushvalue(co, 2);
@@ -240,7 +241,7 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
-  lua_pushcfunction(L, t->packed == AIO_PACKED_HOOKED ? task_hooked_main : task_main);
+  lua_pushcfunction(L, t->f.hook ? task_hooked_main : task_main);
   lua_pushcfunction(L, task_msgh);
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
@@ -257,7 +258,7 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
   }
   lua_xmove(L, co, n + 2);
   t->co = co;
-  t->packed = AIO_PACKED_NONE;
+  t->packed = 0;
   return co;
 }
 
@@ -268,6 +269,27 @@ static void finish_as(lua_State *L, aio_task *t, int tidx, uint8_t state) {
     aio_future_finish(L, tidx, state);
   else
     t->f.state = state;
+}
+
+/* A hooked task that ends without its main function having called the hook
+ * (cancelled before its first step, its coroutine not made, or a memory
+ * error before task_hooked_main ran: the coroutine's stack is then its first
+ * frame still) calls it from L, with the arg of uv1's {arg, fn, args..., n=}
+ * or of that frame. A failing hook is reported. */
+static void hook_from_loop(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
+  if (t->f.hook != AIO_HOOK_SET) return;
+  t->f.hook = AIO_HOOK_RAN;
+  aio_push_hook(L, lp->S, "task_failed");
+  lua_pushvalue(L, tidx);
+  if (t->co) {
+    lua_pushvalue(t->co, 3); /* main, msgh, arg: see attach_coroutine */
+    lua_xmove(t->co, L, 1);
+  } else {
+    lua_getiuservalue(L, tidx, 1);
+    lua_rawgeti(L, -1, 1);
+    lua_remove(L, -2);
+  }
+  aio_call_reporting(L, lp, lua_gettop(L) - 2, "task_failed hook", "task", tidx);
 }
 
 /* The body ended: the coroutine's stack holds `nres` values, (true,
@@ -282,6 +304,7 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
     lua_pushvalue(L, aidx + 1);
   else
     aio_task_push(L, lp, t);
+  if (status != LUA_OK) hook_from_loop(L, lp, t, tidx);
   lua_xmove(co, L, status == LUA_OK ? nres : 1);
   ok = status == LUA_OK && lua_toboolean(L, tidx + 1);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
@@ -329,6 +352,7 @@ static int finish_failed(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
   aio_task_push(L, lp, t);
+  if (t->f.state == AIO_PENDING && !t->co) hook_from_loop(L, lp, t, 4);
   aio_future_settle_failed(L, 4, 3);
   if (t->co) lua_settop(t->co, 0);
   t->co = NULL;
@@ -382,20 +406,12 @@ static void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres
   if (lua_pcall(L, 6, 0, 0) != LUA_OK) settle_failed(L, lp, t);
 }
 
-/* A task cancelled before its first step never runs its body; a hooked
- * one's hook runs (a failing hook is reported). */
+/* A task cancelled before its first step never runs its body. */
 static void finish_unstarted(lua_State *L, aio_loop *lp, aio_task *t) {
   int tidx;
   aio_task_push(L, lp, t);
   tidx = lua_gettop(L);
-  if (t->packed == AIO_PACKED_HOOKED) {
-    lua_getiuservalue(L, tidx, 1);
-    aio_push_hook(L, lp->S, "task_failed");
-    lua_pushvalue(L, tidx);
-    lua_rawgeti(L, tidx + 1, 1);
-    aio_call_reporting(L, lp, tidx + 2, "task_failed hook", "task", tidx);
-    lua_settop(L, tidx);
-  }
+  hook_from_loop(L, lp, t, tidx);
   push_cancel_message(L, lp->S, tidx);
   lua_setiuservalue(L, tidx, 1);
   finish_as(L, t, tidx, AIO_CANCELLED);
@@ -708,7 +724,8 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
     }
     lua_pushinteger(L, nargs + 1);
     lua_setfield(L, -2, "n");
-    t->packed = hooked ? AIO_PACKED_HOOKED : AIO_PACKED_ARGS;
+    t->packed = 1;
+    if (hooked) t->f.hook = AIO_HOOK_SET;
   } else {
     lua_pushvalue(L, fn_idx);
   }

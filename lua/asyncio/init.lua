@@ -130,17 +130,13 @@ end
 M.isinstance = classes.isinstance
 M.logger = logger
 
-core.set_hooks {
+local hooks = {
   new_error = errors.new_by_name,
   os_error = errors.os_error,
   CancelledError = errors.CancelledError,
   log = logger.log,
   call_exception_handler = function(loop, context)
     loop:call_exception_handler(context)
-  end,
-  -- a streams server's connection task (streams.lua) is the only hooked one
-  task_failed = function(task, writer)
-    return require("asyncio.streams")._task_failed(task, writer)
   end,
   unretrieved = function(sentinel)
     local exc, loop, kind = sentinel[1], sentinel[2], sentinel[3]
@@ -153,6 +149,7 @@ core.set_hooks {
     end
   end,
 }
+core.set_hooks(hooks)
 
 M.Loop = Loop
 M.Handle = core.Handle
@@ -231,9 +228,12 @@ M.run_coroutine_threadsafe = core.run_coroutine_threadsafe
 M.wrap_future = core.wrap_future
 
 require "asyncio.datagram"
-for k, v in pairs(require "asyncio.streams") do
+local streams = require "asyncio.streams"
+for k, v in pairs(streams) do
   if k ~= "new_writer" and k ~= "_task_failed" then M[k] = v end
 end
+-- a streams server's connection task is the only hooked one (core.create_task_hooked)
+hooks.task_failed = streams._task_failed
 
 -- Argument errors name the public function, not the core one.
 local loop_is_closed = core.Loop.is_closed

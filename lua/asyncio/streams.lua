@@ -197,10 +197,6 @@ function M.open_unix_connection(path, opts)
   return reader, M.new_writer(tp, reader)
 end
 
--- Each connection: a reader as the transport's protocol, and cb(reader,
--- writer) in a task of its own; the connection is closed when that task is
--- cancelled or fails, and the error reported (Python's client_connected_cb
--- handling).
 -- The writer of each connection whose task failed or was cancelled, by that
 -- task, until `done` runs: one done callback for them all. A task that goes
 -- well never has one: it is hooked (create_task_hooked), and only calls
@@ -229,18 +225,31 @@ local function done(t)
   end
 end
 
-function M._task_failed(task, writer)
+local function watch(task, writer)
   writers[task] = writer
   task:add_done_callback(done)
 end
-local task_failed = M._task_failed
 
+-- The hook runs in the task's last step, where nothing else would close the
+-- connection: when memory runs out for the map entry or the callback, it
+-- closes it without the report.
+function M._task_failed(task, writer)
+  if not pcall(watch, task, writer) then
+    writers[task] = nil
+    writer.transport:close()
+  end
+end
+
+-- Each connection: a reader as the transport's protocol, and cb(reader,
+-- writer) in a task of its own; the connection is closed when that task is
+-- cancelled or fails, and the error reported (Python's client_connected_cb
+-- handling).
 local function stream_handler(loop, cb, limit, ctx, opts)
   local function run(tp, reader)
     reader:_server_side(true)
     local writer = M.new_writer(tp, reader)
     if not core.create_task_hooked(loop, writer, cb, reader, writer) then
-      task_failed(loop:create_task(cb, reader, writer), writer) -- the loop's task factory
+      watch(loop:create_task(cb, reader, writer), writer) -- the loop's task factory
     end
   end
   return function(server, tp)
