@@ -75,11 +75,13 @@ static inline int slot_put(aio_blockcache *c, bc_slot *s, void *ptr, size_t osiz
 }
 
 /* Removed while a host's allocator wraps ours: calls pass through, and the
- * cache goes with the state's last block. */
+ * cache goes with the state's last block, before it (the allocator
+ * underneath may be the slab, which goes with that block). */
 COLD static void *pass_until_last(aio_blockcache *c, void *ptr, size_t osize) {
-  c->f(c->ud, ptr, osize, 0);
-  if (ptr == c->last) c->f(c->ud, c, sizeof *c, 0);
-  return NULL;
+  lua_Alloc f = c->f;
+  void *ud = c->ud;
+  if (ptr == c->last) f(ud, c, sizeof *c, 0);
+  return f(ud, ptr, osize, 0);
 }
 
 /* A freed block whose size holds no slot takes the second of its two; the
@@ -137,14 +139,25 @@ void aio_blockcache_free(aio_blockcache *c) {
   c->f(c->ud, c, sizeof *c, 0);
 }
 
+/* The cache goes in front of the state's allocator, with the slab (small
+ * blocks, slab.c) between them unless LUA_ASYNCIO_MALLOC=malloc. */
 aio_blockcache *aio_blockcache_install(lua_State *L) {
-  void *ud;
+  void *ud, *last;
   lua_Alloc f = lua_getallocf(L, &ud);
-  aio_blockcache *c = aio_blockcache_new(f, ud, BC_BUDGET);
-  if (!c) return NULL;
+  aio_slab *slab;
+  aio_blockcache *c;
   lua_rawgeti(L, LUA_REGISTRYINDEX, LUA_RIDX_MAINTHREAD);
-  c->last = lua_getextraspace(lua_tothread(L, -1)); /* where lua_close's last free points */
+  last = lua_getextraspace(lua_tothread(L, -1)); /* where lua_close's last free points */
   lua_pop(L, 1);
+  slab = aio_slab_new(f, ud, last);
+  c = slab ? aio_blockcache_new(aio_slab_alloc, slab, BC_BUDGET)
+           : aio_blockcache_new(f, ud, BC_BUDGET);
+  if (!c) {
+    if (slab) aio_slab_discard(slab);
+    return NULL;
+  }
+  c->last = last;
+  if (slab) aio_pin_module();
   lua_setallocf(L, aio_blockcache_alloc, c);
   return c;
 }

@@ -6,7 +6,6 @@
  * pthreads, not libuv's pool: its four threads also serve getaddrinfo and the
  * file system, so four long jobs would stall DNS (libuv#660). */
 #define _GNU_SOURCE
-#include <dlfcn.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -503,24 +502,14 @@ static void *worker_main(void *arg) {
   return NULL;
 }
 
-/* A worker is detached and may still run when the state that loaded this
- * module closes (a job stuck past asyncio.run's bounded wait): the module
- * stays mapped for the rest of the process, so its code is not unloaded
- * from under the thread. */
-static void pin_module(void) {
-  static const char anchor = 0;
-  Dl_info info;
-  if (dladdr(&anchor, &info) && info.dli_fname)
-    dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
-}
-
 /* pl->mu held */
 static int start_worker(pool *pl) {
-  static pthread_once_t pinned = PTHREAD_ONCE_INIT;
   pthread_attr_t attr;
   pthread_t t;
   int rc;
-  pthread_once(&pinned, pin_module);
+  /* a detached worker may still run when the state that loaded this module
+   * closes (a job stuck past asyncio.run's bounded wait) */
+  aio_pin_module();
   pthread_attr_init(&attr);
   pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
   rc = pthread_create(&t, &attr, worker_main, pl);

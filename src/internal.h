@@ -371,6 +371,16 @@ void aio_sslcontext_open(lua_State *L, aio_state *S);
  * and malloc's blocks are only 16-byte aligned. */
 #define AIO_READ_ALIGN 64
 
+/* slab.c: the state's small blocks without a header each, under its block
+ * cache (aio_blockcache_install); it stays in the allocator chain until the
+ * block `last` (lua_close's last free) goes, then gives everything back. */
+#define AIO_SLAB_MAX 256
+typedef struct aio_slab aio_slab;
+/* NULL: off (LUA_ASYNCIO_MALLOC=malloc), or no memory */
+aio_slab *aio_slab_new(lua_Alloc f, void *ud, void *last);
+void *aio_slab_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
+void aio_slab_discard(aio_slab *s); /* one that never gave a block */
+
 /* blockcache.c: freed blocks reused by exact size, in front of an allocator:
  * a cache of its own (new/alloc/free), or the state's (install/remove) */
 aio_blockcache *aio_blockcache_new(lua_Alloc f, void *ud, size_t budget);
@@ -402,6 +412,7 @@ static inline void aio_push_opt(lua_State *L, int idx) {
 /* module.c */
 aio_state *aio_get_state(lua_State *L);
 void aio_push_hook(lua_State *L, aio_state *S, const char *name);
+void aio_pin_module(void);
 int aio_raise(lua_State *L, const char *cls, const char *fmt, ...);
 void aio_push_error(lua_State *L, const char *cls, int msg_idx);
 int aio_is_cancelled_error(lua_State *L, aio_state *S, int idx);

@@ -1,5 +1,8 @@
 /* Entry point of asyncio.core: the per-state record, the bridge to the Lua
  * side (error classes, exception handler) and the registration of each type. */
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
+#include <dlfcn.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -15,6 +18,22 @@ aio_state *aio_get_state(lua_State *L) {
   S = lua_touserdata(L, -1);
   lua_pop(L, 1);
   return S;
+}
+
+static void pin(void) {
+  static const char anchor = 0;
+  Dl_info info;
+  if (dladdr(&anchor, &info) && info.dli_fname)
+    dlopen(info.dli_fname, RTLD_LAZY | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
+/* Keeps this module mapped for the rest of the process: lua_close unloads
+ * it (package's CLIBS finalizer) before it frees the state's objects, and
+ * code of ours that must run after that (the slab, which frees them; a
+ * detached executor worker) must not be unloaded from under it. */
+void aio_pin_module(void) {
+  static pthread_once_t pinned = PTHREAD_ONCE_INIT;
+  pthread_once(&pinned, pin);
 }
 
 void aio_push_hook(lua_State *L, aio_state *S, const char *name) {

@@ -9,7 +9,12 @@
  *
  * ASYNCIO_FAULT_FULL=1 sweeps every N; by default every N up to DENSE, then
  * a stride that keeps each scenario at about MAX_RUNS runs.
- * ASYNCIO_FAULT_SCENARIO=name runs one scenario; ASYNCIO_FAULT_N=n one N. */
+ * ASYNCIO_FAULT_SCENARIO=name runs one scenario; ASYNCIO_FAULT_N=n one N.
+ *
+ * Every scenario is swept twice: with LUA_ASYNCIO_MALLOC=malloc, where each of
+ * Lua's allocations reaches this allocator, and then with the slab
+ * (src/slab.c), where small blocks only fail when the slab needs a region
+ * (LUA_ASYNCIO_MALLOC set by the caller: that mode only). */
 #include <errno.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -634,13 +639,15 @@ static int run_is_good(const run_result *r, long long n) {
   return good;
 }
 
+static const char *mode = ""; /* which allocation the sweep fails: see main */
+
 static void sweep(lua_State *L, const scenario *sc, int full, long long only_n) {
   run_result r;
   long long total, n, stride, runs = 0, errors = 0, absorbed = 0, bad = 0;
   double t0 = harness_now();
   current = sc;
   CHECK(run_once(L, -1, &r) && r.status == LUA_OK && r.result_ok,
-        "%s: the scenario passes without faults (%lld growths): %s", sc->name, r.growths,
+        "%s%s: the scenario passes without faults (%lld growths): %s", sc->name, mode, r.growths,
         r.message);
   total = clean_growths = r.growths;
   stride = full || total <= MAX_RUNS ? 1 : (total - DENSE) / (MAX_RUNS - DENSE) + 1;
@@ -658,9 +665,9 @@ static void sweep(lua_State *L, const scenario *sc, int full, long long only_n) 
     if (only_n >= 0 || (ok && !r.injected) || n > total + 1000) break;
   }
   CHECK(bad == 0,
-        "%s: %lld runs (N = 0..%lld of %lld growths, every N to %d then stride %lld): "
+        "%s%s: %lld runs (N = 0..%lld of %lld growths, every N to %d then stride %lld): "
         "%lld Lua errors, %lld absorbed, %lld bad, %.1f s",
-        sc->name, runs, n, total, DENSE, stride, errors, absorbed, bad, harness_now() - t0);
+        sc->name, mode, runs, n, total, DENSE, stride, errors, absorbed, bad, harness_now() - t0);
 }
 
 /* A throwaway self-signed certificate for localhost / 127.0.0.1. */
@@ -700,18 +707,28 @@ int main(void) {
   const char *only = getenv("ASYNCIO_FAULT_SCENARIO");
   const char *only_n = getenv("ASYNCIO_FAULT_N");
   const char *full = getenv("ASYNCIO_FAULT_FULL");
-  lua_State *L;
-  size_t i;
+  int pass, passes = getenv("LUA_ASYNCIO_MALLOC") ? 1 : 2;
   signal(SIGPIPE, SIG_IGN);
-  fa.countdown = -1;
   make_cert();
-  L = open_state();
-  for (i = 0; i < NSCENARIOS; i++) {
-    if (only && strcmp(only, scenarios[i].name) != 0) continue;
-    sweep(L, &scenarios[i], full && strcmp(full, "1") == 0, only_n ? atoll(only_n) : -1);
+  for (pass = 0; pass < passes; pass++) {
+    lua_State *L;
+    size_t i;
+    if (passes == 2) {
+      if (pass == 0)
+        setenv("LUA_ASYNCIO_MALLOC", "malloc", 1);
+      else
+        unsetenv("LUA_ASYNCIO_MALLOC");
+      mode = pass == 0 ? "" : " (slab)";
+    }
+    fa.countdown = -1;
+    L = open_state();
+    for (i = 0; i < NSCENARIOS; i++) {
+      if (only && strcmp(only, scenarios[i].name) != 0) continue;
+      sweep(L, &scenarios[i], full && strcmp(full, "1") == 0, only_n ? atoll(only_n) : -1);
+    }
+    lua_close(L);
+    CHECK(fa.live == 0, "the parent's state freed everything%s (%zu bytes left)", mode, fa.live);
   }
-  lua_close(L);
-  CHECK(fa.live == 0, "the parent's state freed everything (%zu bytes left)", fa.live);
   remove_tmp();
   return 0;
 }

@@ -272,10 +272,12 @@ for pass in $PASSES; do
       if ! command -v valgrind >/dev/null; then
         problem "valgrind: not installed (make deps)"
       else
+        # malloc for every Lua block, so that memcheck sees each one (the
+        # slab's own checks are the ASan passes')
         # shellcheck disable=SC2086  # word lists on purpose
         BUSTED_ARGS="${BUSTED_ARGS:-$(echo $VALGRIND_SPECS)}" run_busted valgrind "$TREE" "" \
           "ASYNCIO_WRAP=valgrind -q --error-exitcode=97 --leak-check=full --show-leak-kinds=definite --errors-for-leak-kinds=definite" \
-          "ASYNCIO_TEST_SLOWDOWN=${ASYNCIO_TEST_SLOWDOWN:-20}"
+          "ASYNCIO_TEST_SLOWDOWN=${ASYNCIO_TEST_SLOWDOWN:-20}" "LUA_ASYNCIO_MALLOC=malloc"
       fi
       ;;
     tsan-ctest)
