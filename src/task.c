@@ -241,7 +241,7 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
-  lua_pushcfunction(L, t->f.hook ? task_hooked_main : task_main);
+  lua_pushcfunction(L, task_main);
   lua_pushcfunction(L, task_msgh);
   lua_getiuservalue(L, tidx, 1);
   if (t->packed) {
@@ -272,23 +272,17 @@ static void finish_as(lua_State *L, aio_task *t, int tidx, uint8_t state) {
 }
 
 /* A hooked task that ends without its main function having called the hook
- * (cancelled before its first step, its coroutine not made, or a memory
- * error before task_hooked_main ran: the coroutine's stack is then its first
- * frame still) calls it from L, with the arg of uv1's {arg, fn, args..., n=}
- * or of that frame. A failing hook is reported. */
+ * (cancelled before its first step, or a memory error before
+ * task_hooked_main ran) calls it from L with the arg of its coroutine's
+ * first frame (main, msgh, arg, fn, args...: task_new), which is then the
+ * coroutine's whole stack still. A failing hook is reported. */
 static void hook_from_loop(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   if (t->f.hook != AIO_HOOK_SET) return;
   t->f.hook = AIO_HOOK_RAN;
   aio_push_hook(L, lp->S, "task_failed");
   lua_pushvalue(L, tidx);
-  if (t->co) {
-    lua_pushvalue(t->co, 3); /* main, msgh, arg: see attach_coroutine */
-    lua_xmove(t->co, L, 1);
-  } else {
-    lua_getiuservalue(L, tidx, 1);
-    lua_rawgeti(L, -1, 1);
-    lua_remove(L, -2);
-  }
+  lua_pushvalue(t->co, 3);
+  lua_xmove(t->co, L, 1);
   aio_call_reporting(L, lp, lua_gettop(L) - 2, "task_failed hook", "task", tidx);
 }
 
@@ -352,7 +346,6 @@ static int finish_failed(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
   aio_task_push(L, lp, t);
-  if (t->f.state == AIO_PENDING && !t->co) hook_from_loop(L, lp, t, 4);
   aio_future_settle_failed(L, 4, 3);
   if (t->co) lua_settop(t->co, 0);
   t->co = NULL;
@@ -715,7 +708,22 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   } else {
     aio_setmetatable(L, lp->S, AIO_T_TASK);
   }
-  if (nargs > 0) {
+  if (hooked) {
+    /* its coroutine now, loaded as attach_coroutine would load it: no
+     * {arg, fn, args..., n=} to become garbage at the first step (a server
+     * makes such a task for each connection) */
+    lua_State *co = pool_take(L, lp);
+    int i;
+    if (nargs + 3 > LUA_MINSTACK / 2 &&
+        (!lua_checkstack(co, nargs + 3) || !lua_checkstack(L, nargs + 3)))
+      luaL_error(L, "too many arguments");
+    lua_pushcfunction(L, task_hooked_main);
+    lua_pushcfunction(L, task_msgh);
+    for (i = 0; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
+    lua_xmove(L, co, nargs + 3);
+    t->co = co;
+    t->f.hook = AIO_HOOK_SET;
+  } else if (nargs > 0) {
     int i;
     lua_createtable(L, nargs + 1, 1);
     for (i = 0; i <= nargs; i++) {
@@ -725,7 +733,6 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
     lua_pushinteger(L, nargs + 1);
     lua_setfield(L, -2, "n");
     t->packed = 1;
-    if (hooked) t->f.hook = AIO_HOOK_SET;
   } else {
     lua_pushvalue(L, fn_idx);
   }
