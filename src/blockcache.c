@@ -9,15 +9,6 @@
 
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 /* Rare paths stay out of line, so the common ones save no registers. */
 #if defined(__GNUC__)
 #define COLD __attribute__((noinline, cold))
@@ -50,7 +41,7 @@ struct aio_blockcache {
 static void slot_empty(aio_blockcache *c, bc_slot *s) {
   while (s->n) {
     void *p = s->blk[--s->n];
-    UNPOISON(p, s->size);
+    AIO_UNPOISON(p, s->size);
     c->bytes -= s->size;
     c->f(c->ud, p, s->size, 0);
   }
@@ -70,7 +61,7 @@ static inline int slot_put(aio_blockcache *c, bc_slot *s, void *ptr, size_t osiz
   if (s->n == BC_DEPTH || c->bytes + osize > c->budget) return 0;
   s->blk[s->n++] = ptr;
   c->bytes += osize;
-  POISON(ptr, osize);
+  AIO_POISON(ptr, osize);
   return 1;
 }
 
@@ -110,7 +101,7 @@ void *aio_blockcache_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     if (s->n && s->size == nsize) {
       ptr = s->blk[--s->n];
       c->bytes -= nsize;
-      UNPOISON(ptr, nsize);
+      AIO_UNPOISON(ptr, nsize);
       return ptr;
     }
   }

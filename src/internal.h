@@ -371,6 +371,17 @@ void aio_sslcontext_open(lua_State *L, aio_state *S);
  * and malloc's blocks are only 16-byte aligned. */
 #define AIO_READ_ALIGN 64
 
+/* Blocks an allocator of ours holds free (blockcache.c, slab.c) are
+ * poisoned in the ASan build: a use of one is a report. */
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/asan_interface.h>
+#define AIO_POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
+#define AIO_UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
+#else
+#define AIO_POISON(p, n) ((void)(p), (void)(n))
+#define AIO_UNPOISON(p, n) ((void)(p), (void)(n))
+#endif
+
 /* slab.c: the state's small blocks without a header each, under its block
  * cache (aio_blockcache_install); it stays in the allocator chain until the
  * block `last` (lua_close's last free) goes, then gives everything back. */

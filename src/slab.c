@@ -14,15 +14,6 @@
 
 #include "internal.h"
 
-#if defined(__SANITIZE_ADDRESS__)
-#include <sanitizer/asan_interface.h>
-#define POISON(p, n) ASAN_POISON_MEMORY_REGION((p), (n))
-#define UNPOISON(p, n) ASAN_UNPOISON_MEMORY_REGION((p), (n))
-#else
-#define POISON(p, n) ((void)(p), (void)(n))
-#define UNPOISON(p, n) ((void)(p), (void)(n))
-#endif
-
 #define GRAIN 8
 #define NCLASS (AIO_SLAB_MAX / GRAIN)
 #define PAGE_SHIFT 14
@@ -151,16 +142,16 @@ static void *slab_alloc(aio_slab *s, size_t n) {
     pg->cap = (unsigned)((PAGE_SIZE - HDR) / pg->size);
     pg->live = pg->carved = 0;
     pg->free = NULL;
-    POISON((char *)pg + HDR, PAGE_SIZE - HDR);
+    AIO_POISON((char *)pg + HDR, PAGE_SIZE - HDR);
     link_page(&s->avail[c], pg);
   }
   if (pg->free) {
     b = pg->free;
-    UNPOISON(b, pg->size);
+    AIO_UNPOISON(b, pg->size);
     pg->free = *(void **)b;
   } else {
     b = (char *)pg + HDR + (size_t)pg->carved++ * pg->size;
-    UNPOISON(b, pg->size);
+    AIO_UNPOISON(b, pg->size);
   }
   if (++pg->live == pg->cap) unlink_page(&s->avail[c], pg);
   return b;
@@ -171,7 +162,7 @@ static void slab_free(aio_slab *s, void *b) {
   page **head = &s->avail[pg->size / GRAIN - 1];
   *(void **)b = pg->free;
   pg->free = b;
-  POISON(b, pg->size);
+  AIO_POISON(b, pg->size);
   if (!pg->listed) link_page(head, pg);
   /* an empty page serves any class again, unless it is its class's only
    * one (a block made and freed in turn must not cycle a page) */
@@ -188,7 +179,7 @@ static void slab_release(aio_slab *s) {
   void *ud = s->ud;
   size_t i;
   for (i = 0; i < s->nregions; i++) {
-    UNPOISON(s->regions[i], REGION_BYTES);
+    AIO_UNPOISON(s->regions[i], REGION_BYTES);
     f(ud, s->regions[i], REGION_BYTES, 0);
   }
   if (s->regions) f(ud, s->regions, s->regions_cap * sizeof *s->regions, 0);

@@ -57,6 +57,12 @@ static lua_State *new_state(counts *c) {
   return harness_open(L);
 }
 
+static void close_counted(lua_State *L, const counts *c, const char *what) {
+  lua_close(L);
+  CHECK(c->live == 0, "%s: after lua_close every block and region went back (%ld left)", what,
+        c->live);
+}
+
 static void test_small_blocks(void) {
   counts c = {0, 0, 0};
   lua_State *L = new_state(&c);
@@ -77,8 +83,7 @@ static void test_small_blocks(void) {
               0, 0);
   CHECK(c.small - small < 50, "no small block is asked for underneath any more (%ld)",
         c.small - small);
-  lua_close(L);
-  CHECK(c.live == 0, "after lua_close every block and region went back (%ld left)", c.live);
+  close_counted(L, &c, "small blocks");
 }
 
 /* Blocks of one size fill pages, are freed, and another size takes the
@@ -101,8 +106,7 @@ static void test_pages_change_size(void) {
               0, 0);
   CHECK(c.regions == regions, "freed pages serve another size (%ld regions, %ld before)", c.regions,
         regions);
-  lua_close(L);
-  CHECK(c.live == 0, "lua_close gives every region back (%ld left)", c.live);
+  close_counted(L, &c, "pages of another size");
 }
 
 /* A table's array part grows from slab blocks into the allocator
@@ -129,8 +133,7 @@ static void test_resize(void) {
       "end\n"
       "collectgarbage()",
       0, 0);
-  lua_close(L);
-  CHECK(c.live == 0, "resized blocks all went back (%ld left)", c.live);
+  close_counted(L, &c, "resized blocks");
 }
 
 static void test_malloc_mode(void) {
@@ -145,8 +148,7 @@ static void test_malloc_mode(void) {
   CHECK(c.small - small >= 1000 && c.regions == 0,
         "LUA_ASYNCIO_MALLOC=malloc: small blocks from the allocator underneath (%ld, %ld regions)",
         c.small - small, c.regions);
-  lua_close(L);
-  CHECK(c.live == 0, "and lua_close gives them back (%ld left)", c.live);
+  close_counted(L, &c, "malloc mode");
 }
 
 static void test_outer_wrapper(void) {
@@ -159,8 +161,7 @@ static void test_outer_wrapper(void) {
               "local t = {} for i = 1, 20000 do t[i] = {i} end\n"
               "early = nil; collectgarbage()",
               0, 0);
-  lua_close(L);
-  CHECK(c.live == 0, "with a host wrapper on top, lua_close gives every region back (%ld)", c.live);
+  close_counted(L, &c, "a host wrapper on top");
 }
 
 int main(void) {
