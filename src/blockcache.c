@@ -144,7 +144,7 @@ aio_blockcache *aio_blockcache_install(lua_State *L) {
   c = slab ? aio_blockcache_new(aio_slab_alloc, slab, BC_BUDGET)
            : aio_blockcache_new(f, ud, BC_BUDGET);
   if (!c) {
-    if (slab) aio_slab_discard(slab);
+    if (slab) aio_slab_release(slab);
     return NULL;
   }
   c->last = last;

@@ -135,7 +135,8 @@ enum { AIO_HOOK_NONE, AIO_HOOK_SET, AIO_HOOK_RAN };
 enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
 
 /* A Task is made by the 100,000 (one per request of a server): 80 bytes and
- * one uservalue, a 144-byte block with Lua's userdata header. Uservalue 1
+ * one uservalue, a 136-byte block with Lua's userdata header (the slab's
+ * class of that size). Uservalue 1
  * holds the function (or {fn, args..., n=}) until the first step, then the
  * coroutine while pending, then the result. The done callbacks of a pending
  * task sit beside its anchor (aio_anchors_push_aux), where few tasks need
@@ -390,7 +391,7 @@ typedef struct aio_slab aio_slab;
 /* NULL: off (LUA_ASYNCIO_MALLOC=malloc), or no memory */
 aio_slab *aio_slab_new(lua_Alloc f, void *ud, void *last);
 void *aio_slab_alloc(void *ud, void *ptr, size_t osize, size_t nsize);
-void aio_slab_discard(aio_slab *s); /* one that never gave a block */
+void aio_slab_release(aio_slab *s); /* the slab and every region */
 
 /* blockcache.c: freed blocks reused by exact size, in front of an allocator:
  * a cache of its own (new/alloc/free), or the state's (install/remove) */

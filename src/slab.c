@@ -30,8 +30,8 @@ struct page {
   unsigned live;     /* blocks handed out */
   unsigned carved;   /* blocks carved from the page so far */
   unsigned cap;      /* blocks it holds */
-  unsigned size;     /* its blocks' size, 0 while free */
-  int listed;        /* on its class's list (it has room) */
+  unsigned size;     /* its blocks' size, 0 while free; a page in use is on
+                        its class's list while live < cap */
 };
 /* where a page's blocks start: its header, 8-aligned (Lua needs no more) */
 #define HDR ((sizeof(page) + GRAIN - 1) / GRAIN * GRAIN)
@@ -106,7 +106,6 @@ static int grow(aio_slab *s) {
     set_put(s->set, s->set_cap, (uintptr_t)pg);
     s->npages++;
     pg->size = 0;
-    pg->listed = 0;
     pg->next = s->free_pages;
     s->free_pages = pg;
   }
@@ -119,7 +118,6 @@ static void unlink_page(page **head, page *pg) {
   else
     *head = pg->next;
   if (pg->next) pg->next->prev = pg->prev;
-  pg->listed = 0;
 }
 
 static void link_page(page **head, page *pg) {
@@ -127,7 +125,6 @@ static void link_page(page **head, page *pg) {
   pg->next = *head;
   if (*head) (*head)->prev = pg;
   *head = pg;
-  pg->listed = 1;
 }
 
 static void *slab_alloc(aio_slab *s, size_t n) {
@@ -163,7 +160,7 @@ static void slab_free(aio_slab *s, void *b) {
   *(void **)b = pg->free;
   pg->free = b;
   AIO_POISON(b, pg->size);
-  if (!pg->listed) link_page(head, pg);
+  if (pg->live == pg->cap) link_page(head, pg); /* it was full: room again */
   /* an empty page serves any class again, unless it is its class's only
    * one (a block made and freed in turn must not cycle a page) */
   if (--pg->live == 0 && (pg->next || pg->prev)) {
@@ -174,7 +171,7 @@ static void slab_free(aio_slab *s, void *b) {
   }
 }
 
-static void slab_release(aio_slab *s) {
+void aio_slab_release(aio_slab *s) {
   lua_Alloc f = s->f;
   void *ud = s->ud;
   size_t i;
@@ -195,7 +192,7 @@ void *aio_slab_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   if (osize > AIO_SLAB_MAX || !owns(s, ptr)) {
     if (nsize == 0 && ptr == s->last) {
       s->f(s->ud, ptr, osize, 0);
-      slab_release(s);
+      aio_slab_release(s);
       return NULL;
     }
     return s->f(s->ud, ptr, osize, nsize);
@@ -211,10 +208,6 @@ void *aio_slab_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   memcpy(b, ptr, osize);
   slab_free(s, ptr);
   return b;
-}
-
-void aio_slab_discard(aio_slab *s) {
-  slab_release(s);
 }
 
 aio_slab *aio_slab_new(lua_Alloc f, void *ud, void *last) {

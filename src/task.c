@@ -17,8 +17,9 @@ Python: `asyncio.Task`.
 
 #include "internal.h"
 
-/* 144 bytes with Lua's userdata header and one uservalue (see struct
- * aio_task): a field more would cost a 16-byte larger block per task. */
+/* 136 bytes with Lua's userdata header and one uservalue (see struct
+ * aio_task): each field more costs every task its size, rounded to 8 (the
+ * slab's steps). */
 _Static_assert(sizeof(void *) != 8 || sizeof(aio_task) <= 80, "aio_task outgrew 80 bytes");
 
 /* ---- the anchor table ------------------------------------------------ */
@@ -238,6 +239,14 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
  * The coroutine is left on top of L, for the caller to keep: a first step
  * holds it on the stack and stores it into uservalue 1 only if the body
  * suspends (a body that returns stores its result there instead). */
+/* Room for n values more on both stacks; below LUA_MINSTACK / 2 both have
+ * it by contract. Raised on L: co is not running. */
+static void check_room(lua_State *L, lua_State *co, int n) {
+  if (n <= LUA_MINSTACK / 2) return;
+  if (!lua_checkstack(co, n)) luaL_error(L, "stack overflow (too many arguments)");
+  luaL_checkstack(L, n, "too many arguments");
+}
+
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
@@ -249,10 +258,7 @@ static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int 
     lua_getfield(L, -1, "n");
     n = (int)lua_tointeger(L, -1);
     lua_pop(L, 1);
-    if (n > LUA_MINSTACK / 2) { /* below that, both stacks have room by contract */
-      luaL_checkstack(co, n + 4, "too many arguments");
-      luaL_checkstack(L, n + 4, "too many arguments");
-    }
+    check_room(L, co, n + 4);
     for (i = 1; i <= n; i++) lua_rawgeti(L, -i, i); /* -i: the table under the copies */
     lua_remove(L, -n - 1);
   }
@@ -714,9 +720,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
      * makes such a task for each connection) */
     lua_State *co = pool_take(L, lp);
     int i;
-    if (nargs + 3 > LUA_MINSTACK / 2 &&
-        (!lua_checkstack(co, nargs + 3) || !lua_checkstack(L, nargs + 3)))
-      luaL_error(L, "too many arguments");
+    check_room(L, co, nargs + 3);
     lua_pushcfunction(L, task_hooked_main);
     lua_pushcfunction(L, task_msgh);
     for (i = 0; i <= nargs; i++) lua_pushvalue(L, fn_idx + i);
