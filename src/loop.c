@@ -172,11 +172,14 @@ void aio_loop_push(aio_loop *lp, uint8_t kind, void *p, int ref, int ref2) {
   }
   e->kind = kind;
   e->p = p;
-  /* a step's wake-up, for get_stats(): the loop's last clock reading inside
-   * a tick; outside one (an I/O callback), 0: the next tick's start */
-  e->stamp = lp->ticking ? lp->stamp : 0;
   e->ref = ref;
-  e->ref2 = ref2;
+  if (kind == AIO_RUN_DONECB) {
+    e->ref2 = ref2;
+  } else {
+    /* a step's wake-up, for get_stats(): the loop's last clock reading inside
+     * a tick; outside one (an I/O callback), 0: the next tick's start */
+    e->stamp = lp->ticking ? lp->stamp : 0;
+  }
   /* queued from outside a tick (before a run, or while a host's uv_run
    * waits): make sure the next poll does not block */
   if (!lp->ticking && !uv_is_active((uv_handle_t *)&lp->idle)) uv_idle_start(&lp->idle, noop_idle);
@@ -385,7 +388,7 @@ static void on_async(uv_async_t *h) {
         e->kind = AIO_RUN_CFUNC;
         e->p = p->data;
         e->q = (void *)p->fn;
-        e->ref = e->ref2 = LUA_NOREF;
+        e->ref = LUA_NOREF;
       }
     } else {
       aio_loop_push(lp, AIO_RUN_HANDLE, p->data, p->slot, LUA_NOREF);
@@ -497,7 +500,7 @@ static void release_queued(lua_State *L, aio_loop *lp) {
       continue;
     }
     luaL_unref(L, LUA_REGISTRYINDEX, e.ref);
-    luaL_unref(L, LUA_REGISTRYINDEX, e.ref2);
+    if (e.kind == AIO_RUN_DONECB) luaL_unref(L, LUA_REGISTRYINDEX, e.ref2);
   }
   while (lp->timers.len > 0) {
     aio_timer *tm = aio_heap_top(&lp->timers);

@@ -6,20 +6,22 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* 24 bytes: a burst of 100,000 tasks queues 100,000 of them at once */
 typedef struct aio_ready {
   void *p; /* task, handle or C data */
   union {
     void *q;        /* C function for AIO_RUN_CFUNC */
     uint64_t stamp; /* AIO_RUN_STEP: when it was queued (see aio_task_step) */
+    int ref2;       /* AIO_RUN_DONECB: the second registry ref */
   };
-  int ref; /* registry refs anchoring Lua values; for a Handle, its anchor slot */
-  int ref2;
+  int ref; /* a registry ref anchoring a Lua value; for a Handle, its anchor slot */
   uint8_t kind;
 } aio_ready;
 
 typedef struct aio_ring {
   aio_ready *buf;
   size_t head, len, cap; /* cap is a power of two */
+  unsigned calm;         /* turns in a row the ring was mostly empty (aio_ring_trim) */
 } aio_ring;
 
 void aio_ring_init(aio_ring *r);
