@@ -33,8 +33,11 @@ struct page {
   unsigned size;     /* its blocks' size, 0 while free; a page in use is on
                         its class's list while live < cap */
 };
-/* where a page's blocks start: its header, 8-aligned (Lua needs no more) */
-#define HDR ((sizeof(page) + GRAIN - 1) / GRAIN * GRAIN)
+/* where a page's blocks start: past its header, at a cache line, so that a
+ * block whose size is a multiple of 64 (a 128-byte Task) spans as many lines
+ * as it must and no more: the collector reads every live Task's header */
+#define HDR 64
+_Static_assert(sizeof(page) <= HDR, "the page header outgrew its line");
 
 struct aio_slab {
   lua_Alloc f; /* the allocator underneath */
