@@ -209,7 +209,7 @@ void aio_debug_enter(lua_State *L, aio_loop *lp, lua_State *co, aio_task *t, int
   w.prev_mask = lua_gethookmask(co);
   w.prev_count = lua_gethookcount(co);
   if (t) {
-    w.id = t->id;
+    w.id = t->f.id;
     if (t->named) {
       int top = lua_gettop(L);
       aio_task_push(L, lp, t);
@@ -237,7 +237,7 @@ static void task_label(aio_task *t, const aio_watch *w, int done, char *buf, siz
   if (w->name[0])
     snprintf(name, sizeof name, "%s", w->name);
   else
-    snprintf(name, sizeof name, "Task-%u", (unsigned)t->id);
+    snprintf(name, sizeof name, "Task-%u", (unsigned)t->f.id);
   if (!done && t->co) {
     for (int level = 0; lua_getstack(t->co, level, &ar); level++) {
       if (lua_getinfo(t->co, "Sl", &ar) && ar.currentline > 0) {

@@ -76,13 +76,14 @@ struct aio_state {
   int event_loop;    /* registry ref: loop set by set_event_loop, or LUA_NOREF */
   int cancelled_cls; /* registry ref: the CancelledError class table */
   uint32_t task_counter;
-  aio_loop *loops;         /* every loop of the state, freed when the state closes */
-  int mt[AIO_T_N];         /* registry refs of the metatables */
-  int mt_debug_task;       /* the Task metatable plus a __gc that reports pending tasks */
-  aio_blockcache *blocks;  /* in front of the state's allocator, or NULL */
-  aio_blockcache *buffers; /* stream readers' buffers, or NULL */
-  void *bio_method;        /* tls.c: the BIO_METHOD of TLS transports, made on first use */
-  int tls_live;            /* SSL objects this state holds a reference to */
+  aio_loop *loops;          /* every loop of the state, freed when the state closes */
+  int mt[AIO_T_N];          /* registry refs of the metatables */
+  const void *mtp[AIO_T_N]; /* their addresses, for checks that cannot afford the tag's lookup */
+  int mt_debug_task;        /* the Task metatable plus a __gc that reports pending tasks */
+  aio_blockcache *blocks;   /* in front of the state's allocator, or NULL */
+  aio_blockcache *buffers;  /* stream readers' buffers, or NULL */
+  void *bio_method;         /* tls.c: the BIO_METHOD of TLS transports, made on first use */
+  int tls_live;             /* SSL objects this state holds a reference to */
 };
 
 #define aio_state_of(L) ((aio_state *)lua_touserdata((L), lua_upvalueindex(1)))
@@ -125,6 +126,7 @@ struct aio_future {
   uint8_t flags;
   uint8_t nres; /* result count when not AIO_F_MULTI */
   uint8_t hook; /* a Task's AIO_HOOK_* (task.c), in padding a Future has anyway */
+  uint32_t id;  /* a Task's number (Task-N), in the same padding; 0 in a Future */
 };
 
 /* aio_future.hook of a Task made by create_task_hooked: its hook is still to
@@ -134,25 +136,23 @@ enum { AIO_HOOK_NONE, AIO_HOOK_SET, AIO_HOOK_RAN };
 /* How a suspended task waits: what cancel() has to undo. */
 enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
 
-/* A Task is made by the 100,000 (one per request of a server): 80 bytes and
- * one uservalue, a 136-byte block with Lua's userdata header (the slab's
- * class of that size). Uservalue 1
- * holds the function (or {fn, args..., n=}) until the first step, then the
- * coroutine while pending, then the result. The done callbacks of a pending
- * task sit beside its anchor (aio_anchors_push_aux), where few tasks need
- * room: only pending tasks have callbacks, and every pending task has an
- * anchor. */
+/* A Task is made by the 100,000 (one per request of a server): 72 bytes and
+ * one uservalue, a 128-byte block with Lua's userdata header (the slab's
+ * class of that size), two cache lines: the step flags are bit-fields and
+ * the id sits in the Future's padding for that. Uservalue 1 holds the function (or {fn, args...,
+ * n=}) until the first step, then the coroutine while pending, then the result. The done callbacks
+ * of a pending task sit beside its anchor (aio_anchors_push_aux), where few tasks need room: only
+ * pending tasks have callbacks, and every pending task has an anchor. */
 struct aio_task {
   aio_future f;
-  uint8_t wait;        /* AIO_WAIT_* */
-  uint8_t must_cancel; /* deliver CancelledError at the next step */
-  uint8_t started;
-  uint8_t co_exposed; /* get_coro() handed it out */
-  uint8_t packed;     /* uv1 is {fn, args..., n=} until the first step */
-  uint8_t named;      /* set_name() was called: the watchdog copies the name */
-  uint16_t cancels;   /* cancel() requests not yet uncancel()ed */
-  int slot;           /* index in the loop's anchor table while pending */
-  uint32_t id;
+  uint8_t wait : 3;        /* AIO_WAIT_* */
+  uint8_t must_cancel : 2; /* deliver CancelledError at the next step */
+  uint8_t started : 1;
+  uint8_t co_exposed : 1; /* get_coro() handed it out */
+  uint8_t packed : 1;     /* uv1 is {fn, args..., n=} until the first step */
+  uint8_t named;          /* set_name() was called: the watchdog copies the name */
+  uint16_t cancels;       /* cancel() requests not yet uncancel()ed */
+  int slot;               /* index in the loop's anchor table while pending */
   /* get_stats(), in nanoseconds on the loop's step clock (aio_clock_ns) */
   uint32_t steps;
   uint32_t delay_max_ns; /* queued to run, saturating at 4.29 s */
@@ -510,6 +510,7 @@ int aio_pcall_reporting(lua_State *L, aio_loop *lp, int base, int nres, const ch
 void aio_future_open(lua_State *L, aio_state *S);
 aio_future *aio_future_new(lua_State *L, aio_loop *lp);
 aio_future *aio_check_future(lua_State *L, int idx);
+aio_future *aio_check_future_in(lua_State *L, aio_state *S, int idx);
 aio_future *aio_test_future(lua_State *L, int idx);
 void aio_future_finish(lua_State *L, int idx, uint8_t state);
 int aio_future_set_results(lua_State *L, int idx, int first, int n);
@@ -534,6 +535,7 @@ int aio_await(lua_State *L);
 int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int direct);
 int aio_task_settle(lua_State *L, aio_loop *lp);
 int aio_task_cancel(lua_State *L, int idx, int msg_idx);
+/* fn_idx: an absolute index, with the nargs arguments after it */
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs);
 void aio_task_push(lua_State *L, aio_loop *lp, aio_task *t);
 aio_task *aio_current_task(lua_State *L, aio_state *S, const char *api);

@@ -151,6 +151,7 @@ void aio_newclass(lua_State *L, aio_state *S, int type, const char *name, const 
   lua_pushlightuserdata(L, (void *)&aio_tags[type]);
   lua_rawseti(L, -2, 1);
   lua_pushvalue(L, -1);
+  S->mtp[type] = lua_topointer(L, -1);
   S->mt[type] = luaL_ref(L, LUA_REGISTRYINDEX);
   if (meta) aio_setfuncs(L, S, meta);
   lua_newtable(L);

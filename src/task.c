@@ -17,10 +17,10 @@ Python: `asyncio.Task`.
 
 #include "internal.h"
 
-/* 136 bytes with Lua's userdata header and one uservalue (see struct
+/* 128 bytes with Lua's userdata header and one uservalue (see struct
  * aio_task): each field more costs every task its size, rounded to 8 (the
  * slab's steps). */
-_Static_assert(sizeof(void *) != 8 || sizeof(aio_task) <= 80, "aio_task outgrew 80 bytes");
+_Static_assert(sizeof(void *) != 8 || sizeof(aio_task) <= 72, "aio_task outgrew 72 bytes");
 
 /* ---- the anchor table ------------------------------------------------ */
 /* A pending task is kept alive by its loop (in an array, so all_tasks() is a
@@ -118,14 +118,18 @@ static int task_msgh(lua_State *co) {
   return 1;
 }
 
+/* A body that returns leaves the handler below its results, where it reads
+ * as true: only a failure pays a store. */
 static int task_main_k(lua_State *co, int status, lua_KContext ctx) {
   (void)ctx;
-  lua_pushboolean(co, status == LUA_OK || status == LUA_YIELD);
-  lua_replace(co, 1);
+  if (status != LUA_OK && status != LUA_YIELD) {
+    lua_pushboolean(co, 0);
+    lua_replace(co, 1);
+  }
   return lua_gettop(co);
 }
 
-/* stack: msgh, fn, args... -> ok, results... | false, error */
+/* stack: msgh, fn, args... -> msgh, results... | false, error */
 static int task_main(lua_State *co) {
   return task_main_k(co, lua_pcallk(co, lua_gettop(co) - 2, LUA_MULTRET, 1, 0, task_main_k), 0);
 }
@@ -156,8 +160,10 @@ static int task_hooked_main_k(lua_State *co, int status, lua_KContext ctx) {
   aio_state *S = aio_get_state(co);
   aio_task *t = S->running->current;
   (void)ctx;
-  lua_pushboolean(co, ok);
-  lua_replace(co, 1);
+  if (!ok) {
+    lua_pushboolean(co, 0);
+    lua_replace(co, 1);
+  }
   if (!ok || t->must_cancel) { /* must_cancel: cancelled as the body returned */
     t->f.hook = AIO_HOOK_RAN;
     aio_push_hook(co, S, "task_failed");
@@ -232,13 +238,6 @@ static lua_State *pool_take(lua_State *L, aio_loop *lp) {
   return lua_tothread(L, -1);
 }
 
-/* Gives the task at tidx its coroutine, loaded with task_main, its handler,
- * the function and its arguments (kept in uservalue 1 until now). Nothing
- * goes below the main function: a handler that parks a few calls deep then
- * fits the fresh coroutine's 40 slots, which one more slot can double.
- * The coroutine is left on top of L, for the caller to keep: a first step
- * holds it on the stack and stores it into uservalue 1 only if the body
- * suspends (a body that returns stores its result there instead). */
 /* Room for n values more on both stacks; below LUA_MINSTACK / 2 both have
  * it by contract. Raised on L: co is not running. */
 static void check_room(lua_State *L, lua_State *co, int n) {
@@ -247,6 +246,13 @@ static void check_room(lua_State *L, lua_State *co, int n) {
   luaL_checkstack(L, n, "too many arguments");
 }
 
+/* Gives the task at tidx its coroutine, loaded with task_main, its handler,
+ * the function and its arguments (kept in uservalue 1 until now). Nothing
+ * goes below the main function: a handler that parks a few calls deep then
+ * fits the fresh coroutine's 40 slots, which one more slot can double.
+ * The coroutine is left on top of L, for the caller to keep: a first step
+ * holds it on the stack and stores it into uservalue 1 only if the body
+ * suspends (a body that returns stores its result there instead). */
 static lua_State *attach_coroutine(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   lua_State *co = t->co_exposed ? lua_newthread(L) : pool_take(L, lp);
   int n = 1;
@@ -292,21 +298,22 @@ static void hook_from_loop(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
   aio_call_reporting(L, lp, lua_gettop(L) - 2, "task_failed hook", "task", tidx);
 }
 
-/* The body ended: the coroutine's stack holds `nres` values, (true,
+/* The body ended: the coroutine's stack holds `nres` values, (msgh,
  * results...) or (false, error) when the coroutine returned (status
  * LUA_OK), else one error. aidx: see unanchor; when nonzero, the task is at
  * aidx + 1 (the first step's). */
 static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx) {
   lua_State *co = t->co;
-  int tidx = lua_gettop(L) + 1, ok;
+  int top = lua_gettop(L), tidx = aidx + 1, base, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
-  if (aidx)
-    lua_pushvalue(L, aidx + 1);
-  else
+  if (!aidx) {
     aio_task_push(L, lp, t);
+    tidx = top + 1;
+  }
   if (status != LUA_OK) hook_from_loop(L, lp, t, tidx);
+  base = lua_gettop(L) + 1;
   lua_xmove(co, L, status == LUA_OK ? nres : 1);
-  ok = status == LUA_OK && lua_toboolean(L, tidx + 1);
+  ok = status == LUA_OK && lua_toboolean(L, base);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
     t->must_cancel = 0;
     push_cancel_message(L, lp->S, tidx);
@@ -317,7 +324,7 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
     t->f.nres = 1;
     finish_as(L, t, tidx, AIO_FINISHED);
   } else if (ok) {
-    aio_future_set_results(L, tidx, tidx + 2, nres - 1);
+    aio_future_set_results(L, tidx, base + 1, nres - 1);
   } else if (aio_is_cancelled_error(L, lp->S, -1)) {
     lua_getfield(L, -1, "message");
     lua_setiuservalue(L, tidx, 1);
@@ -331,7 +338,7 @@ static void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int
     lua_settop(co, 0);
   t->co = NULL;
   unanchor(L, lp, t, aidx);
-  lua_settop(L, tidx - 1);
+  lua_settop(L, top);
 }
 
 /* finish_protected(lp, t, status, nres, anchors or nil, task or nil):
@@ -530,11 +537,10 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
 }
 
 int aio_await(lua_State *L) {
-  aio_future *f = aio_check_future(L, 1);
-  aio_state *S;
+  aio_state *S = aio_state_of(L);
+  aio_future *f = aio_check_future_in(L, S, 1);
   aio_task *t;
   if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
-  S = aio_state_of(L);
   t = aio_current_task(L, S, "await");
   if (!t) return aio_nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
@@ -639,11 +645,11 @@ static int l_task_suspension(lua_State *L) {
   aio_task *t = check_task(L, 1);
   if (t->f.state != AIO_PENDING) {
     lua_pushliteral(L, "done");
-    lua_pushinteger(L, t->id);
+    lua_pushinteger(L, t->f.id);
     return 2;
   }
   lua_pushstring(L, t->started ? states[t->wait] : "ready");
-  lua_pushinteger(L, t->id);
+  lua_pushinteger(L, t->f.id);
   if (t->co && t->started) {
     lua_pushthread(t->co);
     lua_xmove(t->co, L, 1);
@@ -694,18 +700,17 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
 /* ---- creation -------------------------------------------------------- */
 
 /* fn_idx: the function, or a hooked task's arg (with fn, args... after it:
- * nargs counts them) */
+ * nargs counts them), an absolute index as for aio_task_create */
 static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eager, int hooked) {
   aio_task *t;
   int tidx;
-  fn_idx = lua_absindex(L, fn_idx);
   aio_loop_check_open(L, lp);
   t = lua_newuserdatauv(L, sizeof *t, 1);
   memset(t, 0, sizeof *t);
   tidx = lua_gettop(L);
   t->f.loop = lp;
   t->f.flags = AIO_F_TASK;
-  t->id = ++lp->S->task_counter;
+  t->f.id = ++lp->S->task_counter;
   t->last_ns = lp->ticking ? lp->stamp : aio_clock_ns(lp); /* since_run counts from here */
   if (lp->debug) {
     lua_rawgeti(L, LUA_REGISTRYINDEX, lp->S->mt_debug_task);
@@ -754,7 +759,6 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
 int aio_task_create(lua_State *L, aio_loop *lp, int fn_idx, int nargs) {
   int i;
   aio_loop_check_thread(L, lp);
-  fn_idx = lua_absindex(L, fn_idx);
   if (lp->task_factory == LUA_NOREF || lp->eager) {
     task_new(L, lp, fn_idx, nargs, lp->eager, 0);
     return 1;
@@ -882,7 +886,7 @@ static int l_get_name(lua_State *L) {
   aio_task *t = check_task(L, 1);
   aio_push_extras(L, aio_state_of(L), 1, 0);
   if (lua_istable(L, -1) && lua_getfield(L, -1, "name") != LUA_TNIL) return 1;
-  lua_pushfstring(L, "Task-%d", (int)t->id);
+  lua_pushfstring(L, "Task-%d", (int)t->f.id);
   return 1;
 }
 
