@@ -136,12 +136,13 @@ enum { AIO_HOOK_NONE, AIO_HOOK_SET, AIO_HOOK_RAN };
 /* How a suspended task waits: what cancel() has to undo. */
 enum { AIO_WAIT_NONE, AIO_WAIT_FUTURE, AIO_WAIT_TIMER, AIO_WAIT_SOON, AIO_WAIT_PARK };
 
-/* A Task is made by the 100,000 (one per request of a server): 72 bytes and
- * one uservalue, a 128-byte block with Lua's userdata header (the slab's
- * class of that size), two cache lines: the step flags are bit-fields and
- * the id sits in the Future's padding for that. Uservalue 1 holds the function (or {fn, args...,
- * n=}) until the first step, then the coroutine while pending, then the result. The done callbacks
- * of a pending task sit beside its anchor (aio_anchors_push_aux), where few tasks need room: only
+/* A Task is made by the 100,000 (one per request of a server): 72 bytes
+ * and one uservalue, a 128-byte block with Lua's userdata header (the
+ * slab's class of that size), two cache lines: the step flags are bit-fields
+ * and the id sits in the Future's padding for that. Uservalue 1 holds the
+ * function (or {fn, args..., n=}) until the first step, then the coroutine
+ * while pending, then the result. The done callbacks of a pending task sit
+ * beside its anchor (aio_anchors_push_aux), where few tasks need room: only
  * pending tasks have callbacks, and every pending task has an anchor. */
 struct aio_task {
   aio_future f;
