@@ -249,7 +249,7 @@ static int ctimer_protected(lua_State *L) {
  * and costs that one connection its timeout, where the tick's lua_pcall
  * would stop the loop. It is not retried: the failed callback may have
  * released the timer's owner. */
-static void run_due_timers(lua_State *L, aio_loop *lp) {
+static void run_due_timers(lua_State *L, aio_loop *lp, int base) {
   aio_timer *top = aio_heap_top(&lp->timers);
   double now;
   if (!top) return;
@@ -262,7 +262,7 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
       h->slot = 0;
     } else if (top->kind == AIO_TIMER_CFUNC) {
       aio_loop_pcall(lp, ctimer_protected, top, "a transport's timer");
-      lua_settop(L, 0);
+      lua_settop(L, base);
     } else {
       aio_task *t = (aio_task *)((char *)top - offsetof(aio_task, timer));
       t->wait = AIO_WAIT_SOON;
@@ -271,10 +271,11 @@ static void run_due_timers(lua_State *L, aio_loop *lp) {
   }
 }
 
-static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
+/* base: the tick's stack, the anchor table of the tasks (see tick) */
+static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e, int base) {
   switch (e->kind) {
   case AIO_RUN_STEP:
-    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp, 1);
+    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp, base);
     return;
   case AIO_RUN_HANDLE:
     aio_handle_run(L, lp, e->p, e->ref);
@@ -284,7 +285,7 @@ static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
     break;
   default:
     ((asyncio_callback)e->q)(L, e->p);
-    lua_settop(L, 0);
+    lua_settop(L, base);
     break;
   }
   lp->stamp_ok = 0; /* time went by since the last step's end */
@@ -296,16 +297,21 @@ static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e) {
 static int tick(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_future *until = lua_touserdata(L, 2);
-  int budget = lp->turn_budget;
+  int budget = lp->turn_budget, base;
   lua_settop(L, 0);
+  /* the tasks' anchor table, fetched once for every step of the tick: a
+   * task's first step takes it from there and its finish drops it there */
+  aio_anchors_push_table(L, &lp->tasks);
+  if (!lua_istable(L, 1)) lua_settop(L, 0); /* a closed loop's: it runs nothing */
+  base = lua_gettop(L);
   lp->tick_ns = lp->stamp = aio_clock_ns(lp);
   lp->stamp_ok = 1;
   do {
     size_t n;
-    run_due_timers(L, lp);
+    run_due_timers(L, lp, base);
     for (n = lp->ready.len; n > 0 && !lp->closed; n--) {
       aio_ready e = *aio_ring_shift(&lp->ready);
-      run_entry(L, lp, &e);
+      run_entry(L, lp, &e, base);
     }
     aio_ring_trim(&lp->ready);
     if (lp->stopping || lp->closed || (until && until->state != AIO_PENDING)) break;

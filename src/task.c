@@ -304,14 +304,14 @@ static void hook_from_loop(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
 
 /* The body ended: the coroutine's stack holds `nres` values, (msgh,
  * results...) or (false, error) when the coroutine returned (status
- * LUA_OK), else one error. aidx: see unanchor; when nonzero, the task is at
- * aidx + 1 (the first step's). */
+ * LUA_OK), else one error. aidx: see unanchor; tidx: where the task is on
+ * the stack (a first step's), or 0. */
 static inline void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres,
-                               int aidx) {
+                               int aidx, int tidx) {
   lua_State *co = t->co;
-  int top = lua_gettop(L), tidx = aidx + 1, base, ok;
+  int top = lua_gettop(L), base, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
-  if (!aidx) {
+  if (!tidx) {
     aio_task_push(L, lp, t);
     tidx = top + 1;
   }
@@ -353,7 +353,7 @@ static int finish_protected(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_task *t = lua_touserdata(L, 2);
   task_finish(L, lp, t, (int)lua_tointeger(L, 3), (int)lua_tointeger(L, 4),
-              lua_istable(L, 5) ? 5 : 0);
+              lua_istable(L, 5) ? 5 : 0, lua_isnil(L, 6) ? 0 : 6);
   return 0;
 }
 
@@ -400,10 +400,10 @@ int aio_task_settle(lua_State *L, aio_loop *lp) {
 }
 
 static inline void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres, int aidx,
-                          int direct) {
+                          int tidx, int direct) {
   if (direct) {
     lp->settling = t;
-    task_finish(L, lp, t, status, nres, aidx);
+    task_finish(L, lp, t, status, nres, aidx, tidx);
     lp->settling = NULL;
     return;
   }
@@ -413,7 +413,7 @@ static inline void finish(lua_State *L, aio_loop *lp, aio_task *t, int status, i
   lua_pushinteger(L, status);
   lua_pushinteger(L, nres);
   aio_push_opt(L, aidx);
-  aio_push_opt(L, aidx ? aidx + 1 : 0);
+  aio_push_opt(L, tidx);
   if (lua_pcall(L, 6, 0, 0) != LUA_OK) settle_failed(L, lp, t);
 }
 
@@ -438,11 +438,14 @@ static int attach_protected(lua_State *L) {
   return 1;
 }
 
-/* Returns 1 when it ran the body: lp->stamp is then the step's end. */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int direct) {
+/* Returns 1 when it ran the body: lp->stamp is then the step's end.
+ * anchors: where the tick keeps the anchor table on the stack for the steps
+ * it runs itself (see aio_task_settle), 0 for a step it does not run. */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int anchors) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, aidx = 0, debug = lp->debug;
+  int nargs = 0, nres, status, base = 0, tidx = 0, debug = lp->debug, direct = anchors != 0;
+  int aidx = anchors;
   uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
@@ -454,23 +457,27 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int di
     }
     t->started = 1;
     if (!co) {
-      /* the anchor table, the task and its coroutine stay on the stack for
-       * the finish of a body that returns in its first step (most do) */
-      aio_anchors_push_table(L, &lp->tasks);
-      aidx = lua_gettop(L);
+      /* the task and its coroutine stay on the stack for the finish of a
+       * body that returns in its first step (most do), by the anchor table */
+      base = lua_gettop(L);
+      if (!aidx) {
+        aio_anchors_push_table(L, &lp->tasks);
+        aidx = base + 1;
+      }
       lua_rawgeti(L, aidx, t->slot);
+      tidx = lua_gettop(L);
       if (direct) {
         lp->settling = t;
-        co = attach_coroutine(L, lp, t, aidx + 1);
+        co = attach_coroutine(L, lp, t, tidx);
         lp->settling = NULL;
       } else {
         lua_pushcfunction(L, attach_protected);
         lua_pushlightuserdata(L, lp);
         lua_pushlightuserdata(L, t);
-        lua_pushvalue(L, aidx + 1);
+        lua_pushvalue(L, tidx);
         if (lua_pcall(L, 3, 1, 0) != LUA_OK) {
           settle_failed(L, lp, t);
-          lua_settop(L, aidx - 1);
+          lua_settop(L, base);
           return 0;
         }
         co = lua_tothread(L, -1);
@@ -499,7 +506,7 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int di
   if (debug) aio_debug_leave(L, lp, &fr, t1, NULL, t, status != LUA_YIELD);
   if (status == LUA_YIELD) {
     lua_pop(co, nres);
-    if (aidx) lua_setiuservalue(L, aidx + 1, 1); /* pending now: the task holds its coroutine */
+    if (tidx) lua_setiuservalue(L, tidx, 1); /* pending now: the task holds its coroutine */
     if (t->wait == AIO_WAIT_SOON) {
       aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
     } else if (t->wait == AIO_WAIT_NONE) {
@@ -508,12 +515,12 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int di
       lua_pushliteral(co, "task body yielded outside asyncio (use asyncio.coroutine for "
                           "generators inside tasks)");
       aio_push_error(co, "RuntimeError", -1);
-      finish(L, lp, t, LUA_ERRRUN, 1, aidx, direct);
+      finish(L, lp, t, LUA_ERRRUN, 1, aidx, tidx, direct);
     }
   } else {
-    finish(L, lp, t, status, nres, aidx, direct);
+    finish(L, lp, t, status, nres, aidx, tidx, direct);
   }
-  if (aidx) lua_settop(L, aidx - 1);
+  if (tidx) lua_settop(L, base);
   return 1;
 }
 
