@@ -1,8 +1,11 @@
 -- The spawn benchmark's round (micro.lua: n tasks created, then each
--- awaited) with asyncio.create_task and with bench/spawn_floor.c, the least
--- a Lua task runtime does, in the same process and the same harness; prints
--- one RESULT line each and their ratio. `make bench-floor` builds the
--- module and runs it; by hand, with spawn_floor.so on LUA_CPATH:
+-- awaited) with asyncio.create_task and with the two floors of
+-- bench/spawn_floor.c, in the same process and the same harness: the least
+-- a Lua task runtime does, and that plus what lua-asyncio's design needs
+-- (a pcall and message handler in the coroutine, an anchor slot, a C ready
+-- ring, the step clock). Prints one RESULT line each, with their ratios to
+-- ours. `make bench-floor` builds the module and runs it; by hand, with
+-- spawn_floor.so on LUA_CPATH:
 --   lua5.4 bench/spawn_floor.lua [N [ROUNDS]]
 local asyncio = require "asyncio"
 local floor = require "spawn_floor"
@@ -29,10 +32,15 @@ local function measure(create_task)
 end
 
 asyncio.run(function()
-  local ours, least = measure(asyncio.create_task), measure(floor.create_task)
-  common.result { bench = "spawn", peer = "lua-asyncio", n = n, secs = ("%.4f"):format(ours),
-                  rate = ("%.0f"):format(n / ours), unit = "tasks/s", rounds = rounds }
-  common.result { bench = "spawn", peer = "floor", n = n, secs = ("%.4f"):format(least),
-                  rate = ("%.0f"):format(n / least), unit = "tasks/s", rounds = rounds,
-                  x_ours = ("%.2f"):format(ours / least) }
+  local ours = measure(asyncio.create_task)
+  local least, design = measure(floor.create_task), measure(floor.design.create_task)
+  local function report(peer, secs, extra)
+    local r = { bench = "spawn", peer = peer, n = n, secs = ("%.4f"):format(secs),
+                rate = ("%.0f"):format(n / secs), unit = "tasks/s", rounds = rounds }
+    for k, v in pairs(extra or {}) do r[k] = v end
+    common.result(r)
+  end
+  report("lua-asyncio", ours)
+  report("floor", least, { x_ours = ("%.2f"):format(ours / least) })
+  report("design-floor", design, { x_ours = ("%.2f"):format(ours / design) })
 end)
