@@ -8,14 +8,16 @@
  *     (DESIGN.md, src/task.c): the body under a pcall with a message handler
  *     inside the coroutine (to-be-closed variables close while it lives),
  *     an anchor slot in a table reached through the registry (a pending
- *     task is kept alive by its loop), a C ready ring, and a clock reading
- *     and the run-time sums of get_stats per step.
+ *     task is kept alive by its loop), a C ready ring, a clock reading and
+ *     the counters of get_stats per step, and a Task of the state lua-asyncio
+ *     keeps (72 bytes, as struct aio_task).
  * Floors to hold asyncio.create_task against, not runtimes.
  *   cc -O2 -shared -fPIC -I/usr/include/lua5.4 -o spawn_floor.so spawn_floor.c */
 #include <lauxlib.h>
 #include <lua.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 typedef struct {
@@ -69,13 +71,23 @@ static int l_await(lua_State *L) {
 
 /* ---- the design floor ------------------------------------------------ */
 
+/* struct aio_task's 72 bytes (src/internal.h), its fields set as a spawned
+ * task's steps set them */
 typedef struct {
-  int done, slot;
-  uint64_t run_ns, last_ns;
+  void *loop;
+  uint8_t state, flags, nres, wait;
+  uint32_t id;
+  int slot;
+  uint32_t steps, delay_max_ns;
+  uint8_t untouched[12]; /* hook, named, cancels and the wait union */
+  lua_State *co;
+  uint64_t run_ns, last_ns, delay_sum_ns;
 } dtask;
+_Static_assert(sizeof(void *) != 8 || sizeof(dtask) == 72, "dtask is not aio_task's size");
 
 static int anchors_ref, dmt_ref;
 static uint64_t stamp; /* the last step's end, as lua-asyncio's loop keeps it */
+static uint32_t ntasks;
 static dtask **ring;
 static size_t rhead, rlen, rcap;
 static int *free_slots, nfree, top, free_cap;
@@ -110,8 +122,10 @@ static int d_create_task(lua_State *L) {
   dtask *t;
   luaL_checktype(L, 1, LUA_TFUNCTION);
   t = lua_newuserdatauv(L, sizeof *t, 1);
-  t->done = 0;
-  t->run_ns = 0;
+  memset(t, 0, sizeof *t);
+  t->loop = &ring;
+  t->flags = 1;
+  t->id = ++ntasks;
   t->last_ns = stamp;
   lua_rawgeti(L, LUA_REGISTRYINDEX, dmt_ref);
   lua_setmetatable(L, -2);
@@ -151,6 +165,8 @@ static void d_run_queue(lua_State *L) {
     uint64_t t1;
     rhead = (rhead + 1) & (rcap - 1);
     rlen--;
+    t->wait = 0;
+    t->co = co;
     lua_rawgeti(L, -1, t->slot);
     lua_pushcfunction(L, d_main);
     lua_pushcfunction(L, d_msgh);
@@ -158,12 +174,20 @@ static void d_run_queue(lua_State *L) {
     lua_xmove(L, co, 3);
     if (lua_resume(co, L, 2, &nres) != LUA_OK || nres != 2) luaL_error(L, "a task failed");
     t1 = clock_ns();
+    {
+      uint64_t delay = t0 > t->last_ns ? t0 - t->last_ns : 0; /* ours: from the wake-up */
+      t->delay_sum_ns += delay;
+      if (delay > t->delay_max_ns) t->delay_max_ns = (uint32_t)delay;
+    }
+    t->steps++;
     t->run_ns += t1 - t0;
     t->last_ns = stamp = t0 = t1;
     lua_xmove(co, L, 2);
     if (!lua_toboolean(L, -2)) luaL_error(L, "a task failed");
     lua_setiuservalue(L, -3, 1);
-    t->done = 1;
+    t->state = 1;
+    t->nres = 1;
+    t->co = NULL;
     lua_pushnil(L);
     lua_rawseti(L, -4, t->slot);
     free_slots[nfree++] = t->slot;
@@ -174,7 +198,7 @@ static void d_run_queue(lua_State *L) {
 
 static int d_await(lua_State *L) {
   dtask *t = luaL_checkudata(L, 1, "spawn_floor.DesignTask");
-  if (!t->done) d_run_queue(L);
+  if (!t->state) d_run_queue(L);
   lua_getiuservalue(L, 1, 1);
   return 1;
 }
