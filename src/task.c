@@ -315,8 +315,11 @@ static inline void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int stat
     aio_task_push(L, lp, t);
     tidx = top + 1;
   }
-  if (status != LUA_OK) hook_from_loop(L, lp, t, tidx);
-  base = lua_gettop(L) + 1;
+  base = tidx > top ? top + 2 : top + 1;
+  if (status != LUA_OK) {
+    hook_from_loop(L, lp, t, tidx);
+    base = lua_gettop(L) + 1;
+  }
   lua_xmove(co, L, status == LUA_OK ? nres : 1);
   ok = status == LUA_OK && lua_toboolean(L, base);
   if (ok && t->must_cancel) { /* cancelled right before the body returned */
@@ -465,7 +468,7 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int an
         aidx = base + 1;
       }
       lua_rawgeti(L, aidx, t->slot);
-      tidx = lua_gettop(L);
+      tidx = anchors ? base + 1 : base + 2;
       if (direct) {
         lp->settling = t;
         co = attach_coroutine(L, lp, t, tidx);
