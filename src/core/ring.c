@@ -10,7 +10,6 @@ _Static_assert(sizeof(void *) != 8 || sizeof(aio_ready) == 24, "aio_ready outgre
 void aio_ring_init(aio_ring *r) {
   r->buf = NULL;
   r->head = r->len = r->cap = 0;
-  r->calm = 0;
 }
 
 void aio_ring_free(aio_ring *r) {
@@ -36,23 +35,10 @@ int aio_ring_grow(aio_ring *r) {
 }
 
 /* A burst (100,000 tasks created at once) grows the ring to megabytes that
- * the steady state never uses again (24 bytes per task of the burst). Once
- * it has been mostly empty for CALM_TURNS turns in a row, it shrinks to four
- * times what it holds, down to 4,096 entries (96 KiB), so the memory of a
- * burst goes back soon after it. Waiting for calm keeps a loop with repeated
- * bursts (a server's, a benchmark's rounds) from shrinking and regrowing the
- * ring between two of them. Called once a turn. */
-#define CALM_TURNS 16
-#define TRIM_MIN 4096
-
+ * the steady state never uses again (24 bytes per task of the burst): once
+ * it is mostly empty, it halves, down to 4,096 entries (96 KiB), so the
+ * memory of a burst goes back within a few turns. Halving, not dropping to
+ * the minimum, keeps a loop with repeated bursts from regrowing far. */
 void aio_ring_trim(aio_ring *r) {
-  size_t cap = TRIM_MIN;
-  if (r->cap <= TRIM_MIN || r->len > r->cap / 16) {
-    r->calm = 0;
-    return;
-  }
-  if (++r->calm < CALM_TURNS) return;
-  r->calm = 0;
-  while (cap < r->len * 4) cap *= 2;
-  (void)ring_move(r, cap);
+  if (r->cap > 4096 && r->len <= r->cap / 16) (void)ring_move(r, r->cap / 2);
 }

@@ -21,7 +21,6 @@ typedef struct aio_ready {
 typedef struct aio_ring {
   aio_ready *buf;
   size_t head, len, cap; /* cap is a power of two */
-  unsigned calm;         /* turns in a row the ring was mostly empty (aio_ring_trim) */
 } aio_ring;
 
 void aio_ring_init(aio_ring *r);
