@@ -531,10 +531,11 @@ void aio_future_note_source(lua_State *L, aio_state *S, int idx);
 void aio_task_open(lua_State *L, aio_state *S);
 int aio_await(lua_State *L);
 /* woke: when it was queued (0: outside a tick, count from the tick's start;
- * UINT64_MAX: no delay, an eager step); anchors: nonzero for a step the tick
- * runs itself, straight under its lua_pcall (see aio_task_settle), where the
- * tick keeps the tasks' anchor table on the stack */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int anchors);
+ * UINT64_MAX: no delay, an eager step); anchors: for a step the tick runs
+ * itself, straight under its lua_pcall (see aio_task_settle), where the tick
+ * keeps the tasks' anchor table on its stack (0 until a step pushed it);
+ * NULL otherwise */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int *anchors);
 int aio_task_settle(lua_State *L, aio_loop *lp);
 int aio_task_cancel(lua_State *L, int idx, int msg_idx);
 /* fn_idx: an absolute index, with the nargs arguments after it */

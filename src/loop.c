@@ -271,11 +271,12 @@ static void run_due_timers(lua_State *L, aio_loop *lp, int base) {
   }
 }
 
-/* base: the tick's stack, the anchor table of the tasks (see tick) */
-static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e, int base) {
+/* anchors: the tick's stack, the tasks' anchor table once a step pushed it
+ * (see tick) */
+static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e, int *anchors) {
   switch (e->kind) {
   case AIO_RUN_STEP:
-    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp, base);
+    lp->stamp_ok = (uint8_t)aio_task_step(L, lp, e->p, e->stamp, anchors);
     return;
   case AIO_RUN_HANDLE:
     aio_handle_run(L, lp, e->p, e->ref);
@@ -285,7 +286,7 @@ static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e, int base) {
     break;
   default:
     ((asyncio_callback)e->q)(L, e->p);
-    lua_settop(L, base);
+    lua_settop(L, *anchors);
     break;
   }
   lp->stamp_ok = 0; /* time went by since the last step's end */
@@ -297,21 +298,19 @@ static void run_entry(lua_State *L, aio_loop *lp, aio_ready *e, int base) {
 static int tick(lua_State *L) {
   aio_loop *lp = lua_touserdata(L, 1);
   aio_future *until = lua_touserdata(L, 2);
-  int budget = lp->turn_budget, base;
+  /* the tasks' anchor table, fetched by the tick's first task's first step
+   * and kept at the bottom of the stack for the others: a first step takes
+   * its task from there, and a finish drops it there */
+  int budget = lp->turn_budget, anchors = 0;
   lua_settop(L, 0);
-  /* the tasks' anchor table, fetched once for every step of the tick: a
-   * task's first step takes it from there and its finish drops it there */
-  aio_anchors_push_table(L, &lp->tasks);
-  if (!lua_istable(L, 1)) lua_settop(L, 0); /* a closed loop's: it runs nothing */
-  base = lua_gettop(L);
   lp->tick_ns = lp->stamp = aio_clock_ns(lp);
   lp->stamp_ok = 1;
   do {
     size_t n;
-    run_due_timers(L, lp, base);
+    run_due_timers(L, lp, anchors);
     for (n = lp->ready.len; n > 0 && !lp->closed; n--) {
       aio_ready e = *aio_ring_shift(&lp->ready);
-      run_entry(L, lp, &e, base);
+      run_entry(L, lp, &e, &anchors);
     }
     aio_ring_trim(&lp->ready);
     if (lp->stopping || lp->closed || (until && until->state != AIO_PENDING)) break;

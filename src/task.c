@@ -442,13 +442,14 @@ static int attach_protected(lua_State *L) {
 }
 
 /* Returns 1 when it ran the body: lp->stamp is then the step's end.
- * anchors: where the tick keeps the anchor table on the stack for the steps
- * it runs itself (see aio_task_settle), 0 for a step it does not run. */
-int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int anchors) {
+ * anchors: for a step the tick runs itself (see aio_task_settle), where the
+ * tick keeps the tasks' anchor table on its stack, 0 until a first step
+ * pushes it there; NULL for a step the tick does not run. */
+int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int *anchors) {
   aio_task *prev = lp->current;
   lua_State *co = t->co;
-  int nargs = 0, nres, status, base = 0, tidx = 0, debug = lp->debug, direct = anchors != 0;
-  int aidx = anchors;
+  int nargs = 0, nres, status, base = 0, tidx = 0, debug = lp->debug, direct = anchors != NULL;
+  int aidx = direct ? *anchors : 0;
   uint64_t t0, t1, delay;
   aio_debug_frame fr;
   if (t->f.state != AIO_PENDING) return 0;
@@ -462,13 +463,17 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int an
     if (!co) {
       /* the task and its coroutine stay on the stack for the finish of a
        * body that returns in its first step (most do), by the anchor table */
+      if (direct && !aidx) { /* the tick's first: it stays for the others */
+        aio_anchors_push_table(L, &lp->tasks);
+        *anchors = aidx = lua_gettop(L);
+      }
       base = lua_gettop(L);
       if (!aidx) {
         aio_anchors_push_table(L, &lp->tasks);
         aidx = base + 1;
       }
       lua_rawgeti(L, aidx, t->slot);
-      tidx = anchors ? base + 1 : base + 2;
+      tidx = aidx > base ? base + 2 : base + 1;
       if (direct) {
         lp->settling = t;
         co = attach_coroutine(L, lp, t, tidx);
@@ -763,7 +768,7 @@ static void task_new(lua_State *L, aio_loop *lp, int fn_idx, int nargs, int eage
   lua_setiuservalue(L, tidx, 1);
   anchor(L, lp, t, tidx);
   if (eager && lp->running) {
-    aio_task_step(L, lp, t, UINT64_MAX, 0);
+    aio_task_step(L, lp, t, UINT64_MAX, NULL);
   } else {
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
