@@ -322,8 +322,7 @@ The values the future was resolved with.
   `set_exception`
 */
 static int l_result(lua_State *L) {
-  aio_check_future(L, 1);
-  return aio_future_push_results(L, 1);
+  return aio_future_push_done(L, aio_check_future(L, 1), 1);
 }
 
 /***

@@ -522,6 +522,15 @@ void aio_future_set_exc(lua_State *L, int idx, int err_idx);
 void aio_future_settle_failed(lua_State *L, int idx, int err_idx);
 int aio_future_cancel(lua_State *L, int idx, int msg_idx);
 int aio_future_push_results(lua_State *L, int idx);
+/* The same for f, the future at the absolute index idx: one result (most
+ * futures and tasks) without the call */
+static inline int aio_future_push_done(lua_State *L, const aio_future *f, int idx) {
+  if (f->state == AIO_FINISHED && !(f->flags & (AIO_F_EXC | AIO_F_MULTI)) && f->nres == 1) {
+    lua_getiuservalue(L, idx, 1);
+    return 1;
+  }
+  return aio_future_push_results(L, idx);
+}
 void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);
 void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref);
 void aio_future_methods(lua_State *L, aio_state *S);

@@ -553,14 +553,14 @@ static int await_k(lua_State *L, int status, lua_KContext ctx) {
   (void)status;
   lua_settop(L, 1);
   if (t->must_cancel) return raise_cancelled(L, t);
-  return aio_future_push_results(L, 1);
+  return aio_future_push_done(L, lua_touserdata(L, 1), 1);
 }
 
 int aio_await(lua_State *L) {
   aio_state *S = aio_state_of(L);
   aio_future *f = aio_check_future_in(L, S, 1);
   aio_task *t;
-  if (f->state != AIO_PENDING) return aio_future_push_results(L, 1);
+  if (f->state != AIO_PENDING) return aio_future_push_done(L, f, 1);
   t = aio_current_task(L, S, "await");
   if (!t) return aio_nested_yield(L);
   if (f->loop != t->f.loop) return aio_raise(L, "RuntimeError", "future belongs to another loop");
