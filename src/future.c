@@ -24,21 +24,11 @@ aio_future *aio_check_future(lua_State *L, int idx) {
   return aio_checkudata(L, idx, AIO_T_FUTURE, AIO_T_TASK, "Future");
 }
 
-/* The same, first by the address of the object's metatable: await checks
- * every future it is given, and the tag's lookup (aio_testudata) costs as
- * much as the rest of an await of a done future. Other metatables with the
- * tag (a debug-mode Task's) take the tag's way. */
+/* The same with S at hand (await's: it checks every future it is given) */
 aio_future *aio_check_future_in(lua_State *L, aio_state *S, int idx) {
-  void *p = lua_touserdata(L, idx);
-  if (p && lua_getmetatable(L, idx)) {
-    const void *mt = lua_topointer(L, -1);
-    lua_pop(L, 1);
-    /* a light userdata has no metatable of its own: rule it out last */
-    if ((mt == S->mtp[AIO_T_TASK] || mt == S->mtp[AIO_T_FUTURE]) &&
-        lua_type(L, idx) == LUA_TUSERDATA)
-      return p;
-  }
-  return aio_check_future(L, idx);
+  aio_future *f = aio_testudata_in(L, S, idx, AIO_T_FUTURE, AIO_T_TASK);
+  if (!f) luaL_typeerror(L, idx, "Future");
+  return f;
 }
 
 aio_future *aio_future_new(lua_State *L, aio_loop *lp) {

@@ -163,12 +163,8 @@ static int task_hooked_main_k(lua_State *co, int status, lua_KContext ctx) {
   int ok = status == LUA_OK || status == LUA_YIELD;
   aio_state *S = aio_get_state(co);
   aio_task *t = S->running->current;
-  (void)ctx;
-  if (!ok) {
-    lua_pushboolean(co, 0);
-    lua_replace(co, 1);
-  }
-  if (!ok || t->must_cancel) { /* must_cancel: cancelled as the body returned */
+  task_main_k(co, status, ctx); /* the failure's false, as a plain task's */
+  if (!ok || t->must_cancel) {  /* must_cancel: cancelled as the body returned */
     t->f.hook = AIO_HOOK_RAN;
     aio_push_hook(co, S, "task_failed");
     aio_task_push(co, t->f.loop, t);
@@ -309,13 +305,12 @@ static void hook_from_loop(lua_State *L, aio_loop *lp, aio_task *t, int tidx) {
 static inline void task_finish(lua_State *L, aio_loop *lp, aio_task *t, int status, int nres,
                                int aidx, int tidx) {
   lua_State *co = t->co;
-  int top = lua_gettop(L), base, ok;
+  int top = lua_gettop(L), base = top + 1, ok;
   if (nres > LUA_MINSTACK / 2) luaL_checkstack(L, nres + 4, "too many results");
   if (!tidx) {
     aio_task_push(L, lp, t);
-    tidx = top + 1;
+    tidx = base++;
   }
-  base = tidx > top ? top + 2 : top + 1;
   if (status != LUA_OK) {
     hook_from_loop(L, lp, t, tidx);
     base = lua_gettop(L) + 1;
@@ -463,17 +458,14 @@ int aio_task_step(lua_State *L, aio_loop *lp, aio_task *t, uint64_t woke, int *a
     if (!co) {
       /* the task and its coroutine stay on the stack for the finish of a
        * body that returns in its first step (most do), by the anchor table */
-      if (direct && !aidx) { /* the tick's first: it stays for the others */
-        aio_anchors_push_table(L, &lp->tasks);
-        *anchors = aidx = lua_gettop(L);
-      }
-      base = lua_gettop(L);
       if (!aidx) {
         aio_anchors_push_table(L, &lp->tasks);
-        aidx = base + 1;
+        aidx = lua_gettop(L);
+        if (direct) *anchors = aidx; /* the tick's first: it stays for the others */
       }
+      base = direct ? lua_gettop(L) : aidx - 1; /* what the step leaves */
       lua_rawgeti(L, aidx, t->slot);
-      tidx = aidx > base ? base + 2 : base + 1;
+      tidx = (direct ? base : aidx) + 1;
       if (direct) {
         lp->settling = t;
         co = attach_coroutine(L, lp, t, tidx);
