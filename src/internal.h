@@ -121,12 +121,15 @@ struct aio_ctimer {
  * callbacks: nil, one callback (function, or light userdata for a waiting
  * task) or a list. A Task has uservalue 1 only (see struct aio_task). */
 struct aio_future {
-  aio_loop *loop;
+  /* first: a Task's block starts at a cache line (slab.c), and its first
+   * line holds the header, uservalue 1 and these 8 bytes, so awaiting a
+   * done task reads one line (cachegrind: 13.0 -> 12.0 LL misses a task) */
   uint8_t state;
   uint8_t flags;
   uint8_t nres; /* result count when not AIO_F_MULTI */
   uint8_t hook; /* a Task's AIO_HOOK_* (task.c), in padding a Future has anyway */
   uint32_t id;  /* a Task's number (Task-N), in the same padding; 0 in a Future */
+  aio_loop *loop;
 };
 
 /* aio_future.hook of a Task made by create_task_hooked: its hook is still to
