@@ -374,6 +374,46 @@ describe("Task:cancel", function()
     end)
   end)
 
+  it("a task woken round such a cycle is no longer among the other's waiters", function()
+    run(function()
+      local f = asyncio.get_running_loop():create_future()
+      local gone = setmetatable({}, { __mode = "v" })
+      local a, b
+      local waiting = {}
+      a = asyncio.create_task(function()
+        asyncio.sleep(0)
+        b:await()
+      end)
+      gone[1] = a
+      b = asyncio.create_task(function()
+        asyncio.sleep(0)
+        local ok = pcall(a.await, a)
+        a = nil
+        collectgarbage()
+        collectgarbage()
+        -- a is gone, and tasks made now may take its memory: none of them
+        -- may be woken when b ends, as a would have been
+        for i = 1, 20 do
+          waiting[i] = asyncio.create_task(function()
+            return f:await()
+          end)
+        end
+        asyncio.sleep(0)
+        return ok
+      end)
+      helper.sleep0(3)
+      assert.is_true(a:cancel())
+      assert.is_false(b:await())
+      assert.is_nil(gone[1])
+      helper.sleep0(3)
+      for i = 1, 20 do
+        assert.is_false(waiting[i]:done(), "task " .. i .. " woke")
+      end
+      f:set_result("f")
+      assert.equal("f", waiting[20]:await())
+    end)
+  end)
+
   it("the main task of run_until_complete can be cancelled from a callback", function()
     with_loop(function(loop)
       local t = loop:create_task(function()

@@ -256,9 +256,50 @@ static void add_callback(lua_State *L, int idx, aio_future *f) {
   lua_pop(L, 1);
 }
 
+/* Drops every registration of the value on top (popped) from the future at
+ * idx; returns how many there were. */
+static int remove_callback(lua_State *L, int idx, aio_future *f) {
+  int cb = lua_gettop(L), removed = 0;
+  idx = lua_absindex(L, idx);
+  push_callbacks(L, idx, f);
+  if (!(f->flags & AIO_F_CBLIST)) {
+    if (lua_rawequal(L, cb, -1)) {
+      lua_pushnil(L);
+      set_callbacks(L, idx, f);
+      removed = 1;
+    }
+  } else {
+    int n = (int)lua_rawlen(L, -1), i, j = 1;
+    for (i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      if (lua_rawequal(L, cb, -1)) {
+        removed++;
+        lua_pop(L, 1);
+      } else {
+        lua_rawseti(L, -2, j++);
+      }
+    }
+    for (; j <= n; j++) {
+      lua_pushnil(L);
+      lua_rawseti(L, -2, j);
+    }
+  }
+  lua_settop(L, cb - 1);
+  return removed;
+}
+
 void aio_future_add_waiter(lua_State *L, int idx, aio_task *t) {
   lua_pushlightuserdata(L, t);
   add_callback(L, idx, lua_touserdata(L, idx));
+}
+
+/* For a task that stops waiting before the future is done: a waiter left
+ * behind would be woken when the future ends, by then maybe in the memory
+ * of another task. */
+void aio_future_remove_waiter(lua_State *L, int idx, aio_task *t) {
+  idx = lua_absindex(L, idx);
+  lua_pushlightuserdata(L, t);
+  remove_callback(L, idx, lua_touserdata(L, idx));
 }
 
 void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref) {
@@ -437,33 +478,9 @@ Removes every registration of `cb`.
 */
 static int l_remove_done_callback(lua_State *L) {
   aio_future *f = aio_check_future(L, 1);
-  int removed = 0;
   luaL_checkany(L, 2);
   lua_settop(L, 2);
-  push_callbacks(L, 1, f);
-  if (!(f->flags & AIO_F_CBLIST)) {
-    if (lua_rawequal(L, 2, 3)) {
-      lua_pushnil(L);
-      set_callbacks(L, 1, f);
-      removed = 1;
-    }
-  } else {
-    int n = (int)lua_rawlen(L, 3), i, j = 1;
-    for (i = 1; i <= n; i++) {
-      lua_rawgeti(L, 3, i);
-      if (lua_rawequal(L, 2, -1)) {
-        removed++;
-        lua_pop(L, 1);
-      } else {
-        lua_rawseti(L, 3, j++);
-      }
-    }
-    for (; j <= n; j++) {
-      lua_pushnil(L);
-      lua_rawseti(L, 3, j);
-    }
-  }
-  lua_pushinteger(L, removed);
+  lua_pushinteger(L, remove_callback(L, 1, f));
   return 1;
 }
 

@@ -695,7 +695,13 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
     /* AIO_WAIT_FUTURE here: the cancel came back round a cycle of tasks
      * awaiting each other, which would otherwise recurse until the C stack
      * overflows; this task is woken with CancelledError instead */
-    if (t->wait == AIO_WAIT_TIMER) aio_loop_remove_timer(lp, &t->timer);
+    if (t->wait == AIO_WAIT_TIMER) {
+      aio_loop_remove_timer(lp, &t->timer);
+    } else if (t->wait == AIO_WAIT_FUTURE) {
+      push_waiting(L, t);
+      if (aio_test_future(L, -1)) aio_future_remove_waiter(L, -1, t);
+      lua_pop(L, 1);
+    }
     t->wait = AIO_WAIT_SOON;
     aio_loop_push(lp, AIO_RUN_STEP, t, LUA_NOREF, LUA_NOREF);
   }
