@@ -297,7 +297,6 @@ void aio_future_add_waiter(lua_State *L, int idx, aio_task *t) {
  * behind would be woken when the future ends, by then maybe in the memory
  * of another task. */
 void aio_future_remove_waiter(lua_State *L, int idx, aio_task *t) {
-  idx = lua_absindex(L, idx);
   lua_pushlightuserdata(L, t);
   remove_callback(L, idx, lua_touserdata(L, idx));
 }

@@ -548,6 +548,8 @@ static inline int aio_future_push_done(lua_State *L, const aio_future *f, int id
   }
   return aio_future_push_results(L, idx);
 }
+/* t waits for the future at idx, an absolute index (the task is pushed
+ * above it), or no longer does */
 void aio_future_add_waiter(lua_State *L, int idx, aio_task *t);
 void aio_future_remove_waiter(lua_State *L, int idx, aio_task *t);
 void aio_future_run_donecb(lua_State *L, aio_loop *lp, int fn_ref, int fut_ref);

@@ -699,7 +699,7 @@ int aio_task_cancel(lua_State *L, int idx, int msg_idx) {
       aio_loop_remove_timer(lp, &t->timer);
     } else if (t->wait == AIO_WAIT_FUTURE) {
       push_waiting(L, t);
-      if (aio_test_future(L, -1)) aio_future_remove_waiter(L, -1, t);
+      if (aio_test_future(L, -1)) aio_future_remove_waiter(L, lua_gettop(L), t);
       lua_pop(L, 1);
     }
     t->wait = AIO_WAIT_SOON;
